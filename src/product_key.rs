@@ -236,8 +236,12 @@ impl ProductKey {
     /// ```
     /// use kms_activation::product_key::ProductKey;
     ///
+    /// // The last character of the Windows 10/11 Pro GVLK changed from X to Y:
+    /// // the value grows by one, so the group ID does too (3311 → 3312),
+    /// // while the stored checksum no longer matches.
     /// let key = ProductKey::decode("W269N-WFGWX-YVC9B-4J6C9-T83GY")?;
-    /// assert_eq!(key.group_id(), 3311);
+    /// assert_eq!(key.group_id(), 3312);
+    /// assert_eq!(key.checksum(), 0x25e);
     /// assert!(!key.checksum_ok());
     /// # Ok::<(), kms_activation::product_key::ProductKeyError>(())
     /// ```
