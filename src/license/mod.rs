@@ -1,9 +1,18 @@
 //! License states of a KMS client.
 //!
 //! [`LicenseStatus`] is the wire value a client reports in every request
-//! (PROTOCOL.md §8).
+//! (PROTOCOL.md §8). [`LicenseTimeline`] models how a client moves between
+//! those states over time (grace periods, activation validity, renewals,
+//! rearms) and what it reports at any instant; the rules and their sources
+//! are listed in [`timeline`].
 
 use std::fmt;
+
+pub mod timeline;
+
+pub use timeline::{
+    LicenseEvent, LicensePolicy, LicenseSnapshot, LicenseTimeline, OutOfOrderError, RearmError,
+};
 
 /// The license state a client reports in its request (`LicenseStatus`, 0–6).
 ///
