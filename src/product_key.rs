@@ -46,8 +46,10 @@
 //! first, no reflection, no final XOR), complement the result and keep its low
 //! 10 bits. A key is consistent when that equals the stored checksum. Every
 //! GVLK with an `N` in Microsoft's published table passes this check (see the
-//! tests); a single mistyped character is caught except for about one case in
-//! a thousand, the chance that a 10-bit check matches by accident.
+//! tests). A single mistyped character is caught unless the 10-bit check
+//! matches by accident, which a 10-bit check allows about once in a thousand
+//! (14 of the 25 392 one-digit substitutions of those GVLKs slip through; the
+//! tests list them).
 //!
 //! # Two entry points
 //!
