@@ -12,6 +12,7 @@ mod guid;
 pub mod hresult;
 pub mod license;
 mod random;
+pub mod rpc;
 mod time;
 pub mod wire;
 
