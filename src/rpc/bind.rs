@@ -108,7 +108,7 @@ const BTFN_VERSION: u32 = 1;
 /// [`TransferSyntax::Other`]).
 ///
 /// ```
-/// use kms_activation::rpc::{NDR64, SyntaxId, TransferSyntax};
+/// use kms_activation::rpc::{NDR64, TransferSyntax};
 ///
 /// assert_eq!(TransferSyntax::from_syntax(&NDR64), TransferSyntax::Ndr64);
 /// let btfn = TransferSyntax::BindTimeFeatures(3).to_syntax();

@@ -465,3 +465,588 @@ pub(crate) fn clamp_u8(len: usize) -> (u8, usize) {
 pub(crate) fn put_zeros(out: &mut BytesMut, n: usize) {
     out.put_bytes(0, n);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::HResult;
+    use uuid::Uuid;
+
+    /// One TCP read of a captured connection.
+    struct Read {
+        c2s: bool,
+        bytes: Vec<u8>,
+    }
+
+    /// Every connection of every vector: (file name, reads).
+    fn vectors() -> &'static [(String, Vec<Read>)] {
+        static VECTORS: OnceLock<Vec<(String, Vec<Read>)>> = OnceLock::new();
+        VECTORS.get_or_init(|| {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data");
+            let mut files: Vec<_> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect();
+            files.sort();
+            assert!(files.len() >= 7, "vectors missing from {dir}");
+            let mut out = Vec::new();
+            for path in files {
+                let json: serde_json::Value =
+                    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                for conn in json["connections"].as_array().unwrap() {
+                    let reads = conn
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|r| Read {
+                            c2s: r["dir"] == "c2s",
+                            bytes: hex::decode(r["hex"].as_str().unwrap()).unwrap(),
+                        })
+                        .collect();
+                    out.push((name.clone(), reads));
+                }
+            }
+            out
+        })
+    }
+
+    fn encode(pdu: &Pdu) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        pdu.encode(&mut out);
+        assert_eq!(out.len(), pdu.encoded_len());
+        out.to_vec()
+    }
+
+    /// `bytes` with a `bind_ack`'s pad zeroed (vlmcsd leaves stale bytes).
+    fn mask_bind_ack_pad(bytes: &[u8]) -> Vec<u8> {
+        let mut masked = bytes.to_vec();
+        if matches!(bytes[2], 12 | 15) {
+            let l = usize::from(u16::from_le_bytes([bytes[24], bytes[25]]));
+            let start = 26 + l;
+            let pad = (4 - start % 4) % 4;
+            masked[start..start + pad].fill(0);
+        }
+        masked
+    }
+
+    #[test]
+    fn every_vector_pdu_decodes_and_re_encodes() {
+        let mut count = 0;
+        let mut stale_pads = 0;
+        for (name, reads) in vectors() {
+            for read in reads {
+                let len = frame_len(&read.bytes, DEFAULT_MAX_FRAG_LEN).unwrap();
+                assert_eq!(len, Some(read.bytes.len()), "{name}");
+                let pdu = Pdu::decode(&read.bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+                let again = encode(&pdu);
+                assert_eq!(again, mask_bind_ack_pad(&read.bytes), "{name}: {pdu:?}");
+                if again != read.bytes {
+                    stale_pads += 1;
+                }
+                assert_eq!(Pdu::decode(&again).unwrap(), pdu);
+                count += 1;
+            }
+        }
+        assert!(count >= 40, "only {count} PDUs");
+        assert!(
+            stale_pads > 0,
+            "the vectors are known to hold stale pad bytes"
+        );
+    }
+
+    #[test]
+    fn negotiate_reproduces_captured_acks() {
+        let mut checked = 0;
+        for (name, reads) in vectors() {
+            let mut offered: Option<Vec<ContextElement>> = None;
+            for read in reads {
+                match Pdu::decode(&read.bytes).unwrap().body {
+                    PduBody::Bind(b) | PduBody::AlterContext(b) => offered = Some(b.contexts),
+                    PduBody::BindAck(a) | PduBody::AlterContextResp(a) => {
+                        let contexts = offered.take().unwrap();
+                        let results = negotiate(&contexts, &NegotiationPolicy::default());
+                        assert_eq!(results, a.results, "{name}");
+                        checked += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert!(checked >= 10);
+    }
+
+    #[test]
+    fn vector_stubs_decode_with_their_context_and_re_encode() {
+        let mut errors = Vec::new();
+        let mut ndrs = Vec::new();
+        for (name, reads) in vectors() {
+            let mut table: HashMap<u16, Ndr> = HashMap::new();
+            let mut offered = Vec::new();
+            let mut call: Option<(u32, Ndr)> = None;
+            for read in reads {
+                let pdu = Pdu::decode(&read.bytes).unwrap();
+                match pdu.body {
+                    PduBody::Bind(b) | PduBody::AlterContext(b) => offered = b.contexts,
+                    PduBody::BindAck(a) | PduBody::AlterContextResp(a) => {
+                        for (c, r) in offered.iter().zip(&a.results) {
+                            if let Some(ndr) = r.ndr() {
+                                table.insert(c.context_id, ndr);
+                            }
+                        }
+                    }
+                    PduBody::Request(req) => {
+                        assert!(read.c2s);
+                        assert_eq!(req.opnum, 0);
+                        assert_eq!(req.alloc_hint as usize, req.stub.len(), "{name}");
+                        let ndr = table[&req.context_id];
+                        let message = decode_request_stub(ndr, &req.stub).unwrap();
+                        assert!(matches!(message.len(), 252 | 260), "{name}");
+                        let mut out = BytesMut::new();
+                        encode_request_stub(ndr, message, &mut out);
+                        assert_eq!(out, req.stub, "{name}");
+                        call = Some((pdu.call_id, ndr));
+                        ndrs.push(ndr);
+                    }
+                    PduBody::Response(resp) => {
+                        let (call_id, ndr) = call.take().unwrap();
+                        assert_eq!(call_id, pdu.call_id);
+                        assert_eq!(resp.alloc_hint as usize, resp.stub.len(), "{name}");
+                        let reply = decode_response_stub(ndr, &resp.stub).unwrap();
+                        if let StubReply::Error(h) = reply {
+                            errors.push(h);
+                        }
+                        assert_eq!(reply.encoded_len(ndr), resp.stub.len());
+                        let mut out = BytesMut::new();
+                        encode_response_stub(ndr, reply, &mut out);
+                        assert_eq!(out, resp.stub, "{name}");
+                    }
+                    PduBody::BindNak(_) | PduBody::Fault(_) => panic!("{name}: unexpected"),
+                }
+            }
+        }
+        errors.sort();
+        assert_eq!(errors, [HResult::INVALID_DATA, HResult::KMS_ID_MISMATCH]);
+        assert!(ndrs.contains(&Ndr::Ndr32) && ndrs.contains(&Ndr::Ndr64));
+    }
+
+    /// Splits `chunks` (one TCP read each) into PDUs the way a host does.
+    fn split(chunks: &[&[u8]]) -> Vec<Pdu> {
+        let mut buf = Vec::new();
+        let mut pdus = Vec::new();
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            while let Some(n) = frame_len(&buf, DEFAULT_MAX_FRAG_LEN).unwrap() {
+                if buf.len() < n {
+                    break;
+                }
+                pdus.push(Pdu::decode(&buf[..n]).unwrap());
+                buf.drain(..n);
+            }
+        }
+        assert!(buf.is_empty());
+        pdus
+    }
+
+    #[test]
+    fn a_stream_cut_anywhere_yields_the_same_pdus() {
+        for (name, reads) in vectors() {
+            let stream: Vec<u8> = reads.iter().flat_map(|r| r.bytes.clone()).collect();
+            let expected: Vec<Pdu> = reads
+                .iter()
+                .map(|r| Pdu::decode(&r.bytes).unwrap())
+                .collect();
+            assert_eq!(split(&[&stream]), expected, "{name}");
+            for cut in 0..=stream.len() {
+                let (a, b) = stream.split_at(cut);
+                assert_eq!(split(&[a, b]), expected, "{name} cut at {cut}");
+            }
+            let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+            assert_eq!(split(&bytes), expected, "{name} byte by byte");
+        }
+    }
+
+    #[test]
+    fn oversized_frag_length_is_refused_from_the_first_ten_bytes() {
+        let mut head = vectors()[0].1[0].bytes[..10].to_vec();
+        head[8..10].copy_from_slice(&5841u16.to_le_bytes());
+        assert_eq!(
+            frame_len(&head, DEFAULT_MAX_FRAG_LEN),
+            Err(Error::FrameTooLarge {
+                len: 5841,
+                max: DEFAULT_MAX_FRAG_LEN
+            })
+        );
+        assert_eq!(frame_len(&head, MAX_FRAG_LEN), Ok(Some(5841)));
+    }
+
+    #[test]
+    fn fault_encodes_as_protocol_2_7() {
+        let pdu = Pdu {
+            call_id: 2,
+            flags: PfcFlags::SINGLE | PfcFlags::DID_NOT_EXECUTE,
+            body: PduBody::Fault(Fault {
+                alloc_hint: 32,
+                context_id: 0,
+                cancel_count: 0,
+                status: NCA_S_UNK_IF,
+            }),
+        };
+        assert_eq!(
+            hex::encode(encode(&pdu)),
+            "05000323100000002000000002000000\
+             20000000000000000300011c00000000"
+        );
+    }
+
+    #[test]
+    fn decode_errors_name_field_and_offset() {
+        let bind = &vectors()[0].1[0].bytes;
+        assert_eq!(
+            Pdu::decode(&bind[..bind.len() - 1]),
+            Err(Error::LengthMismatch {
+                frag_length: bind.len(),
+                frame_len: bind.len() - 1
+            })
+        );
+        let mut unknown = bind.clone();
+        unknown[2] = 16;
+        assert_eq!(Pdu::decode(&unknown), Err(Error::UnknownPduType(16)));
+        // A request too short for its fixed fields.
+        let req = [
+            5, 0, 0, 3, 0x10, 0, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0,
+        ];
+        assert_eq!(
+            Pdu::decode(&req).unwrap_err().to_string(),
+            "request.p_cont_id at byte 0x14: truncated (need 2, have 0)"
+        );
+        // A request with an object UUID.
+        let mut obj = vec![5, 0, 0, 0x83, 0x10, 0, 0, 0, 41, 0, 0, 0, 1, 0, 0, 0];
+        obj.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        obj.extend_from_slice(&[0xAB; 16]);
+        obj.push(0x77);
+        let pdu = Pdu::decode(&obj).unwrap();
+        let PduBody::Request(r) = &pdu.body else {
+            panic!()
+        };
+        assert_eq!(r.object, Some(crate::guid::from_wire(&[0xAB; 16])));
+        assert_eq!(&r.stub[..], &[0x77]);
+        assert_eq!(encode(&pdu), obj);
+        assert_eq!(
+            Error::Stub(DecodeError::new(
+                0,
+                "stub",
+                DecodeErrorKind::Trailing { len: 1 }
+            ))
+            .fault_status(),
+            NCA_S_FAULT_NDR
+        );
+        assert_eq!(Error::UnknownPduType(16).fault_status(), NCA_S_PROTO_ERROR);
+        let top: crate::Error = Error::UnknownPduType(16).into();
+        assert_eq!(top.to_string(), "unsupported PDU type 16");
+    }
+
+    #[test]
+    fn encode_clamps_what_the_wire_cannot_express() {
+        let bind = Bind {
+            max_xmit_frag: 1,
+            max_recv_frag: 1,
+            assoc_group_id: 0,
+            contexts: vec![
+                ContextElement {
+                    context_id: 0,
+                    abstract_syntax: KMS_INTERFACE,
+                    transfer_syntaxes: vec![NDR32; 300],
+                };
+                2
+            ],
+        };
+        let pdu = Pdu {
+            call_id: 1,
+            flags: PfcFlags::SINGLE,
+            body: PduBody::Bind(bind),
+        };
+        let bytes = encode(&pdu);
+        assert_eq!(bytes.len(), 16 + 12 + 2 * (24 + 255 * 20));
+        assert_eq!(bytes[28 + 2], 255);
+        let huge = Pdu {
+            call_id: 1,
+            flags: PfcFlags::SINGLE,
+            body: PduBody::Response(Response {
+                alloc_hint: 0,
+                context_id: 0,
+                cancel_count: 0,
+                stub: Bytes::from(vec![0; 70_000]),
+            }),
+        };
+        let bytes = encode(&huge);
+        assert_eq!(&bytes[8..10], &[0xff, 0xff]);
+        assert!(Pdu::decode(&bytes).is_err());
+    }
+
+    // --- property tests -------------------------------------------------
+
+    fn arb_uuid() -> impl Strategy<Value = Uuid> {
+        prop_oneof![
+            Just(KMS_INTERFACE.uuid),
+            Just(NDR32.uuid),
+            Just(NDR64.uuid),
+            any::<u128>().prop_map(Uuid::from_u128),
+        ]
+    }
+
+    fn arb_syntax() -> impl Strategy<Value = SyntaxId> {
+        prop_oneof![
+            Just(NDR32),
+            Just(NDR64),
+            any::<u64>().prop_map(|m| TransferSyntax::BindTimeFeatures(m).to_syntax()),
+            (arb_uuid(), any::<u32>()).prop_map(|(uuid, version)| SyntaxId { uuid, version }),
+        ]
+    }
+
+    fn arb_context() -> impl Strategy<Value = ContextElement> {
+        (
+            any::<u16>(),
+            arb_syntax(),
+            prop::collection::vec(arb_syntax(), 0..=MAX_TRANSFER_SYNTAXES),
+        )
+            .prop_map(
+                |(context_id, abstract_syntax, transfer_syntaxes)| ContextElement {
+                    context_id,
+                    abstract_syntax,
+                    transfer_syntaxes,
+                },
+            )
+    }
+
+    fn arb_bind() -> impl Strategy<Value = Bind> {
+        (
+            any::<u16>(),
+            any::<u16>(),
+            any::<u32>(),
+            prop::collection::vec(arb_context(), 0..=MAX_CONTEXTS),
+        )
+            .prop_map(
+                |(max_xmit_frag, max_recv_frag, assoc_group_id, contexts)| Bind {
+                    max_xmit_frag,
+                    max_recv_frag,
+                    assoc_group_id,
+                    contexts,
+                },
+            )
+    }
+
+    fn arb_result() -> impl Strategy<Value = ContextResult> {
+        (any::<u16>(), any::<u16>(), arb_syntax()).prop_map(|(r, reason, transfer_syntax)| {
+            ContextResult {
+                result: ResultKind::from(r % 5),
+                reason,
+                transfer_syntax,
+            }
+        })
+    }
+
+    fn arb_bind_ack() -> impl Strategy<Value = BindAck> {
+        (
+            any::<u16>(),
+            any::<u16>(),
+            any::<u32>(),
+            prop_oneof![
+                prop::collection::vec(b'0'..=b'9', 0..6),
+                prop::collection::vec(any::<u8>(), 0..MAX_SECONDARY_ADDR_LEN),
+            ],
+            prop::collection::vec(arb_result(), 0..=MAX_CONTEXTS),
+        )
+            .prop_map(
+                |(max_xmit_frag, max_recv_frag, assoc_group_id, secondary_address, results)| {
+                    BindAck {
+                        max_xmit_frag,
+                        max_recv_frag,
+                        assoc_group_id,
+                        secondary_address,
+                        results,
+                    }
+                },
+            )
+    }
+
+    fn arb_bind_nak() -> impl Strategy<Value = BindNak> {
+        (
+            any::<u16>(),
+            prop::collection::vec(any::<(u8, u8)>(), 0..=MAX_PROTOCOL_VERSIONS),
+        )
+            .prop_map(|(reject_reason, versions)| BindNak {
+                reject_reason,
+                versions,
+            })
+    }
+
+    fn arb_stub() -> impl Strategy<Value = Bytes> {
+        prop::collection::vec(any::<u8>(), 0..400).prop_map(Bytes::from)
+    }
+
+    fn arb_request() -> impl Strategy<Value = Request> {
+        (
+            any::<u32>(),
+            any::<u16>(),
+            any::<u16>(),
+            prop::option::of(arb_uuid()),
+            arb_stub(),
+        )
+            .prop_map(|(alloc_hint, context_id, opnum, object, stub)| Request {
+                alloc_hint,
+                context_id,
+                opnum,
+                object,
+                stub,
+            })
+    }
+
+    fn arb_response() -> impl Strategy<Value = Response> {
+        (any::<u32>(), any::<u16>(), any::<u8>(), arb_stub()).prop_map(
+            |(alloc_hint, context_id, cancel_count, stub)| Response {
+                alloc_hint,
+                context_id,
+                cancel_count,
+                stub,
+            },
+        )
+    }
+
+    fn arb_fault() -> impl Strategy<Value = Fault> {
+        (any::<u32>(), any::<u16>(), any::<u8>(), any::<u32>()).prop_map(
+            |(alloc_hint, context_id, cancel_count, status)| Fault {
+                alloc_hint,
+                context_id,
+                cancel_count,
+                status,
+            },
+        )
+    }
+
+    fn arb_body() -> impl Strategy<Value = PduBody> {
+        prop_oneof![
+            arb_bind().prop_map(PduBody::Bind),
+            arb_bind().prop_map(PduBody::AlterContext),
+            arb_bind_ack().prop_map(PduBody::BindAck),
+            arb_bind_ack().prop_map(PduBody::AlterContextResp),
+            arb_bind_nak().prop_map(PduBody::BindNak),
+            arb_request().prop_map(PduBody::Request),
+            arb_response().prop_map(PduBody::Response),
+            arb_fault().prop_map(PduBody::Fault),
+        ]
+    }
+
+    fn arb_pdu() -> impl Strategy<Value = Pdu> {
+        (any::<u32>(), any::<u8>(), arb_body()).prop_map(|(call_id, flags, body)| {
+            let mut flags = PfcFlags(flags);
+            if let PduBody::Request(r) = &body {
+                flags = flags.with(PfcFlags::OBJECT_UUID, r.object.is_some());
+            }
+            Pdu {
+                call_id,
+                flags,
+                body,
+            }
+        })
+    }
+
+    /// A mutation of valid bytes: flips, then a truncation, then maybe a
+    /// `frag_length` patched to the new length so the body parsers run.
+    fn mutate(bytes: &[u8], flips: &[(usize, u8)], keep: usize, patch: bool) -> Vec<u8> {
+        let mut bytes = bytes.to_vec();
+        if !bytes.is_empty() {
+            let n = bytes.len();
+            for &(at, x) in flips {
+                bytes[at % n] ^= x;
+            }
+        }
+        bytes.truncate(keep % (bytes.len() + 1));
+        if patch && bytes.len() >= 10 {
+            let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+            bytes[8..10].copy_from_slice(&len.to_le_bytes());
+        }
+        bytes
+    }
+
+    /// Runs every decoder on `bytes`; they must return, not panic.
+    fn decode_everything(bytes: &[u8]) {
+        let _ = frame_len(bytes, DEFAULT_MAX_FRAG_LEN);
+        let _ = frame_len(bytes, 0);
+        if let Ok(pdu) = Pdu::decode(bytes) {
+            let again = encode(&pdu);
+            assert_eq!(Pdu::decode(&again).unwrap(), pdu);
+            if let PduBody::Request(r) = &pdu.body {
+                let mut re = Reassembler::new(64);
+                let _ = re.push(pdu.call_id, pdu.flags, r.clone());
+            }
+        }
+        for ndr in [Ndr::Ndr32, Ndr::Ndr64] {
+            let _ = decode_request_stub(ndr, bytes);
+            let _ = decode_response_stub(ndr, bytes);
+            if let Some(stub) = bytes.get(24..) {
+                let _ = decode_request_stub(ndr, stub);
+                let _ = decode_response_stub(ndr, stub);
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn pdu_round_trip(pdu in arb_pdu()) {
+            let bytes = encode(&pdu);
+            prop_assert_eq!(frame_len(&bytes, MAX_FRAG_LEN).unwrap(), Some(bytes.len()));
+            let decoded = Pdu::decode(&bytes).unwrap();
+            prop_assert_eq!(&decoded, &pdu);
+            prop_assert_eq!(encode(&decoded), bytes);
+        }
+
+        #[test]
+        fn stub_round_trip(message in prop::collection::vec(any::<u8>(), 0..600),
+                           hresult in any::<u32>(), ndr64 in any::<bool>()) {
+            let ndr = if ndr64 { Ndr::Ndr64 } else { Ndr::Ndr32 };
+            let mut out = BytesMut::new();
+            encode_request_stub(ndr, &message, &mut out);
+            prop_assert_eq!(decode_request_stub(ndr, &out).unwrap(), &message[..]);
+            for reply in [StubReply::Message(&message), StubReply::Error(HResult::new(hresult))] {
+                out.clear();
+                encode_response_stub(ndr, reply, &mut out);
+                prop_assert_eq!(out.len(), reply.encoded_len(ndr));
+                prop_assert_eq!(decode_response_stub(ndr, &out).unwrap(), reply);
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+            decode_everything(&bytes);
+            let mut with_header = vec![5, 0, bytes.first().copied().unwrap_or(0) % 16, 3, 0x10, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0];
+            with_header.extend_from_slice(&bytes);
+            let len = u16::try_from(with_header.len()).unwrap();
+            with_header[8..10].copy_from_slice(&len.to_le_bytes());
+            decode_everything(&with_header);
+        }
+
+        #[test]
+        fn mutated_pdus_never_panic(pdu in arb_pdu(),
+                                    flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+                                    keep in any::<usize>(), patch in any::<bool>()) {
+            decode_everything(&mutate(&encode(&pdu), &flips, keep, patch));
+        }
+
+        #[test]
+        fn mutated_vectors_never_panic(pick in any::<prop::sample::Index>(),
+                                       flips in prop::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+                                       keep in any::<usize>(), patch in any::<bool>()) {
+            let all: Vec<&Read> = vectors().iter().flat_map(|(_, r)| r).collect();
+            let read = pick.get(&all);
+            decode_everything(&mutate(&read.bytes, &flips, keep, patch));
+        }
+    }
+}
