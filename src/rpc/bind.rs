@@ -19,6 +19,8 @@ const CONTEXT_HEAD_LEN: usize = 4 + SYNTAX_LEN;
 const RESULT_LEN: usize = 4 + SYNTAX_LEN;
 /// Bytes of a bind body before the context list.
 const BIND_HEAD_LEN: usize = 12;
+/// Bytes of a `bind_ack` body before the secondary address.
+const ACK_HEAD_LEN: usize = 10;
 /// PDU offset of the `bind_ack`'s secondary address (after its u16 length).
 const SEC_ADDR_OFFSET: usize = 26;
 
@@ -206,7 +208,7 @@ pub struct ContextElement {
 }
 
 impl ContextElement {
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, Error> {
         let context_id = r.u16("bind.p_cont_id")?;
         let count_at = r.offset();
         let n = r.u8("bind.n_transfer_syn")?;
@@ -530,7 +532,7 @@ impl BindAck {
     pub(crate) fn encoded_len(&self) -> usize {
         let addr = self.address_wire_len();
         let (_, n) = clamp_u8(self.results.len());
-        10usize
+        ACK_HEAD_LEN
             .saturating_add(addr)
             .saturating_add(Self::pad_len(addr))
             .saturating_add(4)
@@ -881,7 +883,7 @@ mod tests {
         .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "bind.n_context_elem at byte 0x18: too large (200 bytes, limit 16)"
+            "bind.n_context_elem at byte 0x18: 200 entries, limit 16"
         );
         // 3 contexts claimed, no bytes for them.
         let err = decode_body(&frame(

@@ -149,6 +149,18 @@ pub enum Error {
         /// The bytes handed in.
         frame_len: usize,
     },
+    /// A list count is above its limit (checked before allocating).
+    #[error("{field} at byte {offset:#x}: {count} entries, limit {max}")]
+    TooMany {
+        /// The count field, e.g. `"bind.n_context_elem"`.
+        field: &'static str,
+        /// Its byte offset in the PDU.
+        offset: usize,
+        /// The count found on the wire.
+        count: usize,
+        /// The largest count accepted.
+        max: usize,
+    },
     /// A PTYPE this crate does not decode (auth3, shutdown, `co_cancel`,
     /// orphaned or unassigned).
     #[error("unsupported PDU type {0}")]
@@ -183,7 +195,7 @@ pub enum Error {
         max: usize,
     },
     /// An NDR stub field does not decode (offset from the start of the stub).
-    #[error("stub: {0}")]
+    #[error("{0} (offset within the NDR stub)")]
     Stub(DecodeError),
     /// An NDR array's size argument and its conformance (max count) differ.
     #[error("stub: size {size} differs from the array conformance {conformance}")]
@@ -207,6 +219,7 @@ impl Error {
         match self {
             Self::Stub(_) | Self::StubSizeMismatch { .. } => NCA_S_FAULT_NDR,
             Self::Decode(_)
+            | Self::TooMany { .. }
             | Self::UnsupportedVersion { .. }
             | Self::UnsupportedDataRepresentation(_)
             | Self::Authenticated { .. }
@@ -433,13 +446,14 @@ pub(crate) fn bounded_count(
     count: usize,
     max: usize,
     min_entry_len: usize,
-) -> Result<usize, DecodeError> {
+) -> Result<usize, Error> {
     if count > max {
-        return Err(DecodeError::new(
-            offset,
+        return Err(Error::TooMany {
             field,
-            DecodeErrorKind::TooLarge { len: count, max },
-        ));
+            offset,
+            count,
+            max,
+        });
     }
     let need = count.saturating_mul(min_entry_len);
     if need > r.remaining() {
@@ -450,7 +464,8 @@ pub(crate) fn bounded_count(
                 need,
                 have: r.remaining(),
             },
-        ));
+        )
+        .into());
     }
     Ok(count)
 }

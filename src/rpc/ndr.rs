@@ -321,7 +321,7 @@ fn finish(r: &Reader<'_>) -> Result<(), Error> {
     if len > MAX_TRAILING_ZEROS || trailing.iter().any(|&b| b != 0) {
         return Err(Error::Stub(DecodeError::new(
             r.offset(),
-            "stub",
+            "stub.end",
             DecodeErrorKind::Trailing { len },
         )));
     }
@@ -391,7 +391,7 @@ mod tests {
             decode_request_stub(Ndr::Ndr32, &stub)
                 .unwrap_err()
                 .to_string(),
-            "stub: stub at byte 0x9: 8 trailing bytes"
+            "stub.end at byte 0x9: 8 trailing bytes (offset within the NDR stub)"
         );
         let nonzero = [1, 0, 0, 0, 1, 0, 0, 0, 9, 1];
         assert!(decode_request_stub(Ndr::Ndr32, &nonzero).is_err());
@@ -401,7 +401,7 @@ mod tests {
             decode_request_stub(Ndr::Ndr32, &short)
                 .unwrap_err()
                 .to_string(),
-            "stub: stub.request at byte 0x8: truncated (need 9, have 1)"
+            "stub.request at byte 0x8: truncated (need 9, have 1) (offset within the NDR stub)"
         );
         // NDR64 gap must be zero.
         let gap = [1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
@@ -409,7 +409,7 @@ mod tests {
             decode_request_stub(Ndr::Ndr64, &gap)
                 .unwrap_err()
                 .to_string(),
-            "stub: stub.align at byte 0x4: invalid value 0x1"
+            "stub.align at byte 0x4: invalid value 0x1 (offset within the NDR stub)"
         );
         // NDR64 conformance above u32.
         let big = [1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 7];
