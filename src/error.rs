@@ -12,4 +12,7 @@ pub enum Error {
     /// Bytes that do not decode.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A DCE/RPC framing, negotiation or NDR stub error.
+    #[error(transparent)]
+    Rpc(#[from] crate::rpc::Error),
 }

@@ -13,6 +13,7 @@ pub mod hresult;
 pub mod license;
 pub mod product_key;
 mod random;
+pub mod rpc;
 mod time;
 pub mod wire;
 
