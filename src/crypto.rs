@@ -137,7 +137,10 @@ pub(crate) fn v4_mac(msg: &[u8]) -> Block {
     // The final block always exists: the tail (0..15 bytes), 0x80, zeros.
     let tail = chunks.remainder();
     let mut last = [0u8; BLOCK_LEN];
-    for (dst, src) in last.iter_mut().zip(tail.iter().chain(std::iter::once(&0x80))) {
+    for (dst, src) in last
+        .iter_mut()
+        .zip(tail.iter().chain(std::iter::once(&0x80)))
+    {
         *dst = *src;
     }
     h = xor_block(&h, &last);
@@ -427,10 +430,7 @@ mod tests {
         );
         let ft = 134_397_882_570_000_000_u64;
         assert_eq!(ft / HMAC_C1, 906_868);
-        assert_eq!(
-            hmac_key(ft, 0),
-            h16("a555d068f3e5420dfc0666ba5094ca8d")
-        );
+        assert_eq!(hmac_key(ft, 0), h16("a555d068f3e5420dfc0666ba5094ca8d"));
     }
 
     #[test]

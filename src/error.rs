@@ -1,5 +1,6 @@
 //! The crate-wide error type: one variant per layer.
 
+use crate::message;
 use crate::wire::DecodeError;
 
 /// Any error this crate reports.
@@ -12,4 +13,7 @@ pub enum Error {
     /// Bytes that do not decode.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// A KMS message that cannot be encoded, decoded or verified.
+    #[error(transparent)]
+    Message(#[from] message::Error),
 }
