@@ -167,8 +167,9 @@ fn hmac_key(client_time: u64, slot_offset: u64) -> Block {
 fn hmac_for_key(key: &Block, msg: &[u8]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length, so this cannot fail; an empty-key
     // fallback keeps the code free of panics all the same.
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
-        .unwrap_or_else(|_| <Hmac<Sha256> as KeyInit>::new(&Default::default()));
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| {
+        <Hmac<Sha256> as KeyInit>::new(&hmac::digest::Key::<Hmac<Sha256>>::default())
+    });
     mac.update(msg);
     mac
 }
@@ -215,7 +216,7 @@ pub(crate) fn xor_block(a: &Block, b: &[u8]) -> Block {
 
 /// An expanded Rijndael key for 128-bit blocks, ready for the AES round
 /// functions: the first and last round keys apart, the middle ones both as
-/// they are (encryption) and InvMixColumns-transformed in reverse order (the
+/// they are (encryption) and `InvMixColumns`-transformed in reverse order (the
 /// equivalent inverse cipher, FIPS-197 §5.3.5).
 struct Schedule {
     first: aes::Block,
@@ -294,7 +295,7 @@ fn xor_in(state: &mut aes::Block, key: &aes::Block) {
 }
 
 /// The standard Rijndael key expansion for 128-bit blocks (FIPS-197 §5.2)
-/// with `Nk = key.len() / 4` words (4 or 5 here; the extra SubWord step of
+/// with `Nk = key.len() / 4` words (4 or 5 here; the extra `SubWord` step of
 /// Nk > 6 is not needed) and `Nk + 6` rounds. Returns `4 · (rounds + 1)`
 /// words.
 fn expand(key: &[u8]) -> Vec<[u8; 4]> {
@@ -312,7 +313,7 @@ fn expand(key: &[u8]) -> Vec<[u8; 4]> {
     while words.len() < total {
         let i = words.len();
         let mut temp = words.last().copied().unwrap_or_default();
-        if i % nk == 0 {
+        if i.is_multiple_of(nk) {
             temp.rotate_left(1);
             temp = sub_word(temp);
             temp[0] ^= rcon;
@@ -334,9 +335,9 @@ const fn xtime(b: u8) -> u8 {
     (b << 1) ^ if b & 0x80 != 0 { 0x1B } else { 0 }
 }
 
-/// SubWord: the AES S-box on each byte of `w`. A state whose four columns
-/// are all `w` is unchanged by ShiftRows, so one round with a zero key
-/// followed by InvMixColumns leaves SubBytes(w) in every column.
+/// `SubWord`: the AES S-box on each byte of `w`. A state whose four columns
+/// are all `w` is unchanged by `ShiftRows`, so one round with a zero key
+/// followed by `InvMixColumns` leaves `SubBytes(w)` in every column.
 fn sub_word(w: [u8; 4]) -> [u8; 4] {
     let mut state = aes::Block::default();
     for (dst, src) in state.iter_mut().zip(w.iter().cycle()) {

@@ -6,8 +6,6 @@
 //! travels as `21 11 11 73 38 56 f6 40 bc 11 f1 d7 b0 d6 43 00`. In the API
 //! every GUID is a [`uuid::Uuid`] in its ordinary (text) order.
 
-#![allow(dead_code, reason = "skeleton: the codecs that use it land next")]
-
 use uuid::Uuid;
 
 /// Size of a GUID on the wire.

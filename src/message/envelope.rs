@@ -38,7 +38,7 @@ impl Protection {
     }
 }
 
-/// The IV state of an encrypted request: IV_c and `D(IV_c)`.
+/// The IV state of an encrypted request: `IV_c` and `D(IV_c)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RequestIv {
     cbc: Cbc,
@@ -78,7 +78,7 @@ pub fn request_version(msg: &[u8]) -> Option<Version> {
 /// Encodes a complete KMS request and appends it to `out`: 252 bytes for V4,
 /// 260 bytes for V5 and V6 (PROTOCOL.md §4.4–§4.6).
 ///
-/// V5 and V6 draw the 16-byte IV_c from `rng`; V4 draws nothing. The
+/// V5 and V6 draw the 16-byte `IV_c` from `rng`; V4 draws nothing. The
 /// returned [`SentRequest`] remembers what is needed to verify the answer.
 ///
 /// # Errors
@@ -108,7 +108,7 @@ pub fn request_version(msg: &[u8]) -> Option<Version> {
 ///     client_time: FileTime::from_ticks(134_397_882_570_000_000),
 ///     workstation: "client01.example.org".into(),
 /// };
-/// let mut rng = ScriptedRandom::new([0x42; 16]); // IV_c; use an OS source in real code
+/// let mut rng = ScriptedRandom::new([0x42; 16]); // `IV_c`; use an OS source in real code
 /// let mut out = BytesMut::new();
 /// let sent = encode_request(&body, &mut rng, &mut out)?;
 /// assert_eq!(out.len(), 260);
@@ -178,7 +178,7 @@ pub struct ResponseWarnings {
     /// size (PROTOCOL.md §4.7).
     pub size_mismatch: bool,
     /// V6: the response IV equals the request IV, a hint that the host is an
-    /// emulator that reuses IV_c.
+    /// emulator that reuses `IV_c`.
     pub iv_reused: bool,
 }
 
@@ -200,7 +200,7 @@ impl SentRequest {
     /// Decodes the host's KMS response to this request and runs every check
     /// of PROTOCOL.md §6.3 that concerns the KMS message, in this order:
     /// version in clear, IV (V5), padding, inner version, ePID size and
-    /// terminator, XoredIVs (V6), V4 MAC or salt hash, CMID echo, client time
+    /// terminator, `XoredIVs` (V6), V4 MAC or salt hash, CMID echo, client time
     /// echo, HMAC (V6; the time-slot values T, T + C1 and T − C1 are
     /// accepted, as vlmcs does). A length that differs from the computed one
     /// and, in V6, a response IV equal to the request IV are only warnings.
@@ -294,10 +294,10 @@ impl SentRequest {
         if opened.body.client_time != self.client_time {
             return Err(Error::ClientTimeMismatch);
         }
-        if let Trailer::Salted { v6: Some(v6), .. } = &opened.trailer {
-            if !crypto::v6_hmac_verify(self.client_time.ticks(), &opened.signed, &v6.hmac) {
-                return Err(Error::Hmac);
-            }
+        if let Trailer::Salted { v6: Some(v6), .. } = &opened.trailer
+            && !crypto::v6_hmac_verify(self.client_time.ticks(), &opened.signed, &v6.hmac)
+        {
+            return Err(Error::Hmac);
         }
         Ok(VerifiedResponse {
             body: opened.body,
@@ -418,8 +418,8 @@ impl ReceivedRequest {
     /// `out` (PROTOCOL.md §6.2).
     ///
     /// Randomness drawn from `rng`, in order: V4 nothing; V5 the 16-byte salt
-    /// R; V6 R (16 bytes), then the response IV_s (16 bytes), with
-    /// P0 = D(IV_s). Should IV_s equal IV_c it is drawn once more, and should
+    /// R; V6 R (16 bytes), then the response `IV_s` (16 bytes), with
+    /// P0 = `D(IV_s)`. Should `IV_s` equal `IV_c` it is drawn once more, and should
     /// it still be equal its bytes are complemented.
     ///
     /// The CMID and client time are written as given: build `response` with
@@ -480,18 +480,15 @@ impl ReceivedRequest {
             }
             (_, None) => None,
         };
-        let mut payload = Vec::with_capacity(response.message_len());
+        let mut payload = Vec::with_capacity(super::MAX_RESPONSE_LEN);
         response.encode_base(&mut payload)?;
-        let (cbc, req) = match (protection, &self.iv) {
-            (Protection::Cbc(cbc), Some(req)) => (cbc, req),
-            _ => {
-                // V4 (a V4 request has no IV).
-                let mac = crypto::v4_mac(&payload);
-                out.reserve(payload.len() + BLOCK_LEN);
-                out.extend_from_slice(&payload);
-                out.extend_from_slice(&mac);
-                return Ok(());
-            }
+        let (Protection::Cbc(cbc), Some(req)) = (protection, &self.iv) else {
+            // V4 (a V4 request has no IV).
+            let mac = crypto::v4_mac(&payload);
+            out.reserve(payload.len() + BLOCK_LEN);
+            out.extend_from_slice(&payload);
+            out.extend_from_slice(&mac);
+            return Ok(());
         };
         let mut salt = [0u8; BLOCK_LEN];
         rng.fill_bytes(&mut salt);
@@ -520,7 +517,7 @@ impl ReceivedRequest {
     }
 }
 
-/// Draws IV_s ≠ IV_c: once, once more if equal, then complements.
+/// Draws `IV_s` ≠ `IV_c`: once, once more if equal, then complements.
 fn draw_response_iv(rng: &mut dyn RandomSource, iv_c: &Block) -> Block {
     let mut iv = [0u8; BLOCK_LEN];
     rng.fill_bytes(&mut iv);
@@ -619,7 +616,7 @@ fn open_response(msg: &[u8]) -> Result<Opened, Error> {
     r.skip(4, "response.version")?;
     let iv = r.array::<BLOCK_LEN>("response.iv")?;
     let mut payload = r.take_rest().to_vec();
-    if payload.is_empty() || payload.len() % BLOCK_LEN != 0 {
+    if payload.is_empty() || !payload.len().is_multiple_of(BLOCK_LEN) {
         return Err(Error::CipherTextLength { len: payload.len() });
     }
     cbc.decrypt(&iv, &mut payload);

@@ -9,8 +9,8 @@
 //! | version | request (bytes)                     | response                                               |
 //! |---------|-------------------------------------|--------------------------------------------------------|
 //! | 4.0     | base ‖ V4-MAC (252)                 | base ‖ V4-MAC                                          |
-//! | 5.0     | version ‖ IV_c ‖ AES-CBC (260)      | version ‖ IV_c ‖ AES-CBC(base ‖ salt ‖ hash ‖ pad)     |
-//! | 6.0     | version ‖ IV_c ‖ AES-CBC′ (260)     | version ‖ IV_s ‖ AES-CBC′(… ‖ HwId ‖ XoredIVs ‖ HMAC)  |
+//! | 5.0     | version ‖ `IV_c` ‖ AES-CBC (260)      | version ‖ `IV_c` ‖ AES-CBC(base ‖ salt ‖ hash ‖ pad)     |
+//! | 6.0     | version ‖ `IV_c` ‖ AES-CBC′ (260)     | version ‖ `IV_s` ‖ AES-CBC′(… ‖ `HwId` ‖ `XoredIVs` ‖ HMAC)  |
 //!
 //! # The two sides
 //!
@@ -30,10 +30,10 @@
 //! Nothing here draws entropy of its own; every random value comes from the
 //! caller's [`RandomSource`](crate::RandomSource), in this documented order:
 //!
-//! * [`encode_request`]: V4 draws nothing; V5 and V6 draw the 16-byte IV_c.
+//! * [`encode_request`]: V4 draws nothing; V5 and V6 draw the 16-byte `IV_c`.
 //! * [`ReceivedRequest::encode_response`]: V4 draws nothing; V5 draws the
-//!   16-byte salt R; V6 draws R (16 bytes), then the response IV_s (16 bytes).
-//!   Should IV_s equal IV_c, IV_s is drawn once more, and should it still be
+//!   16-byte salt R; V6 draws R (16 bytes), then the response `IV_s` (16 bytes).
+//!   Should `IV_s` equal `IV_c`, `IV_s` is drawn once more, and should it still be
 //!   equal (a broken source) its bytes are complemented.
 //!
 //! # No-panic contract
@@ -73,7 +73,7 @@ pub const V5_REQUEST_LEN: usize = 260;
 /// Length of a V6 request: same layout as V5 (PROTOCOL.md §4.6).
 pub const V6_REQUEST_LEN: usize = 260;
 
-/// Most UTF-16 code units an ePID may have, without its NUL (PIDSize ≤ 128).
+/// Most UTF-16 code units an ePID may have, without its NUL (`PIDSize` ≤ 128).
 pub const MAX_EPID_LEN: usize = 63;
 
 /// Most UTF-16 code units a workstation name may have, without its NUL (the
@@ -199,16 +199,16 @@ pub enum Error {
     /// After decryption, the PKCS#7 padding is malformed.
     #[error("bad padding after decryption")]
     Padding,
-    /// V5: the response IV differs from the request's IV_c.
+    /// V5: the response IV differs from the request's `IV_c`.
     #[error("response IV differs from the request IV")]
     IvMismatch,
-    /// V6: the response's XoredIVs field is not D(IV_c).
+    /// V6: the response's `XoredIVs` field is not `D(IV_c)`.
     #[error("response XoredIVs field does not match the request IV")]
     XoredIvsMismatch,
-    /// PIDSize is odd, zero or larger than 128 bytes.
+    /// `PIDSize` is odd, zero or larger than 128 bytes.
     #[error("invalid ePID size {size}")]
     EpidSize {
-        /// The PIDSize found.
+        /// The `PIDSize` found.
         size: u32,
     },
     /// The ePID does not end with its NUL, or has a NUL before the end.

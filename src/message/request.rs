@@ -7,7 +7,7 @@ use super::{Error, MAX_WORKSTATION_LEN, REQUEST_BASE_LEN, Version};
 use crate::guid;
 use crate::license::LicenseStatus;
 use crate::time::FileTime;
-use crate::wire::{DecodeError, Reader};
+use crate::wire::{DecodeError, DecodeErrorKind, Reader};
 
 /// Byte length of the workstation field: 64 UTF-16 code units.
 const WORKSTATION_FIELD_LEN: usize = 128;
@@ -126,19 +126,14 @@ impl RequestBody {
         let raw = r.take(WORKSTATION_FIELD_LEN, "request.workstation")?;
         let units: Vec<u16> = raw
             .chunks_exact(2)
-            .map(|c| {
-                u16::from_le_bytes([
-                    c.first().copied().unwrap_or(0),
-                    c.get(1).copied().unwrap_or(0),
-                ])
-            })
+            .map(|c| <[u8; 2]>::try_from(c).map_or(0, u16::from_le_bytes))
             .take_while(|&u| u != 0)
             .collect();
         if units.len() > MAX_WORKSTATION_LEN {
             return Err(DecodeError::new(
                 name_offset,
                 "request.workstation",
-                crate::wire::DecodeErrorKind::TooLarge {
+                DecodeErrorKind::TooLarge {
                     len: units.len(),
                     max: MAX_WORKSTATION_LEN,
                 },

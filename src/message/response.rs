@@ -10,10 +10,10 @@ use crate::guid;
 use crate::time::FileTime;
 use crate::wire::Reader;
 
-/// Largest PIDSize: 63 UTF-16 code units and the NUL.
+/// Largest `PIDSize`: 63 UTF-16 code units and the NUL.
 const MAX_PID_SIZE: usize = (MAX_EPID_LEN + 1) * 2;
 
-/// Fixed part of the response base: 44 bytes plus PIDSize.
+/// Fixed part of the response base: 44 bytes plus `PIDSize`.
 pub(crate) const RESPONSE_BASE_FIXED_LEN: usize = 44;
 
 /// A KMS host's hardware ID: 8 opaque bytes, sent only in V6 responses
@@ -142,7 +142,7 @@ impl ResponseBody {
         }
     }
 
-    /// PIDSize: bytes of the ePID in UTF-16 with its NUL.
+    /// `PIDSize`: bytes of the ePID in UTF-16 with its NUL.
     fn pid_size(&self) -> usize {
         self.epid
             .encode_utf16()
@@ -151,7 +151,7 @@ impl ResponseBody {
             .saturating_mul(2)
     }
 
-    /// Length of the `ResponseBase`: 44 + PIDSize.
+    /// Length of the `ResponseBase`: 44 + `PIDSize`.
     #[cfg(test)]
     fn base_len(&self) -> usize {
         RESPONSE_BASE_FIXED_LEN.saturating_add(self.pid_size())
@@ -233,7 +233,7 @@ impl ResponseBody {
     }
 }
 
-/// Length of a response message of `version` whose PIDSize is `pid_size`.
+/// Length of a response message of `version` whose `PIDSize` is `pid_size`.
 pub(crate) fn message_len(version: Version, pid_size: usize) -> usize {
     let base = RESPONSE_BASE_FIXED_LEN.saturating_add(pid_size);
     match version.major {

@@ -175,7 +175,7 @@ fn block(bytes: &[u8]) -> Block {
     bytes.try_into().unwrap()
 }
 
-/// The host randomness behind a captured V5/V6 response: R (and IV_s).
+/// The host randomness behind a captured V5/V6 response: R (and `IV_s`).
 fn host_randomness(request: &[u8], response: &[u8], version: Version) -> Vec<u8> {
     let iv_c = block(&request[4..20]);
     let iv = block(&response[4..20]);
