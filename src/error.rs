@@ -1,5 +1,6 @@
 //! The crate-wide error type: one variant per layer.
 
+use crate::message;
 use crate::wire::DecodeError;
 
 /// Any error this crate reports.
@@ -15,4 +16,7 @@ pub enum Error {
     /// A DCE/RPC framing, negotiation or NDR stub error.
     #[error(transparent)]
     Rpc(#[from] crate::rpc::Error),
+    /// A KMS message that cannot be encoded, decoded or verified.
+    #[error(transparent)]
+    Message(#[from] message::Error),
 }

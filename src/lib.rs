@@ -7,11 +7,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod crypto;
 mod error;
 mod guid;
 pub mod hresult;
 pub mod license;
 pub mod product_key;
+pub mod message;
 mod random;
 pub mod rpc;
 mod time;
@@ -21,6 +23,7 @@ pub use error::Error;
 pub use hresult::HResult;
 pub use license::LicenseStatus;
 pub use product_key::{ProductKey, ProductKeyError};
+pub use message::{Hwid, RequestBody, ResponseBody, Version};
 pub use random::{RandomSource, ScriptedRandom};
 pub use time::{FileTime, FileTimeRangeError};
 pub use uuid::Uuid;
