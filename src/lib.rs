@@ -11,6 +11,7 @@ mod error;
 mod guid;
 pub mod hresult;
 pub mod license;
+pub mod product;
 mod random;
 mod time;
 pub mod wire;
