@@ -7,6 +7,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+pub mod epid;
 mod error;
 mod guid;
 pub mod hresult;
@@ -16,6 +17,7 @@ mod random;
 mod time;
 pub mod wire;
 
+pub use epid::Epid;
 pub use error::Error;
 pub use hresult::HResult;
 pub use license::LicenseStatus;
