@@ -43,15 +43,24 @@ fn counts() {
 
 #[test]
 fn sorted_for_binary_search() {
-    let ids: Vec<Uuid> = product::applications().iter().map(kms_activation::product::Application::id).collect();
+    let ids: Vec<Uuid> = product::applications()
+        .iter()
+        .map(product::Application::id)
+        .collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
-    let ids: Vec<Uuid> = product::kms_items().iter().map(kms_activation::product::KmsItem::id).collect();
+    let ids: Vec<Uuid> = product::kms_items()
+        .iter()
+        .map(product::KmsItem::id)
+        .collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]));
-    let ids: Vec<Uuid> = product::skus().iter().map(kms_activation::product::Sku::id).collect();
+    let ids: Vec<Uuid> = product::skus().iter().map(product::Sku::id).collect();
     assert!(ids.windows(2).all(|w| w[0] <= w[1]));
-    let ids: Vec<Option<Uuid>> = product::csvlks().iter().map(kms_activation::product::Csvlk::id).collect();
+    let ids: Vec<Option<Uuid>> = product::csvlks().iter().map(product::Csvlk::id).collect();
     assert!(ids.windows(2).all(|w| w[0] <= w[1]));
-    let builds: Vec<u32> = product::builds().iter().map(kms_activation::product::WinBuild::build).collect();
+    let builds: Vec<u32> = product::builds()
+        .iter()
+        .map(product::WinBuild::build)
+        .collect();
     assert!(builds.windows(2).all(|w| w[0] < w[1]));
 }
 
@@ -98,7 +107,7 @@ fn duplicate_ids_only_where_documented() {
         1
     );
 
-    let gvlks: BTreeSet<&str> = product::skus().iter().map(kms_activation::product::Sku::gvlk).collect();
+    let gvlks: BTreeSet<&str> = product::skus().iter().map(product::Sku::gvlk).collect();
     assert_eq!(gvlks.len(), product::skus().len(), "GVLKs are unique");
 }
 
@@ -147,7 +156,7 @@ fn csvlk_coverage() {
     let uncovered: BTreeSet<Uuid> = product::kms_items()
         .iter()
         .filter(|k| product::csvlk_for_kms(k.id()).is_none())
-        .map(kms_activation::product::KmsItem::id)
+        .map(product::KmsItem::id)
         .collect();
     assert_eq!(uncovered, uncovered_allowed);
 }
@@ -217,7 +226,7 @@ fn retail_and_preview_flags() {
     let retail: BTreeSet<&str> = product::kms_items()
         .iter()
         .filter(|k| k.is_retail())
-        .map(kms_activation::product::KmsItem::name)
+        .map(product::KmsItem::name)
         .collect();
     assert_eq!(
         retail,
