@@ -370,7 +370,7 @@ fn render(p: &Parsed) -> String {
          //! is sorted by GVLK and points into `SKUS`.\n\
          #![expect(\n    clippy::unreadable_literal,\n    \
          reason = \"key IDs are written as in the XML\"\n)]\n\n\
-         use super::{\n    Application, Csvlk, KeyIdRange, KmsItem, Sku, Source, WinBuild, ymd,\n};\n\
+         use super::{Application, Csvlk, KeyIdRange, KmsItem, Sku, Source, WinBuild, ymd};\n\
          use uuid::Uuid;\n\n",
     );
 
@@ -473,28 +473,44 @@ fn render(p: &Parsed) -> String {
     )
     .unwrap();
     for c in &p.csvlks {
-        let activates: Vec<String> = c
-            .activates
-            .iter()
-            .map(|id| format!("        {},\n", uuid_lit(*id)))
-            .collect();
+        let activates = match c.activates.as_slice() {
+            [] => "&[]".to_owned(),
+            [one] => format!("&[{}]", uuid_lit(*one)),
+            many => {
+                let lines: Vec<String> = many
+                    .iter()
+                    .map(|id| format!("            {},\n", uuid_lit(*id)))
+                    .collect();
+                format!("&[\n{}        ]", lines.concat())
+            }
+        };
         let invalid: Vec<String> = c.invalid_builds.iter().map(u8::to_string).collect();
         writeln!(
             w,
             "    Csvlk {{\n        id: {},\n        name: {:?},\n        group_id: {},\n        key_ids: {},\n        \
              release_date: {},\n        is_lab: {},\n        is_preview: {},\n        vlmcsd_index: {},\n        \
-             epid: {},\n        discouraged_build_indices: &[{}],\n        activates: &[\n{}        ],\n    }},",
+             epid: {},\n        discouraged_build_indices: &[{}],\n        activates: {},\n    }},",
             opt(c.id, uuid_lit),
             c.name,
             opt(c.group, |g| g.to_string()),
-            opt(c.range, |(min, max)| format!("KeyIdRange {{ min: {min}, max: {max} }}")),
+            opt(c.range, |(min, max)| {
+                // rustfmt keeps a struct literal on one line up to 18 characters.
+                let body = format!("min: {min}, max: {max}");
+                if body.len() <= 18 {
+                    format!("KeyIdRange {{ {body} }}")
+                } else {
+                    format!(
+                        "KeyIdRange {{\n            min: {min},\n            max: {max},\n        }}"
+                    )
+                }
+            }),
             opt(c.release, date_lit),
             c.lab,
             c.preview,
             opt(c.vlmcsd_index, |i| i.to_string()),
             opt(c.epid.as_deref(), |e| format!("{e:?}")),
             invalid.join(", "),
-            activates.concat()
+            activates
         )
         .unwrap();
     }
