@@ -8,17 +8,20 @@
 #![doc(test(attr(deny(warnings))))]
 
 mod crypto;
+pub mod epid;
 mod error;
 mod guid;
 pub mod hresult;
 pub mod license;
 pub mod product_key;
 pub mod message;
+pub mod product;
 mod random;
 pub mod rpc;
 mod time;
 pub mod wire;
 
+pub use epid::Epid;
 pub use error::Error;
 pub use hresult::HResult;
 pub use license::LicenseStatus;
