@@ -170,7 +170,7 @@ impl<'a> Reader<'a> {
     ) -> Result<T, DecodeError> {
         match parser.parse(self.rest()) {
             Ok((_, value)) => {
-                self.pos += width;
+                self.pos = self.pos.saturating_add(width);
                 Ok(value)
             }
             Err(_) => Err(self.truncated(field, width)),
@@ -205,7 +205,7 @@ impl<'a> Reader<'a> {
     ) -> Result<&'a [u8], DecodeError> {
         match nom::bytes::complete::take::<usize, &'a [u8], NomError<'a>>(len).parse(self.rest()) {
             Ok((_, taken)) => {
-                self.pos += len;
+                self.pos = self.pos.saturating_add(len);
                 Ok(taken)
             }
             Err(_) => Err(self.truncated(field, len)),

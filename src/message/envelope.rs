@@ -36,6 +36,19 @@ impl Protection {
             (major, minor) => Err(Error::UnsupportedVersion { major, minor }),
         }
     }
+
+    /// The protection a sender applies: as [`Protection::of`], plus the V6
+    /// cipher for any version above 6.0 and the V5 cipher for 5.x, as the
+    /// reference client does, so that hosts can be probed with versions
+    /// they must refuse (PROTOCOL.md §5.2, §6.1 check 1).
+    const fn for_sending(version: Version) -> Result<Self, Error> {
+        match (version.major, version.minor) {
+            (4, 0) => Ok(Self::Mac),
+            (5, _) => Ok(Self::Cbc(Cbc::V5)),
+            (6.., _) => Ok(Self::Cbc(Cbc::V6)),
+            (major, minor) => Err(Error::UnsupportedVersion { major, minor }),
+        }
+    }
 }
 
 /// The IV state of an encrypted request: `IV_c` and `D(IV_c)`.
@@ -83,7 +96,11 @@ pub fn request_version(msg: &[u8]) -> Option<Version> {
 ///
 /// # Errors
 ///
-/// [`Error::UnsupportedVersion`] unless `body.version` is 4.0, 5.0 or 6.0;
+/// [`Error::UnsupportedVersion`] for a version below 4.0 or a 4.x other than
+/// 4.0. Versions above 6.0 are encoded with the V6 cipher (and 5.x with the
+/// V5 cipher), as the reference client does, so that a host's refusal
+/// ([`HResult::INVALID_DATA`](crate::HResult::INVALID_DATA)) can be probed;
+/// [`decode_request`] accepts only 4.0, 5.0 and 6.0;
 /// [`Error::WorkstationTooLong`] or [`Error::WorkstationNul`] for a bad
 /// workstation name. Nothing is appended to `out` on error.
 ///
@@ -121,7 +138,7 @@ pub fn encode_request(
     rng: &mut dyn RandomSource,
     out: &mut BytesMut,
 ) -> Result<SentRequest, Error> {
-    let protection = Protection::of(body.version)?;
+    let protection = Protection::for_sending(body.version)?;
     let base = body.encode_base()?;
     let iv = match protection {
         Protection::Mac => {
@@ -970,13 +987,27 @@ mod tests {
     fn encode_errors() {
         let mut out = BytesMut::new();
         let body = RequestBody {
-            version: Version::new(6, 1),
+            version: Version::new(3, 0),
             ..sample_body()
         };
         assert_eq!(
             encode_request(&body, &mut ScriptedRandom::default(), &mut out).unwrap_err(),
-            Error::UnsupportedVersion { major: 6, minor: 1 }
+            Error::UnsupportedVersion { major: 3, minor: 0 }
         );
+        // Versions hosts must refuse can still be sent (V6 cipher), but not decoded.
+        for (major, minor) in [(6, 1), (7, 0)] {
+            let body = RequestBody {
+                version: Version::new(major, minor),
+                ..sample_body()
+            };
+            let mut probe = BytesMut::new();
+            encode_request(&body, &mut ScriptedRandom::default(), &mut probe).unwrap();
+            assert_eq!(probe.len(), 260);
+            assert_eq!(
+                decode_request(&probe).unwrap_err(),
+                Error::UnsupportedVersion { major, minor }
+            );
+        }
         let body = RequestBody {
             workstation: "é".repeat(64),
             ..sample_body()

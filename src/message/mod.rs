@@ -44,6 +44,7 @@
 //! [`MAX_RESPONSE_LEN`] bytes to the caller's buffer.
 
 mod envelope;
+mod replay;
 mod request;
 mod response;
 
@@ -58,6 +59,7 @@ pub use envelope::{
     ReceivedRequest, ResponseWarnings, SentRequest, VerifiedResponse, decode_request,
     decode_response_unverified, encode_request, request_version,
 };
+pub use replay::replay_randomness;
 pub use request::RequestBody;
 pub use response::{Hwid, ParseHwidError, ResponseBody};
 

@@ -1,1 +1,19 @@
-//! Integration tests: one binary.
+//! Integration tests, built as one binary.
+#![allow(
+    unreachable_pub,
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::missing_panics_doc,
+    clippy::panic,
+    clippy::doc_markdown,
+    clippy::wrong_self_convention,
+    clippy::cast_possible_truncation,
+    reason = "test code: failures should panic loudly"
+)]
+
+mod chunking;
+#[cfg(feature = "pcap")]
+mod dissect;
+mod support;
+mod vectors;

@@ -1,0 +1,59 @@
+//! The client side: one sans-IO [`ClientConnection`] per TCP connection.
+//!
+//! A client connection binds to the KMS interface, sends activation requests
+//! one at a time and verifies each response against the request it answers
+//! (every check of PROTOCOL.md §6.3). It is driven like the host connection:
+//! feed received bytes to [`ClientConnection::handle_input`], send what
+//! [`ClientConnection::poll_transmit`] produces, and collect results from
+//! [`ClientConnection::poll_event`].
+//!
+//! ```
+//! use kms_activation::client::{ClientConfig, ClientConnection};
+//! use kms_activation::host::{FixedResponder, HostConfig, HostConnection};
+//! use kms_activation::client::ClientEvent;
+//! use kms_activation::message::{RequestBody, Version};
+//! use kms_activation::{FileTime, LicenseStatus, ScriptedRandom, Uuid};
+//!
+//! let now = FileTime::from_ticks(134_397_882_570_000_000);
+//! let request = RequestBody {
+//!     version: Version::V6,
+//!     vm_info: 0,
+//!     license_status: LicenseStatus::OobGrace,
+//!     binding_expiration: 43_200,
+//!     application_id: "55c92734-d682-4d71-983e-d6ec3f16059f".parse().unwrap(),
+//!     sku_id: "73111121-5638-40f6-bc11-f1d7b0d64300".parse().unwrap(),
+//!     kms_id: "58e2134f-8e11-4d17-9cb2-91069c151148".parse().unwrap(),
+//!     cmid: Uuid::from_u128(0x1111_1111_2222_3333_4444_5555_5555_5555),
+//!     previous_cmid: Uuid::nil(),
+//!     n_policy: 25,
+//!     client_time: now,
+//!     workstation: "client01.example.org".into(),
+//! };
+//!
+//! let mut rng = ScriptedRandom::new((0u8..=255).collect::<Vec<_>>());
+//! let mut client = ClientConnection::new(&ClientConfig::default());
+//! client.send_request(request, &mut rng).unwrap();
+//! let mut host = HostConnection::new(&HostConfig::default());
+//! let mut responder = FixedResponder::default();
+//!
+//! // Step both engines in memory until the client has its answer.
+//! let (mut to_host, mut to_client) = (Vec::new(), Vec::new());
+//! for _ in 0..8 {
+//!     let _ = client.poll_transmit(&mut to_host);
+//!     host.handle_input(now, &to_host, &mut responder, &mut rng).unwrap();
+//!     to_host.clear();
+//!     let _ = host.poll_transmit(&mut to_client);
+//!     client.handle_input(&to_client, &mut rng).unwrap();
+//!     to_client.clear();
+//! }
+//! assert!(matches!(client.poll_event(), Some(ClientEvent::Bound { ndr64: true, .. })));
+//! let Some(ClientEvent::Activated(response)) = client.poll_event() else { panic!() };
+//! assert_eq!(response.body.count, 50);
+//! assert!(client.is_idle());
+//! ```
+
+mod config;
+mod connection;
+
+pub use config::ClientConfig;
+pub use connection::{ClientConnection, ClientError, ClientEvent, MAX_QUEUED_REQUESTS};

@@ -1,0 +1,132 @@
+//! Configuration shared by every connection of a host.
+
+use crate::rpc::{self, NegotiationPolicy};
+
+/// Resource limits a host applies to each connection.
+///
+/// Every buffer a peer can make the host fill is bounded by one of these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HostLimits {
+    /// Largest PDU accepted (`frag_length`), checked from the first 10 bytes
+    /// of a PDU before its body is buffered.
+    pub max_frag_len: usize,
+    /// Largest request stub accepted after fragment reassembly.
+    pub max_stub_len: usize,
+    /// Output kept queued before the connection stops consuming input
+    /// (backpressure for clients that send without reading).
+    pub max_pending_output: usize,
+    /// Presentation contexts remembered per connection.
+    pub max_contexts: usize,
+}
+
+impl Default for HostLimits {
+    fn default() -> Self {
+        Self {
+            max_frag_len: rpc::DEFAULT_MAX_FRAG_LEN,
+            max_stub_len: 4096,
+            max_pending_output: 4096,
+            max_contexts: 16,
+        }
+    }
+}
+
+/// How a host negotiates and which details it reports.
+///
+/// ```
+/// use kms_activation::host::HostConfig;
+///
+/// let mut config = HostConfig::default();
+/// config.set_port(1688).set_ndr64(false).set_assoc_group_id(Some(0x1234));
+/// assert_eq!(config.port(), 1688);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostConfig {
+    port: u16,
+    negotiation: NegotiationPolicy,
+    assoc_group_id: Option<u32>,
+    verify_v4_mac: bool,
+    limits: HostLimits,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            port: 1688,
+            negotiation: NegotiationPolicy::default(),
+            assoc_group_id: None,
+            verify_v4_mac: true,
+            limits: HostLimits::default(),
+        }
+    }
+}
+
+impl HostConfig {
+    /// The TCP port reported in the `bind_ack`'s secondary address.
+    #[must_use]
+    pub const fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Sets the TCP port reported in the `bind_ack` (default 1688).
+    pub const fn set_port(&mut self, port: u16) -> &mut Self {
+        self.port = port;
+        self
+    }
+
+    /// Transfer syntaxes and features the host accepts.
+    #[must_use]
+    pub const fn negotiation(&self) -> &NegotiationPolicy {
+        &self.negotiation
+    }
+
+    /// Accept NDR64 (on by default, as Windows 8 and later hosts do).
+    pub const fn set_ndr64(&mut self, on: bool) -> &mut Self {
+        self.negotiation.ndr64 = on;
+        self
+    }
+
+    /// Acknowledge bind-time feature negotiation (on by default).
+    pub const fn set_btfn(&mut self, on: bool) -> &mut Self {
+        self.negotiation.btfn = on;
+        self
+    }
+
+    /// The association group reported to clients; `None` (the default)
+    /// draws a random non-zero one per connection.
+    #[must_use]
+    pub const fn assoc_group_id(&self) -> Option<u32> {
+        self.assoc_group_id
+    }
+
+    /// Fixes the association group id (tests, captures); `None` draws one.
+    pub const fn set_assoc_group_id(&mut self, id: Option<u32>) -> &mut Self {
+        self.assoc_group_id = id;
+        self
+    }
+
+    /// Whether V4 requests with a wrong MAC are refused (default true;
+    /// vlmcsd does not check).
+    #[must_use]
+    pub const fn verify_v4_mac(&self) -> bool {
+        self.verify_v4_mac
+    }
+
+    /// Refuse (true) or accept (false) V4 requests whose MAC is wrong.
+    pub const fn set_verify_v4_mac(&mut self, on: bool) -> &mut Self {
+        self.verify_v4_mac = on;
+        self
+    }
+
+    /// Per-connection resource limits.
+    #[must_use]
+    pub const fn limits(&self) -> &HostLimits {
+        &self.limits
+    }
+
+    /// Replaces the per-connection resource limits.
+    pub const fn set_limits(&mut self, limits: HostLimits) -> &mut Self {
+        self.limits = limits;
+        self
+    }
+}

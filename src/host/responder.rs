@@ -1,0 +1,198 @@
+//! Deciding how to answer a KMS request.
+
+use crate::message::{Hwid, RequestBody};
+use crate::{FileTime, HResult};
+
+/// Largest N policy a host accepts; larger values are refused with
+/// [`HResult::INVALID_DATA`] (PROTOCOL.md §6.1, check 3).
+pub const MAX_N_POLICY: u32 = 1000;
+
+/// Default activation (retry) interval in minutes: 2 hours.
+pub const DEFAULT_ACTIVATION_INTERVAL: u32 = 120;
+
+/// Default renewal interval in minutes: 7 days.
+pub const DEFAULT_RENEWAL_INTERVAL: u32 = 10_080;
+
+/// What a host tells a client it activates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The host's extended product ID (at most 63 characters).
+    pub epid: String,
+    /// The host's hardware ID (sent in V6 responses only).
+    pub hwid: Hwid,
+    /// Current count of active clients for the request's application.
+    pub count: u32,
+    /// Minutes between retries while a client is not activated.
+    pub activation_interval: u32,
+    /// Minutes between renewals once a client is activated.
+    pub renewal_interval: u32,
+}
+
+/// The policy behind a host: answers one decoded request.
+///
+/// The connection calls it once per KMS request that decoded and decrypted
+/// cleanly. Requests that do not decode are refused by the connection itself
+/// with [`HResult::INVALID_DATA`] and never reach the responder.
+///
+/// ```
+/// use kms_activation::host::{Answer, Responder};
+/// use kms_activation::message::RequestBody;
+/// use kms_activation::{FileTime, HResult};
+///
+/// /// Refuses everything, as a host without a CSVLK would.
+/// struct Refuse;
+/// impl Responder for Refuse {
+///     fn respond(&mut self, _now: FileTime, _req: &RequestBody) -> Result<Answer, HResult> {
+///         Err(HResult::KMS_ID_MISMATCH)
+///     }
+/// }
+/// # use kms_activation::{LicenseStatus, Uuid, Version};
+/// # let request = RequestBody {
+/// #     version: Version::V6, vm_info: 0, license_status: LicenseStatus::OobGrace,
+/// #     binding_expiration: 0, application_id: Uuid::nil(), sku_id: Uuid::nil(),
+/// #     kms_id: Uuid::nil(), cmid: Uuid::nil(), previous_cmid: Uuid::nil(), n_policy: 25,
+/// #     client_time: FileTime::from_ticks(0), workstation: "pc".into(),
+/// # };
+/// assert_eq!(Refuse.respond(FileTime::from_ticks(0), &request), Err(HResult::KMS_ID_MISMATCH));
+/// ```
+pub trait Responder {
+    /// Answers `request`, received at `now`, or refuses it with an HRESULT.
+    ///
+    /// # Errors
+    ///
+    /// The HRESULT returned is sent to the client in place of a response.
+    fn respond(&mut self, now: FileTime, request: &RequestBody) -> Result<Answer, HResult>;
+}
+
+impl<R: Responder + ?Sized> Responder for &mut R {
+    fn respond(&mut self, now: FileTime, request: &RequestBody) -> Result<Answer, HResult> {
+        (**self).respond(now, request)
+    }
+}
+
+/// A responder with fixed answers: one ePID, one HWID, fixed intervals and
+/// either a fixed count or twice the client's N policy.
+///
+/// This is the behaviour of a minimal emulator; it keeps no client table.
+/// Requests with an N policy above [`MAX_N_POLICY`] are refused.
+///
+/// ```
+/// use kms_activation::host::{FixedResponder, Responder};
+/// # use kms_activation::message::{RequestBody, Version};
+/// # use kms_activation::{FileTime, LicenseStatus, Uuid};
+/// # let request = RequestBody {
+/// #     version: Version::V6, vm_info: 0, license_status: LicenseStatus::OobGrace,
+/// #     binding_expiration: 43_200, application_id: Uuid::nil(), sku_id: Uuid::nil(),
+/// #     kms_id: Uuid::nil(), cmid: Uuid::nil(), previous_cmid: Uuid::nil(), n_policy: 25,
+/// #     client_time: FileTime::from_ticks(0), workstation: "pc".into(),
+/// # };
+///
+/// let mut responder = FixedResponder::default();
+/// let answer = responder.respond(FileTime::from_ticks(0), &request).unwrap();
+/// assert_eq!(answer.count, 50); // 2 × N for N = 25
+///
+/// responder.set_count(Some(7));
+/// assert_eq!(responder.respond(FileTime::from_ticks(0), &request).unwrap().count, 7);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FixedResponder {
+    epid: String,
+    hwid: Hwid,
+    count: Option<u32>,
+    activation_interval: u32,
+    renewal_interval: u32,
+    require_known_kms_id: bool,
+}
+
+impl Default for FixedResponder {
+    /// A Windows Server 2022 host ePID of our own making (consistent with
+    /// the CSVLK's group and key range), a fixed HWID, count 2 × N and the
+    /// default intervals.
+    fn default() -> Self {
+        Self {
+            epid: "03612-04573-012-345678-03-1033-20348.0000-2652024".to_owned(),
+            hwid: Hwid([0x36, 0x4F, 0x46, 0x3A, 0x88, 0x63, 0xD3, 0x5F]),
+            count: None,
+            activation_interval: DEFAULT_ACTIVATION_INTERVAL,
+            renewal_interval: DEFAULT_RENEWAL_INTERVAL,
+            require_known_kms_id: false,
+        }
+    }
+}
+
+impl FixedResponder {
+    /// A responder answering with `epid` and `hwid`; count 2 × N and
+    /// default intervals.
+    #[must_use]
+    pub fn new(epid: impl Into<String>, hwid: Hwid) -> Self {
+        Self {
+            epid: epid.into(),
+            hwid,
+            ..Self::default()
+        }
+    }
+
+    /// Reports a fixed count (`Some`) or twice the request's N policy
+    /// (`None`, at least 1).
+    pub fn set_count(&mut self, count: Option<u32>) -> &mut Self {
+        self.count = count;
+        self
+    }
+
+    /// Sets the activation (retry) and renewal intervals, in minutes.
+    pub fn set_intervals(&mut self, activation: u32, renewal: u32) -> &mut Self {
+        self.activation_interval = activation;
+        self.renewal_interval = renewal;
+        self
+    }
+
+    /// Sets the ePID.
+    pub fn set_epid(&mut self, epid: impl Into<String>) -> &mut Self {
+        self.epid = epid.into();
+        self
+    }
+
+    /// Refuse, as a genuine host does, requests whose KMS ID is not in the
+    /// [product catalog](crate::product), is a retail or preview group, or
+    /// belongs to another application than the request's `ApplicationID`
+    /// (all answered with [`HResult::KMS_ID_MISMATCH`], PROTOCOL.md §6.1
+    /// checks 5 and 6). Off by default, as in vlmcsd.
+    pub fn set_require_known_kms_id(&mut self, on: bool) -> &mut Self {
+        self.require_known_kms_id = on;
+        self
+    }
+
+    /// Sets the hardware ID.
+    pub fn set_hwid(&mut self, hwid: Hwid) -> &mut Self {
+        self.hwid = hwid;
+        self
+    }
+}
+
+impl Responder for FixedResponder {
+    fn respond(&mut self, _now: FileTime, request: &RequestBody) -> Result<Answer, HResult> {
+        if request.n_policy > MAX_N_POLICY {
+            return Err(HResult::INVALID_DATA);
+        }
+        if self.require_known_kms_id {
+            let known = crate::product::kms_item(request.kms_id).filter(|item| {
+                !item.is_retail()
+                    && !item.is_preview()
+                    && item.application_id() == request.application_id
+            });
+            if known.is_none() {
+                return Err(HResult::KMS_ID_MISMATCH);
+            }
+        }
+        let count = self
+            .count
+            .unwrap_or_else(|| request.n_policy.saturating_mul(2).max(1));
+        Ok(Answer {
+            epid: self.epid.clone(),
+            hwid: self.hwid,
+            count,
+            activation_interval: self.activation_interval,
+            renewal_interval: self.renewal_interval,
+        })
+    }
+}
