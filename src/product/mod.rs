@@ -2,8 +2,8 @@
 //! and Windows builds.
 //!
 //! The tables are generated once from `KmsDataBase.xml` (public domain,
-//! copied under `tests/data/reference/`) into [`data`](self) as `static`
-//! slices sorted by GUID; every lookup is a binary search. Nothing is parsed
+//! copied under `tests/data/reference/`) into `src/product/data.rs` as
+//! `static` slices sorted by GUID; every lookup is a binary search. Nothing is parsed
 //! or allocated at run time (except the `Vec` that [`search_skus`] and its
 //! siblings return). The generator is the test `tests/product_data.rs`; run
 //! `KMS_REGENERATE=1 cargo test --test product_data` after changing its input.
@@ -517,7 +517,9 @@ fn equal_range<'a, T, K: Ord>(slice: &'a [T], key: &K, key_of: impl Fn(&T) -> K)
 /// ```
 #[must_use]
 pub fn application(id: Uuid) -> Option<&'static Application> {
-    let i = applications().binary_search_by_key(&id, |a| a.id).ok()?;
+    let i = applications()
+        .binary_search_by_key(&id.as_u128(), |a| a.id.as_u128())
+        .ok()?;
     applications().get(i)
 }
 
@@ -531,7 +533,9 @@ pub fn application(id: Uuid) -> Option<&'static Application> {
 /// ```
 #[must_use]
 pub fn kms_item(id: Uuid) -> Option<&'static KmsItem> {
-    let i = kms_items().binary_search_by_key(&id, |k| k.id).ok()?;
+    let i = kms_items()
+        .binary_search_by_key(&id.as_u128(), |k| k.id.as_u128())
+        .ok()?;
     kms_items().get(i)
 }
 
@@ -545,14 +549,16 @@ pub fn kms_item(id: Uuid) -> Option<&'static KmsItem> {
 /// ```
 #[must_use]
 pub fn sku(id: Uuid) -> Option<&'static Sku> {
-    skus_with_id(id).first()
+    let key = id.as_u128();
+    let first = skus().partition_point(|s| s.id.as_u128() < key);
+    skus().get(first).filter(|s| s.id == id)
 }
 
 /// Every SKU row with this SKU ID (more than one only for IDs that also have
 /// a [`Source::GvlkSeed`] row).
 #[must_use]
 pub fn skus_with_id(id: Uuid) -> &'static [Sku] {
-    equal_range(skus(), &id, |s| s.id)
+    equal_range(skus(), &id.as_u128(), |s| s.id.as_u128())
 }
 
 /// The SKU whose GVLK is `gvlk` (ASCII case-insensitive, dashes required).
@@ -595,7 +601,7 @@ pub fn csvlk(id: Uuid) -> Option<&'static Csvlk> {
 /// Every CSVLK entry with this ID.
 #[must_use]
 pub fn csvlks_with_id(id: Uuid) -> &'static [Csvlk] {
-    equal_range(csvlks(), &Some(id), |c| c.id)
+    equal_range(csvlks(), &Some(id.as_u128()), |c| c.id.map(|u| u.as_u128()))
 }
 
 /// Every CSVLK that activates `kms_id`, in catalog order.
