@@ -14,6 +14,6 @@
 
 mod chunking;
 #[cfg(feature = "pcap")]
-mod dissect;
+mod kms_dissect;
 mod support;
 mod vectors;
