@@ -12,6 +12,7 @@
     reason = "test code: failures should panic loudly"
 )]
 
+mod catalog_keys;
 mod chunking;
 #[cfg(feature = "pcap")]
 mod kms_dissect;

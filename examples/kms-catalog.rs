@@ -1,0 +1,254 @@
+//! The KMS admin's lookup tool: products, GVLKs, product keys, HRESULTs and
+//! host ePIDs.
+//!
+//! ```text
+//! cargo run --example kms-catalog                          # every SKU
+//! cargo run --example kms-catalog -- --search "windows 11 enterprise"
+//! cargo run --example kms-catalog -- --key NPPR9-FWDCX-D2C8J-H872K-2YT43
+//! cargo run --example kms-catalog -- --hresult 0xC004F038
+//! cargo run --example kms-catalog -- --epid 05426-00206-565-184251-03-1068-9200.0000-1222025
+//! cargo run --example kms-catalog -- --new-epid 47f3b983-7c53-4d45-abc6-bcd91e2dd90a
+//! ```
+//!
+//! Human-readable by default; `--json` prints one JSON object per line. A
+//! bad argument gets a message on stderr and exit status 2.
+
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use kms_activation::product::{self, Csvlk, Sku};
+use kms_activation::{Epid, HResult, ProductKey, RandomSource, Uuid, epid};
+use serde_json::{Value, json};
+
+#[derive(Debug, Parser)]
+#[command(about = "Look up KMS products, GVLKs, product keys, HRESULTs and ePIDs")]
+struct Args {
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    json: bool,
+    /// List only SKUs whose name matches TEXT (case-insensitive, any word order).
+    #[arg(long, value_name = "TEXT")]
+    search: Option<String>,
+    /// Decode a product key and find its product if it is a GVLK.
+    #[arg(long, value_name = "KEY", conflicts_with_all = ["search", "hresult", "epid", "new_epid"])]
+    key: Option<String>,
+    /// Explain an activation error code, e.g. 0xC004F038.
+    #[arg(long, value_name = "CODE", conflicts_with_all = ["search", "epid", "new_epid"])]
+    hresult: Option<String>,
+    /// Check a KMS host ePID for consistency.
+    #[arg(long, value_name = "EPID", conflicts_with_all = ["search", "new_epid"])]
+    epid: Option<String>,
+    /// Generate a consistent ePID for a CSVLK (by its ID) or for the CSVLK
+    /// that covers a KMS ID.
+    #[arg(long, value_name = "CSVLK-OR-KMS-ID", conflicts_with = "search")]
+    new_epid: Option<Uuid>,
+    /// Host OS build for --new-epid (default: the newest known build).
+    #[arg(long, value_name = "N", requires = "new_epid")]
+    build: Option<u32>,
+}
+
+/// Randomness from the operating system (for `--new-epid`).
+struct OsRandom;
+
+impl RandomSource for OsRandom {
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        if getrandom::fill(dest).is_err() {
+            dest.fill(0x5a);
+        }
+    }
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "a command-line tool reads the clock"
+)]
+fn now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("kms-catalog: {message}");
+    ExitCode::from(2)
+}
+
+fn emit(json_mode: bool, value: &Value, text: &str) {
+    if json_mode {
+        println!("{value}");
+    } else {
+        println!("{text}");
+    }
+}
+
+fn sku_json(sku: &Sku) -> Value {
+    let item = sku.kms_item();
+    json!({
+        "name": sku.name(),
+        "sku_id": sku.id().to_string(),
+        "kms_id": sku.kms_id().to_string(),
+        "app_id": item.map(|k| k.application_id().to_string()),
+        "gvlk": sku.gvlk(),
+        "n_policy": item.map(product::KmsItem::n_count_policy),
+        "protocol": item.map(|k| format!("{}.0", k.default_protocol_major())),
+    })
+}
+
+fn list_skus(args: &Args) -> ExitCode {
+    let skus: Vec<&Sku> = match &args.search {
+        Some(text) => product::search_skus(text),
+        None => product::skus().iter().collect(),
+    };
+    if skus.is_empty() {
+        return fail("no product matches");
+    }
+    for sku in skus {
+        let v = sku_json(sku);
+        let text = format!(
+            "{:<60} {}  sku {}  N {}  v{}",
+            sku.name(),
+            sku.gvlk(),
+            sku.id(),
+            v["n_policy"],
+            v["protocol"].as_str().unwrap_or("?")
+        );
+        emit(args.json, &v, &text);
+    }
+    ExitCode::SUCCESS
+}
+
+fn key(args: &Args, text: &str) -> ExitCode {
+    let key = match ProductKey::decode(text) {
+        Ok(k) => k,
+        Err(e) => return fail(&format!("{text:?} is not a product key: {e}")),
+    };
+    let sku = product::sku_by_gvlk(&key.to_string());
+    let v = json!({
+        "key": key.to_string(),
+        "group": key.group_id(),
+        "serial": key.key_id(),
+        "security": key.security_value(),
+        "checksum_ok": key.checksum_ok(),
+        "sku_id": sku.map(|s| s.id().to_string()),
+        "name": sku.map(Sku::name),
+    });
+    let text = format!(
+        "key {key} (…{})\n  group {}  serial {}  security {:#x}  checksum {}\n  {}",
+        key.partial(),
+        key.group_id(),
+        key.key_id(),
+        key.security_value(),
+        if key.checksum_ok() { "ok" } else { "WRONG" },
+        sku.map_or_else(
+            || "not a known GVLK".to_owned(),
+            |s| format!("GVLK of {} ({})", s.name(), s.id())
+        )
+    );
+    emit(args.json, &v, &text);
+    ExitCode::SUCCESS
+}
+
+fn hresult(args: &Args, text: &str) -> ExitCode {
+    let Ok(code) = text.parse::<HResult>() else {
+        return fail(&format!("{text:?} is not an HRESULT (try 0xC004F038)"));
+    };
+    let info = code.info();
+    let v = json!({
+        "hresult": format!("{code:#}"),
+        "name": info.and_then(|i| i.name),
+        "description": info.map(|i| i.description),
+        "fix": info.map(|i| i.fix),
+    });
+    let text = match info {
+        Some(i) => format!(
+            "{code:#} {}\n  {}\n  Fix: {}",
+            i.name.unwrap_or("(no symbolic name)"),
+            i.description,
+            i.fix
+        ),
+        None => format!("{code:#}: not an activation code this catalog knows"),
+    };
+    emit(args.json, &v, &text);
+    ExitCode::SUCCESS
+}
+
+fn check_epid(args: &Args, text: &str) -> ExitCode {
+    let parsed = match Epid::parse(text) {
+        Ok(e) => e,
+        Err(e) => return fail(&format!("{text:?} is not an ePID: {e}")),
+    };
+    let problems: Vec<String> = parsed
+        .problems(now())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let csvlk = parsed.likely_csvlk();
+    let v = json!({
+        "epid": parsed.to_string(),
+        "valid": problems.is_empty(),
+        "problems": problems,
+        "csvlk": csvlk.map(Csvlk::name),
+    });
+    let mut out = format!(
+        "ePID {parsed}\n  CSVLK: {}\n  {}",
+        csvlk.map_or("unknown", Csvlk::name),
+        if problems.is_empty() {
+            "consistent"
+        } else {
+            "problems:"
+        }
+    );
+    for p in &problems {
+        out.push_str("\n    - ");
+        out.push_str(p);
+    }
+    emit(args.json, &v, &out);
+    ExitCode::SUCCESS
+}
+
+fn new_epid(args: &Args, id: Uuid) -> ExitCode {
+    let Some(csvlk) = product::csvlk(id).or_else(|| product::csvlk_for_kms(id)) else {
+        return fail(&format!(
+            "{id} is neither a CSVLK ID nor a KMS ID with a CSVLK"
+        ));
+    };
+    let build = match args.build {
+        Some(b) => b,
+        None => match product::builds()
+            .iter()
+            .filter(|b| b.is_usable_for_epid())
+            .map(|b| b.build())
+            .max()
+        {
+            Some(b) => b,
+            None => return fail("no host build known"),
+        },
+    };
+    match epid::generate(csvlk, build, now(), &mut OsRandom) {
+        Ok(e) => {
+            let v = json!({"epid": e.to_string(), "csvlk": csvlk.name(), "build": build});
+            emit(args.json, &v, &e.to_string());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!(
+            "cannot generate an ePID for {}: {e}",
+            csvlk.name()
+        )),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(k) = &args.key {
+        return key(&args, k);
+    }
+    if let Some(h) = &args.hresult {
+        return hresult(&args, h);
+    }
+    if let Some(e) = &args.epid {
+        return check_epid(&args, e);
+    }
+    if let Some(id) = args.new_epid {
+        return new_epid(&args, id);
+    }
+    list_skus(&args)
+}
