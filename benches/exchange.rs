@@ -150,7 +150,7 @@ fn rpc_frames(c: &mut Criterion) {
         });
     });
     group.bench_function("decode_bind", |b| {
-        b.iter(|| black_box(rpc::Pdu::decode(black_box(&bind)).unwrap()))
+        b.iter(|| black_box(rpc::Pdu::decode(black_box(&bind)).unwrap()));
     });
     group.finish();
 }

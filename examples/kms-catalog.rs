@@ -103,13 +103,14 @@ fn list_skus(args: &Args) -> ExitCode {
     }
     for sku in skus {
         let v = sku_json(sku);
+        let item = sku.kms_item();
         let text = format!(
-            "{:<60} {}  sku {}  N {}  v{}",
+            "{:<60} {}  sku {}  N {}  v{}.0",
             sku.name(),
             sku.gvlk(),
             sku.id(),
-            v["n_policy"],
-            v["protocol"].as_str().unwrap_or("?")
+            item.map_or(0, product::KmsItem::n_count_policy),
+            item.map_or(0, product::KmsItem::default_protocol_major),
         );
         emit(args.json, &v, &text);
     }
@@ -216,7 +217,7 @@ fn new_epid(args: &Args, id: Uuid) -> ExitCode {
         None => match product::builds()
             .iter()
             .filter(|b| b.is_usable_for_epid())
-            .map(|b| b.build())
+            .map(product::WinBuild::build)
             .max()
         {
             Some(b) => b,
