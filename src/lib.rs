@@ -7,6 +7,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "pcap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pcap")))]
+pub mod dissect;
 mod error;
 mod guid;
 pub mod hresult;

@@ -8,7 +8,10 @@
 //! the byte offset where it starts, counted from the beginning of the buffer
 //! the caller handed in.
 
-#![allow(dead_code, reason = "skeleton: the codecs that use the reader land next")]
+#![allow(
+    dead_code,
+    reason = "skeleton: the codecs that use the reader land next"
+)]
 
 use std::fmt;
 
