@@ -161,7 +161,7 @@ impl Half {
             }
             let pending = entry.remove();
             self.pending_bytes = self.pending_bytes.saturating_sub(pending.bytes.len());
-            let skip = usize::try_from(self.delivered - start).unwrap_or(usize::MAX);
+            let skip = usize::try_from(self.delivered.saturating_sub(start)).unwrap_or(usize::MAX);
             if let Some(fresh) = pending.bytes.get(skip..).filter(|b| !b.is_empty()) {
                 let ts = timestamp.unwrap_or(pending.timestamp);
                 out.deliver(self.direction, fresh, ts, warnings, ctx);
@@ -196,9 +196,13 @@ impl Half {
                 payload = payload.get(..room).unwrap_or_default();
             }
         }
-        for attempt in 0..2 {
+        let mut warned = false;
+        // Each round either returns or gives up one gap (consuming at least
+        // one waiting segment, or reaching this one), so it ends.
+        loop {
             if start <= self.delivered {
-                let skip = usize::try_from(self.delivered - start).unwrap_or(usize::MAX);
+                let skip =
+                    usize::try_from(self.delivered.saturating_sub(start)).unwrap_or(usize::MAX);
                 let Some(fresh) = payload.get(skip..).filter(|b| !b.is_empty()) else {
                     return; // retransmission of delivered bytes
                 };
@@ -218,19 +222,19 @@ impl Half {
                 self.insert(start, payload, timestamp);
                 return;
             }
-            if attempt == 0 {
-                // Give up the gap: continue at this segment or at the first
-                // one waiting, whichever comes first.
+            if !warned {
+                warned = true;
                 ctx.warn(warnings, WarningKind::OutOfOrderLimit);
-                let target = self
-                    .pending
-                    .first_key_value()
-                    .map_or(start, |(&k, _)| k.min(start));
-                self.skip_to(target, warnings, ctx);
-                self.drain(Some(timestamp), out, warnings, ctx);
             }
+            // Give up the first gap: continue at this segment or at the first
+            // one waiting, whichever comes first.
+            let target = self
+                .pending
+                .first_key_value()
+                .map_or(start, |(&k, _)| k.min(start));
+            self.skip_to(target, warnings, ctx);
+            self.drain(Some(timestamp), out, warnings, ctx);
         }
-        // Larger than the whole buffer: dropped; reported as missing later.
     }
 
     fn insert(&mut self, start: u64, payload: &[u8], timestamp: DateTime<Utc>) {
@@ -480,6 +484,11 @@ impl Reassembler {
         } else {
             segment.seq
         };
+        // The acknowledgement is about the other direction's earlier bytes:
+        // settle them before this segment's data.
+        if flags & ACK != 0 {
+            other.acknowledged(segment.ack, segment.timestamp, out, warnings, ctx);
+        }
         half.accept(
             data_seq,
             segment.payload,
@@ -493,9 +502,6 @@ impl Reassembler {
             half.fin = half
                 .offset_of(data_seq)
                 .map(|o| o.saturating_add(segment.payload.len() as u64));
-        }
-        if flags & ACK != 0 {
-            other.acknowledged(segment.ack, segment.timestamp, out, warnings, ctx);
         }
     }
 
