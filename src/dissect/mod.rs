@@ -17,9 +17,11 @@
 //! # What is read
 //!
 //! * **Files:** legacy pcap in both byte orders, with microsecond or nanosecond
-//!   timestamps (and the old "modified" Kuznetzov variant), and pcapng (any
-//!   number of sections and interfaces, either byte order, enhanced and simple
-//!   packet blocks).
+//!   timestamps (and the old little-endian "modified" Kuznetzov variant; the
+//!   header's time-zone correction is ignored, as it is always 0 in practice),
+//!   and pcapng (any number of sections and interfaces, either byte order,
+//!   enhanced and simple packet blocks; `if_tsresol` and `if_tsoffset` are
+//!   honoured; simple packet blocks carry no time and get the Unix epoch).
 //! * **Link types:** Ethernet (1, with any number of 802.1Q / 802.1ad VLAN
 //!   tags), Linux cooked capture SLL (113) and SLL2 (276), BSD loopback NULL
 //!   (0, family in the capturing host's byte order) and LOOP (108, big-endian
@@ -58,8 +60,11 @@
 //! # Limits
 //!
 //! Captures are untrusted input, so every buffer is bounded by a [`Limits`]
-//! value ([`Limits::default`] unless [`read_capture_with_limits`] is used).
-//! Hitting a limit drops data and records a warning; it never fails the read.
+//! value ([`Limits::default`] unless [`read_capture_with_limits`] is used);
+//! in addition, at most 4096 segments wait behind a gap in each direction.
+//! Hitting a limit drops data (or gives up a gap) and records a warning; it
+//! never fails the read. Output is bounded by the input: every delivered byte
+//! comes from a distinct captured byte.
 //!
 //! # Warnings as JSON lines
 //!
@@ -135,7 +140,7 @@ impl Limits {
     }
 
     /// Bytes buffered ahead of a gap, per direction of a connection. When a
-    /// segment would exceed it, the gap is given up
+    /// segment would exceed it (or 4096 segments already wait), the gap is given up
     /// ([`WarningKind::OutOfOrderLimit`]) and the stream continues after it.
     #[must_use]
     pub const fn max_out_of_order_bytes(&self) -> usize {

@@ -15,6 +15,11 @@ use chrono::{DateTime, Utc};
 use super::capture::Segment;
 use super::{Direction, KMS_PORT, Limits, StreamChunk, TcpConversation, WarningKind, Warnings};
 
+/// Segments waiting behind a gap, per direction. Together with
+/// [`Limits::max_out_of_order_bytes`] this bounds the bookkeeping too: a
+/// flood of one-byte segments cannot cost far more memory than its bytes.
+pub(super) const MAX_PENDING_SEGMENTS: usize = 4096;
+
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
@@ -214,10 +219,11 @@ impl Half {
             if payload.is_empty() {
                 return;
             }
-            let fits = self
-                .pending_bytes
-                .checked_add(payload.len())
-                .is_some_and(|n| n <= limits.max_out_of_order_bytes());
+            let fits = self.pending.len() < MAX_PENDING_SEGMENTS
+                && self
+                    .pending_bytes
+                    .checked_add(payload.len())
+                    .is_some_and(|n| n <= limits.max_out_of_order_bytes());
             if fits {
                 self.insert(start, payload, timestamp);
                 return;

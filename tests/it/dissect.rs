@@ -428,6 +428,49 @@ fn in_order_exchange_with_timestamps() {
 }
 
 #[test]
+fn ethernet_padding_is_not_payload() {
+    let client: SocketAddr = "10.0.0.1:50000".parse().unwrap();
+    let server: SocketAddr = "10.0.0.2:1688".parse().unwrap();
+    let mut p = Pcap::new(1);
+    for (seq, data) in [(1, &b"a"[..]), (2, b"b")] {
+        let mut frame = L2::Ethernet.frame(false, &tcp_ip(client, server, seq, 0, ACK, data));
+        frame.resize(60, 0); // minimum Ethernet frame
+        p.record(0, 0, &frame);
+    }
+    let mut v6 = L2::Ethernet.frame(
+        true,
+        &tcp_ip(
+            "[::1]:5".parse().unwrap(),
+            "[::2]:1688".parse().unwrap(),
+            1,
+            0,
+            ACK,
+            b"c",
+        ),
+    );
+    v6.extend([0xee; 4]); // trailer
+    p.record(0, 0, &v6);
+    let capture = read_capture(&p.buf).unwrap();
+    assert!(capture.warnings.is_empty(), "{:?}", capture.warnings);
+    assert_eq!(capture.connections[0].stream(C2S), b"ab");
+    assert_eq!(capture.connections[1].stream(C2S), b"c");
+}
+
+#[test]
+fn one_byte_segment_flood_is_bounded() {
+    let mut f = Flow::new(L2::Raw, "10.0.0.1:50000", "10.0.0.2:1688");
+    f.handshake(0, 0);
+    // Every other byte, so nothing is contiguous: 5000 waiting segments.
+    for i in 0..5000u32 {
+        f.c(2 + 2 * i, 1, ACK, b"x");
+    }
+    let capture = read_capture(&f.bytes()).unwrap();
+    assert_eq!(capture.warnings[0].kind, WarningKind::OutOfOrderLimit);
+    assert_eq!(capture.warnings[0].packet_index, 3 + 4096);
+    assert_eq!(capture.connections[0].stream(C2S), vec![b'x'; 5000]);
+}
+
+#[test]
 fn out_of_order_segments_wait_for_the_gap() {
     let mut f = Flow::new(L2::EthernetVlan, "192.0.2.1:50000", "192.0.2.2:1688");
     f.handshake(1000, 5000);
