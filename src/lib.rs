@@ -76,6 +76,9 @@
 pub mod client;
 mod crypto;
 pub mod epid;
+#[cfg(feature = "pcap")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pcap")))]
+pub mod dissect;
 mod error;
 mod guid;
 pub mod host;

@@ -15,6 +15,8 @@
 mod catalog_keys;
 mod chunking;
 #[cfg(feature = "pcap")]
+mod dissect;
+#[cfg(feature = "pcap")]
 mod kms_dissect;
 mod support;
 mod vectors;
