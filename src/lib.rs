@@ -75,10 +75,10 @@
 
 pub mod client;
 mod crypto;
-pub mod epid;
 #[cfg(feature = "pcap")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pcap")))]
 pub mod dissect;
+pub mod epid;
 mod error;
 mod guid;
 pub mod host;

@@ -2,7 +2,7 @@
 //!
 //! Each conversation whose client stream starts with a DCE/RPC bind that
 //! offers the KMS interface is walked PDU by PDU, in capture order. The
-//! transfer syntax of each call comes from the bind and alter_context
+//! transfer syntax of each call comes from the bind and `alter_context`
 //! results, as a host would see it; requests are decoded and decrypted, and
 //! responses decrypted and parsed without the request state a client would
 //! have (so echo and hash checks are not made: a capture is evidence, not a
@@ -65,7 +65,7 @@ impl Record {
     /// use kms_activation::dissect::Record;
     ///
     /// let line = Record::Error { conn: 0, hresult: HResult::KMS_ID_MISMATCH }.to_json();
-    /// assert_eq!(line.to_string(), r#"{"conn":0,"hresult":"0xC004F042","kind":"error"}"#);
+    /// assert_eq!(line.to_string(), r#"{"conn":0,"kind":"error","hresult":"0xC004F042"}"#);
     /// ```
     #[must_use]
     pub fn to_json(&self) -> Value {
@@ -113,8 +113,8 @@ impl Record {
                 packet,
                 message,
             } => json!({
-                "kind": "warning",
                 "conn": conn,
+                "kind": "warning",
                 "packet": packet,
                 "message": message,
             }),
@@ -175,7 +175,7 @@ pub fn dissect_conversation(conversation: &TcpConversation, out: &mut Vec<Record
             continue;
         };
         buffer.extend_from_slice(&chunk.bytes);
-        if walker.broken[side] {
+        if walker.is_broken(side) {
             continue;
         }
         loop {
@@ -184,7 +184,7 @@ pub fn dissect_conversation(conversation: &TcpConversation, out: &mut Vec<Record
                 Ok(_) => break,
                 Err(e) => {
                     walker.warn(out, format!("{}: not DCE/RPC: {e}", side_name(side)));
-                    walker.broken[side] = true;
+                    walker.set_broken(side);
                     break;
                 }
             };
@@ -200,10 +200,14 @@ pub fn dissect_conversation(conversation: &TcpConversation, out: &mut Vec<Record
         return;
     }
     for (side, buffer) in buffers.iter().enumerate() {
-        if !buffer.is_empty() && !walker.broken[side] {
+        if !buffer.is_empty() && !walker.is_broken(side) {
             walker.warn(
                 out,
-                format!("{}: {} bytes of a truncated PDU at the end", side_name(side), buffer.len()),
+                format!(
+                    "{}: {} bytes of a truncated PDU at the end",
+                    side_name(side),
+                    buffer.len()
+                ),
             );
         }
     }
@@ -219,7 +223,7 @@ struct Walker {
     is_kms: bool,
     first_record: usize,
     broken: [bool; 2],
-    /// Context ids offered in the last bind / alter_context, in order.
+    /// Context ids offered in the last bind / `alter_context`, in order.
     offered: Vec<u16>,
     contexts: Vec<(u16, Ndr)>,
     pending: Vec<(u32, Ndr)>,
@@ -235,6 +239,17 @@ impl Walker {
             offered: Vec::new(),
             contexts: Vec::new(),
             pending: Vec::new(),
+        }
+    }
+
+    /// Whether a direction (0 client, 1 server) stopped framing.
+    fn is_broken(&self, side: usize) -> bool {
+        self.broken.get(side).copied().unwrap_or(true)
+    }
+
+    fn set_broken(&mut self, side: usize) {
+        if let Some(flag) = self.broken.get_mut(side) {
+            *flag = true;
         }
     }
 
@@ -281,19 +296,31 @@ impl Walker {
             (PduBody::Response(response), false) => self.response(pdu.call_id, &response, out),
             (PduBody::Fault(fault), false) => self.warn(
                 out,
-                format!("call {} failed with RPC fault {:#010x}", pdu.call_id, fault.status),
+                format!(
+                    "call {} failed with RPC fault {:#010x}",
+                    pdu.call_id, fault.status
+                ),
             ),
             _ => {}
         }
     }
 
     fn context_ndr(&self, id: u16) -> Option<Ndr> {
-        self.contexts.iter().find(|(known, _)| *known == id).map(|&(_, ndr)| ndr)
+        self.contexts
+            .iter()
+            .find(|(known, _)| *known == id)
+            .map(|&(_, ndr)| ndr)
     }
 
     fn request(&mut self, call_id: u32, request: &rpc::Request, out: &mut Vec<Record>) {
         let Some(ndr) = self.context_ndr(request.context_id) else {
-            self.warn(out, format!("call {call_id} names unknown context {}", request.context_id));
+            self.warn(
+                out,
+                format!(
+                    "call {call_id} names unknown context {}",
+                    request.context_id
+                ),
+            );
             return;
         };
         if self.pending.len() >= MAX_PENDING_CALLS {
@@ -340,7 +367,10 @@ impl Walker {
                     };
                     self.push(out, record);
                 }
-                Err(e) => self.warn(out, format!("call {call_id}: undecodable KMS response: {e}")),
+                Err(e) => self.warn(
+                    out,
+                    format!("call {call_id}: undecodable KMS response: {e}"),
+                ),
             },
             Err(e) => self.warn(out, format!("call {call_id}: malformed response stub: {e}")),
         }
