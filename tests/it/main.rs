@@ -16,6 +16,7 @@ mod catalog_keys;
 mod chunking;
 #[cfg(feature = "pcap")]
 mod dissect;
+mod engines;
 #[cfg(feature = "pcap")]
 mod kms_dissect;
 mod support;
