@@ -80,6 +80,8 @@ mod crypto;
 pub mod dissect;
 pub mod epid;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod guid;
 pub mod host;
 pub mod hresult;

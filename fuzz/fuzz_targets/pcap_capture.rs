@@ -1,7 +1,5 @@
-//! Any bytes as a packet capture: the dissector never panics.
+//! Fuzz target: see `kms_activation::fuzzing::pcap_capture`.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = kms_activation::dissect::read_capture(data);
-});
+fuzz_target!(|data: &[u8]| kms_activation::fuzzing::pcap_capture(data));

@@ -14,6 +14,7 @@
 
 mod catalog_keys;
 mod chunking;
+mod corpus;
 #[cfg(feature = "pcap")]
 mod dissect;
 mod engines;
