@@ -7,6 +7,9 @@
     reason = "test helpers: a panic is a failed test"
 )]
 
+#[path = "common/seed.rs"]
+mod seed;
+use seed::parse_seed;
 use std::collections::BTreeSet;
 
 use kms_activation::Uuid;
@@ -306,27 +309,7 @@ fn name_search() {
 // ------------------------------------------------ the seed cross-check
 
 fn seed_rows() -> Vec<(String, String, String)> {
-    SEED.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|line| {
-            let mut fields = vec![];
-            let mut cur = String::new();
-            let mut quoted = false;
-            for ch in line.chars() {
-                match ch {
-                    '"' => quoted = !quoted,
-                    ',' if !quoted => fields.push(std::mem::take(&mut cur)),
-                    _ => cur.push(ch),
-                }
-            }
-            fields.push(cur);
-            (
-                fields[0].clone(),
-                fields[1].clone(),
-                fields[2].trim().to_owned(),
-            )
-        })
-        .collect()
+    parse_seed(SEED)
 }
 
 /// Lower-case words, with the seed's and the XML's spellings made equal.

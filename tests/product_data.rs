@@ -19,6 +19,9 @@
     reason = "a test-only generator: failing loudly on bad input is the point"
 )]
 
+#[path = "common/seed.rs"]
+mod seed;
+use seed::parse_seed;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -266,32 +269,6 @@ fn parse_xml(text: &str) -> Parsed {
         }
     }
     p
-}
-
-/// `(section, edition, gvlk)` rows of the seed CSV.
-fn parse_seed(text: &str) -> Vec<(String, String, String)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|line| {
-            let mut fields = vec![];
-            let mut cur = String::new();
-            let mut quoted = false;
-            for ch in line.chars() {
-                match ch {
-                    '"' => quoted = !quoted,
-                    ',' if !quoted => fields.push(std::mem::take(&mut cur)),
-                    _ => cur.push(ch),
-                }
-            }
-            fields.push(cur);
-            assert_eq!(fields.len(), 3, "seed line {line}");
-            (
-                fields[0].clone(),
-                fields[1].clone(),
-                fields[2].trim().to_owned(),
-            )
-        })
-        .collect()
 }
 
 /// The XML plus the seed extras, each table sorted for binary search.
