@@ -1,7 +1,7 @@
 //! The seed CSV of published GVLKs, shared by the catalog tests.
 
 /// `(section, edition, gvlk)` rows of the seed CSV.
-pub fn parse_seed(text: &str) -> Vec<(String, String, String)> {
+pub(crate) fn parse_seed(text: &str) -> Vec<(String, String, String)> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
         .map(|line| {
