@@ -11,8 +11,9 @@ use crate::rpc::{
 };
 use crate::{FileTime, HResult, RandomSource};
 
-/// Bytes of a PDU header that tell its length (`rpc::frame_len` needs them).
-const LENGTH_PREFIX: usize = 10;
+/// Bytes buffered before a PDU is framed: the whole common header, so that
+/// even a refused PDU's call id is known (no PDU is shorter).
+const LENGTH_PREFIX: usize = rpc::HEADER_LEN;
 
 /// Why a host connection closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,6 +163,7 @@ impl HostConnection {
             let rest = input.get(consumed..).unwrap_or_default();
             // Fast path: a whole PDU at the start of the input, nothing buffered.
             if self.inbound.is_empty()
+                && rest.len() >= LENGTH_PREFIX
                 && let Some(len) = self.whole_frame_len(rest)?
             {
                 let frame = rest.get(..len).unwrap_or_default();
@@ -172,10 +174,18 @@ impl HostConnection {
                 }
                 continue;
             }
-            let target = match rpc::frame_len(&self.inbound, self.limits.max_frag_len) {
+            let framed = if self.inbound.len() < LENGTH_PREFIX {
+                Ok(None)
+            } else {
+                rpc::frame_len(&self.inbound, self.limits.max_frag_len)
+            };
+            let target = match framed {
                 Ok(None) => LENGTH_PREFIX,
                 Ok(Some(len)) => len,
-                Err(e) => return Err(self.fail(e.into())),
+                Err(e) => {
+                    let prefix = self.inbound.split().freeze();
+                    return Err(self.fail_framing(e, &prefix));
+                }
             };
             let missing = target.saturating_sub(self.inbound.len());
             if missing > 0 {
@@ -202,13 +212,37 @@ impl HostConnection {
         match rpc::frame_len(buf, self.limits.max_frag_len) {
             Ok(Some(len)) if len <= buf.len() => Ok(Some(len)),
             Ok(_) => Ok(None),
-            Err(e) => Err(self.fail(e.into())),
+            Err(e) => Err(self.fail_framing(e, buf)),
         }
     }
 
     fn fail(&mut self, error: HostError) -> HostError {
         self.state = State::Closed;
         error
+    }
+
+    /// Closes on bytes that do not frame as a PDU. A first bind in another
+    /// RPC version gets a `bind_nak` naming 5.0 first (PROTOCOL.md §2.4).
+    fn fail_framing(&mut self, error: rpc::Error, prefix: &[u8]) -> HostError {
+        let is_bind = prefix.get(2) == Some(&u8::from(PduType::Bind));
+        if matches!(error, rpc::Error::UnsupportedVersion { .. })
+            && is_bind
+            && self.state == State::AwaitingBind
+        {
+            self.queue_bind_nak(frame_call_id(prefix).unwrap_or(0));
+        }
+        self.fail(error.into())
+    }
+
+    fn queue_bind_nak(&mut self, call_id: u32) {
+        self.queue(&Pdu {
+            call_id,
+            flags: PfcFlags::SINGLE,
+            body: PduBody::BindNak(rpc::BindNak {
+                reject_reason: rpc::BindNak::REASON_PROTOCOL_VERSION,
+                versions: vec![(5, 0)],
+            }),
+        });
     }
 
     fn handle_frame(

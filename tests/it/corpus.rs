@@ -10,7 +10,10 @@ use kms_activation::fuzzing;
 type Target = fn(&[u8]);
 
 fn targets() -> Vec<(&'static str, Target)> {
-    #[cfg_attr(not(feature = "pcap"), expect(unused_mut, reason = "pcap adds a target"))]
+    #[cfg_attr(
+        not(feature = "pcap"),
+        expect(unused_mut, reason = "pcap adds a target")
+    )]
     let mut t: Vec<(&'static str, Target)> = vec![
         ("rpc_pdu", fuzzing::rpc_pdu),
         ("kms_request", fuzzing::kms_request),

@@ -280,8 +280,8 @@ fn oversized_frames_are_refused_before_buffering() {
     let mut config = HostConfig::default();
     config.set_limits(limits);
     let mut host = Host::new(&config);
-    // Only the 10-byte prefix of a 4000-byte PDU is offered.
-    let mut header = bind_ndr32(2)[..10].to_vec();
+    // Only the 16-byte header of a 4000-byte PDU is offered.
+    let mut header = bind_ndr32(2)[..16].to_vec();
     header[8..10].copy_from_slice(&4000u16.to_le_bytes());
     assert!(matches!(
         host.feed(&header),
@@ -543,4 +543,43 @@ fn client_reports_hresult_refusals() {
         Some(&ClientEvent::Refused(HResult::INVALID_TIMESTAMP))
     );
     assert!(client.is_idle());
+}
+
+#[test]
+fn bind_in_another_rpc_version_gets_a_bind_nak() {
+    for split in [false, true] {
+        let mut host = Host::new(&HostConfig::default());
+        let mut bind = bind_ndr32(9);
+        bind[1] = 1; // RPC 5.1
+        let used = if split {
+            // Through the buffering path: a few bytes first.
+            host.conn
+                .handle_input(NOW, &bind[..4], &mut host.responder, &mut host.rng)
+                .unwrap();
+            host.conn
+                .handle_input(NOW, &bind[4..], &mut host.responder, &mut host.rng)
+        } else {
+            host.conn
+                .handle_input(NOW, &bind, &mut host.responder, &mut host.rng)
+        };
+        assert!(matches!(
+            used,
+            Err(HostError::Rpc(rpc::Error::UnsupportedVersion { .. }))
+        ));
+        let mut out = Vec::new();
+        let _ = host.conn.poll_transmit(&mut out);
+        let reply = decode_all(&out);
+        assert_eq!(reply.len(), 1, "split {split}");
+        assert_eq!(reply[0].call_id, 9);
+        let PduBody::BindNak(nak) = &reply[0].body else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(nak.reject_reason, rpc::BindNak::REASON_PROTOCOL_VERSION);
+        assert_eq!(nak.versions, vec![(5, 0)]);
+    }
+    // Any other PDU in a wrong version just closes.
+    let mut host = Host::new(&HostConfig::default());
+    let mut request = rpc_request(2, 0, 0, kms_stub(Version::V6));
+    request[1] = 1;
+    assert!(host.feed(&request).is_err());
 }
