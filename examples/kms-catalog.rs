@@ -13,6 +13,7 @@
 //! Human-readable by default; `--json` prints one JSON object per line. A
 //! bad argument gets a message on stderr and exit status 2.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
@@ -72,11 +73,16 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// Prints one record; a closed stdout (`| head`) ends the program quietly.
 fn emit(json_mode: bool, value: &Value, text: &str) {
-    if json_mode {
-        println!("{value}");
+    let mut out = std::io::stdout().lock();
+    let written = if json_mode {
+        writeln!(out, "{value}")
     } else {
-        println!("{text}");
+        writeln!(out, "{text}")
+    };
+    if written.is_err() {
+        std::process::exit(0);
     }
 }
 

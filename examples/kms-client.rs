@@ -176,7 +176,9 @@ fn run(args: &Args) -> Result<bool, String> {
                 }
                 other => json!({"kind": "event", "event": format!("{other:?}")}),
             };
-            println!("{line}");
+            if writeln!(std::io::stdout(), "{line}").is_err() {
+                return Ok(all_activated);
+            }
         }
     }
     Ok(all_activated)
