@@ -517,10 +517,7 @@ fn equal_range<'a, T, K: Ord>(slice: &'a [T], key: &K, key_of: impl Fn(&T) -> K)
 /// ```
 #[must_use]
 pub fn application(id: Uuid) -> Option<&'static Application> {
-    let i = applications()
-        .binary_search_by_key(&id.as_u128(), |a| a.id.as_u128())
-        .ok()?;
-    applications().get(i)
+    equal_range(applications(), &id.as_u128(), |a| a.id.as_u128()).first()
 }
 
 /// The KMS item with this KMS ID.
@@ -533,10 +530,7 @@ pub fn application(id: Uuid) -> Option<&'static Application> {
 /// ```
 #[must_use]
 pub fn kms_item(id: Uuid) -> Option<&'static KmsItem> {
-    let i = kms_items()
-        .binary_search_by_key(&id.as_u128(), |k| k.id.as_u128())
-        .ok()?;
-    kms_items().get(i)
+    equal_range(kms_items(), &id.as_u128(), |k| k.id.as_u128()).first()
 }
 
 /// The SKU with this SKU ID (activation ID). Where a seed row shares the ID
@@ -549,9 +543,7 @@ pub fn kms_item(id: Uuid) -> Option<&'static KmsItem> {
 /// ```
 #[must_use]
 pub fn sku(id: Uuid) -> Option<&'static Sku> {
-    let key = id.as_u128();
-    let first = skus().partition_point(|s| s.id.as_u128() < key);
-    skus().get(first).filter(|s| s.id == id)
+    skus_with_id(id).first()
 }
 
 /// Every SKU row with this SKU ID (more than one only for IDs that also have
