@@ -583,3 +583,46 @@ fn bind_in_another_rpc_version_gets_a_bind_nak() {
     request[1] = 1;
     assert!(host.feed(&request).is_err());
 }
+
+#[test]
+fn fragmented_requests_are_reassembled_under_the_cap() {
+    let stub = kms_stub(Version::V6);
+    let fragment = |flags: PfcFlags, part: &[u8]| {
+        encode(&Pdu {
+            call_id: 2,
+            flags,
+            body: PduBody::Request(Request {
+                alloc_hint: u32::try_from(stub.len()).unwrap(),
+                context_id: 0,
+                opnum: 0,
+                object: None,
+                stub: part.to_vec().into(),
+            }),
+        })
+    };
+    let (head, tail) = stub.split_at(100);
+    let mut host = Host::new(&HostConfig::default());
+    host.feed(&bind_ndr32(2)).unwrap();
+    assert!(
+        host.feed(&fragment(PfcFlags::FIRST_FRAG, head))
+            .unwrap()
+            .is_empty()
+    );
+    let reply = host.feed(&fragment(PfcFlags::LAST_FRAG, tail)).unwrap();
+    assert_eq!(hresult_of(&reply[0]), HResult::S_OK);
+
+    // A call whose fragments add up to more than the cap is refused.
+    let mut limits = HostLimits::default();
+    limits.max_stub_len = 200;
+    let mut config = HostConfig::default();
+    config.set_limits(limits);
+    let mut host = Host::new(&config);
+    host.feed(&bind_ndr32(2)).unwrap();
+    assert!(
+        host.feed(&fragment(PfcFlags::FIRST_FRAG, head))
+            .unwrap()
+            .is_empty()
+    );
+    let reply = host.feed(&fragment(PfcFlags::LAST_FRAG, tail)).unwrap();
+    assert_eq!(fault_status(&reply[0]), rpc::NCA_S_PROTO_ERROR);
+}
