@@ -126,6 +126,15 @@ impl Host {
     }
 }
 
+/// A host whose limits differ from the defaults as `adjust` says.
+fn host_with_limits(adjust: impl FnOnce(&mut HostLimits)) -> Host {
+    let mut limits = HostLimits::default();
+    adjust(&mut limits);
+    let mut config = HostConfig::default();
+    config.set_limits(limits);
+    Host::new(&config)
+}
+
 fn fault_status(pdu: &Pdu) -> u32 {
     match &pdu.body {
         PduBody::Fault(Fault { status, .. }) => *status,
@@ -275,11 +284,7 @@ fn protocol_violations_close_the_connection() {
 
 #[test]
 fn oversized_frames_are_refused_before_buffering() {
-    let mut limits = HostLimits::default();
-    limits.max_frag_len = 400;
-    let mut config = HostConfig::default();
-    config.set_limits(limits);
-    let mut host = Host::new(&config);
+    let mut host = host_with_limits(|l| l.max_frag_len = 400);
     // Only the 16-byte header of a 4000-byte PDU is offered.
     let mut header = bind_ndr32(2)[..16].to_vec();
     header[8..10].copy_from_slice(&4000u16.to_le_bytes());
@@ -291,11 +296,7 @@ fn oversized_frames_are_refused_before_buffering() {
 
 #[test]
 fn backpressure_stops_consuming_until_output_is_drained() {
-    let mut limits = HostLimits::default();
-    limits.max_pending_output = 600;
-    let mut config = HostConfig::default();
-    config.set_limits(limits);
-    let mut host = Host::new(&config);
+    let mut host = host_with_limits(|l| l.max_pending_output = 600);
     host.feed(&bind_ndr32(2)).unwrap();
     let mut pipelined = Vec::new();
     for call in 0..10 {
@@ -332,11 +333,7 @@ fn backpressure_stops_consuming_until_output_is_drained() {
 
 #[test]
 fn alter_context_adds_contexts_up_to_the_limit() {
-    let mut limits = HostLimits::default();
-    limits.max_contexts = 2;
-    let mut config = HostConfig::default();
-    config.set_limits(limits);
-    let mut host = Host::new(&config);
+    let mut host = host_with_limits(|l| l.max_contexts = 2);
     host.feed(&bind_ndr32(2)).unwrap();
     let alter = |id: u16| {
         encode(&Pdu {
@@ -612,11 +609,7 @@ fn fragmented_requests_are_reassembled_under_the_cap() {
     assert_eq!(hresult_of(&reply[0]), HResult::S_OK);
 
     // A call whose fragments add up to more than the cap is refused.
-    let mut limits = HostLimits::default();
-    limits.max_stub_len = 200;
-    let mut config = HostConfig::default();
-    config.set_limits(limits);
-    let mut host = Host::new(&config);
+    let mut host = host_with_limits(|l| l.max_stub_len = 200);
     host.feed(&bind_ndr32(2)).unwrap();
     assert!(
         host.feed(&fragment(PfcFlags::FIRST_FRAG, head))
