@@ -51,7 +51,7 @@ pub use bind::{
     NegotiationPolicy, ResultKind, SyntaxId, TransferSyntax, negotiate,
 };
 pub use call::{Fault, Reassembler, Request, Response};
-pub use frame::frame_len;
+pub use frame::{Frame, FrameSplitter, frame_len};
 pub use header::{DREP, HEADER_LEN, PduType, PfcFlags};
 pub use ndr::{
     Ndr, StubReply, decode_request_stub, decode_response_stub, encode_request_stub,
