@@ -37,10 +37,13 @@
 //! assert!(conn.is_closed());
 //! ```
 
+mod activation;
 mod config;
 mod connection;
 mod responder;
+pub mod store;
 
+pub use activation::ActivationRecord;
 pub use config::{HostConfig, HostLimits};
 pub use connection::{HostConnection, HostError};
 pub use responder::{

@@ -1,0 +1,381 @@
+//! The in-memory count store: bounded, aging, lost on exit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::future::{Future, ready};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use super::{CountStore, StoreError, Tally, Visit};
+use crate::host::activation::ActivationRecord;
+use crate::{FileTime, Uuid};
+
+/// Bounds of a [`MemoryStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MemoryStoreLimits {
+    /// Client entries kept over all applications. At the bound, the entry
+    /// seen longest ago gives way to the new one. A genuine count never needs
+    /// more than twice the largest N policy per application (2 000 at most),
+    /// so the default (1 048 576) only matters for statistics.
+    pub max_clients: usize,
+    /// Activation records kept; the oldest are dropped first.
+    pub max_log_records: usize,
+}
+
+impl Default for MemoryStoreLimits {
+    fn default() -> Self {
+        Self {
+            max_clients: 1 << 20,
+            max_log_records: 100_000,
+        }
+    }
+}
+
+/// A [`CountStore`] in memory: the default for a single host that may
+/// forget its clients on restart (they come back within a renewal interval).
+///
+/// Every operation is one lock and `O(log n)` work; its futures are ready
+/// at once, so a synchronous host can drive it with any `block_on`.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    limits: MemoryStoreLimits,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    applications: HashMap<Uuid, ClientTable>,
+    clients: usize,
+    log: VecDeque<ActivationRecord>,
+    epids: HashMap<Uuid, String>,
+}
+
+/// One application's clients, indexed by CMID and by last visit.
+#[derive(Debug, Default)]
+struct ClientTable {
+    entries: HashMap<Uuid, Entry>,
+    by_last_seen: BTreeSet<(u64, Uuid)>,
+    /// N policy → number of entries reporting it (a multiset, for the max).
+    n_policies: BTreeMap<u32, usize>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    last_seen: u64,
+    n_policy: u32,
+}
+
+impl ClientTable {
+    fn tally(&self, admitted: bool) -> Tally {
+        Tally {
+            clients: u64::try_from(self.entries.len()).unwrap_or(u64::MAX),
+            max_n_policy: self.n_policies.keys().next_back().copied().unwrap_or(0),
+            admitted,
+        }
+    }
+
+    /// Removes entries last seen at or before `window_start`; returns how
+    /// many.
+    fn expire(&mut self, window_start: FileTime) -> usize {
+        let mut removed = 0;
+        while let Some(&(seen, cmid)) = self.by_last_seen.first() {
+            if seen > window_start.ticks() {
+                break;
+            }
+            self.remove(cmid);
+            removed += 1;
+        }
+        removed
+    }
+
+    fn remove(&mut self, cmid: Uuid) -> Option<Entry> {
+        let entry = self.entries.remove(&cmid)?;
+        self.by_last_seen.remove(&(entry.last_seen, cmid));
+        self.forget_n_policy(entry.n_policy);
+        Some(entry)
+    }
+
+    fn insert(&mut self, cmid: Uuid, entry: Entry) {
+        self.entries.insert(cmid, entry);
+        self.by_last_seen.insert((entry.last_seen, cmid));
+        *self.n_policies.entry(entry.n_policy).or_insert(0) += 1;
+    }
+
+    fn forget_n_policy(&mut self, n_policy: u32) {
+        if let Some(count) = self.n_policies.get_mut(&n_policy) {
+            *count -= 1;
+            if *count == 0 {
+                self.n_policies.remove(&n_policy);
+            }
+        }
+    }
+
+    fn oldest(&self) -> Option<Uuid> {
+        self.by_last_seen.first().map(|&(_, cmid)| cmid)
+    }
+}
+
+impl MemoryStore {
+    /// An empty store with these bounds.
+    #[must_use]
+    pub fn new(limits: MemoryStoreLimits) -> Self {
+        Self {
+            limits,
+            state: Mutex::default(),
+        }
+    }
+
+    /// The bounds in force.
+    #[must_use]
+    pub fn limits(&self) -> MemoryStoreLimits {
+        self.limits
+    }
+
+    /// Client entries held over all applications (aged ones included until
+    /// their application is next visited).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.lock().clients
+    }
+
+    /// True when no client entry is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic under the lock cannot leave the tables half-updated in a
+        // way that breaks a later call, so a poisoned lock is used as is.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn record(&self, visit: Visit) -> Tally {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let table = state.applications.entry(visit.application_id).or_default();
+        let expired = table.expire(visit.window_start);
+        state.clients -= expired;
+        let previous = table.remove(visit.cmid);
+        if previous.is_none() {
+            let full = visit
+                .capacity
+                .is_some_and(|cap| u64::try_from(table.entries.len()).unwrap_or(u64::MAX) >= cap);
+            if full {
+                return table.tally(false);
+            }
+            if state.clients >= self.limits.max_clients {
+                if let Some(oldest) = table.oldest() {
+                    table.remove(oldest);
+                } else if !evict_elsewhere(&mut state.applications, visit.application_id) {
+                    return state
+                        .applications
+                        .get(&visit.application_id)
+                        .map(|t| t.tally(false))
+                        .unwrap_or_default();
+                }
+            } else {
+                state.clients += 1;
+            }
+        }
+        let last_seen = previous.map_or(visit.at.ticks(), |p| p.last_seen.max(visit.at.ticks()));
+        let Some(table) = state.applications.get_mut(&visit.application_id) else {
+            return Tally::default();
+        };
+        table.insert(
+            visit.cmid,
+            Entry {
+                last_seen,
+                n_policy: visit.n_policy,
+            },
+        );
+        table.tally(true)
+    }
+}
+
+/// Drops the oldest entry of some other application; false if none holds one.
+fn evict_elsewhere(applications: &mut HashMap<Uuid, ClientTable>, except: Uuid) -> bool {
+    for (id, table) in applications.iter_mut() {
+        if *id == except {
+            continue;
+        }
+        if let Some(oldest) = table.oldest() {
+            table.remove(oldest);
+            return true;
+        }
+    }
+    false
+}
+
+impl CountStore for MemoryStore {
+    fn record_visit(&self, visit: Visit) -> impl Future<Output = Result<Tally, StoreError>> + Send {
+        ready(Ok(self.record(visit)))
+    }
+
+    fn tally(
+        &self,
+        application_id: Uuid,
+        window_start: FileTime,
+    ) -> impl Future<Output = Result<Tally, StoreError>> + Send {
+        let mut state = self.lock();
+        let state = &mut *state;
+        let tally = match state.applications.get_mut(&application_id) {
+            Some(table) => {
+                state.clients -= table.expire(window_start);
+                table.tally(true)
+            }
+            None => Tally {
+                admitted: true,
+                ..Tally::default()
+            },
+        };
+        ready(Ok(tally))
+    }
+
+    fn append_activation(
+        &self,
+        record: &ActivationRecord,
+        retain_since: FileTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let mut state = self.lock();
+        while state
+            .log
+            .front()
+            .is_some_and(|r| r.time < retain_since || state_log_full(&state.log, self.limits))
+        {
+            state.log.pop_front();
+        }
+        if self.limits.max_log_records > 0 {
+            state.log.push_back(record.clone());
+        }
+        ready(Ok(()))
+    }
+
+    fn recent_activations(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ActivationRecord>, StoreError>> + Send {
+        let state = self.lock();
+        ready(Ok(state.log.iter().rev().take(limit).cloned().collect()))
+    }
+
+    fn host_epid(
+        &self,
+        csvlk_id: Uuid,
+        candidate: &str,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send {
+        let mut state = self.lock();
+        let epid = state
+            .epids
+            .entry(csvlk_id)
+            .or_insert_with(|| candidate.to_owned())
+            .clone();
+        ready(Ok(epid))
+    }
+
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        ready(Ok(()))
+    }
+}
+
+fn state_log_full(log: &VecDeque<ActivationRecord>, limits: MemoryStoreLimits) -> bool {
+    log.len() >= limits.max_log_records
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: u64 = 86_400 * 10_000_000;
+    const MINUTE: u64 = 60 * 10_000_000;
+    const T0: u64 = 134_397_882_570_000_000;
+
+    fn visit(app: u128, cmid: u128, n: u32, at: u64) -> Visit {
+        Visit {
+            application_id: Uuid::from_u128(app),
+            cmid: Uuid::from_u128(cmid),
+            n_policy: n,
+            at: FileTime::from_ticks(at),
+            window_start: FileTime::from_ticks(at - 30 * DAY),
+            capacity: None,
+        }
+    }
+
+    #[test]
+    fn counts_distinct_clients_per_application() {
+        let store = MemoryStore::default();
+        for cmid in 1..=5 {
+            assert_eq!(
+                store.record(visit(1, cmid, 25, T0)).clients,
+                u64::try_from(cmid).unwrap()
+            );
+        }
+        assert_eq!(store.record(visit(1, 3, 25, T0 + MINUTE)).clients, 5);
+        assert_eq!(store.record(visit(2, 3, 5, T0)).clients, 1);
+        assert_eq!(store.record(visit(2, 3, 5, T0)).max_n_policy, 5);
+        assert_eq!(store.len(), 6);
+    }
+
+    #[test]
+    fn entries_age_out_after_thirty_days() {
+        let store = MemoryStore::default();
+        store.record(visit(1, 1, 25, T0));
+        // One minute before 30 days: still counted with the asking client.
+        assert_eq!(
+            store
+                .record(visit(1, 2, 25, T0 + 30 * DAY - MINUTE))
+                .clients,
+            2
+        );
+        // Exactly 30 days: the first entry is at the window start, so gone.
+        assert_eq!(store.record(visit(1, 3, 25, T0 + 30 * DAY)).clients, 2);
+        assert_eq!(
+            store
+                .record(visit(1, 4, 25, T0 + 30 * DAY + MINUTE))
+                .clients,
+            3
+        );
+    }
+
+    #[test]
+    fn max_n_policy_follows_live_entries() {
+        let store = MemoryStore::default();
+        store.record(visit(1, 1, 25, T0));
+        assert_eq!(store.record(visit(1, 2, 5, T0 + 31 * DAY)).max_n_policy, 5);
+        // The client that reported 5 now reports 25 again.
+        assert_eq!(
+            store.record(visit(1, 2, 25, T0 + 31 * DAY)).max_n_policy,
+            25
+        );
+    }
+
+    #[test]
+    fn capacity_keeps_new_clients_out_but_not_known_ones() {
+        let store = MemoryStore::default();
+        let cap = |cmid| Visit {
+            capacity: Some(2),
+            ..visit(1, cmid, 25, T0)
+        };
+        assert!(store.record(cap(1)).admitted);
+        assert!(store.record(cap(2)).admitted);
+        let refused = store.record(cap(3));
+        assert!(!refused.admitted);
+        assert_eq!(refused.clients, 2);
+        assert!(store.record(cap(1)).admitted);
+    }
+
+    #[test]
+    fn bounded_by_evicting_the_longest_unseen() {
+        let store = MemoryStore::new(MemoryStoreLimits {
+            max_clients: 3,
+            max_log_records: 2,
+        });
+        for cmid in 1..=10 {
+            store.record(visit(1, cmid, 25, T0 + u64::try_from(cmid).unwrap()));
+        }
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.record(visit(2, 1, 5, T0 + 20)).clients, 1);
+        assert_eq!(store.len(), 3);
+        let tally = pollster::block_on(store.tally(Uuid::from_u128(1), FileTime::from_ticks(0)));
+        assert_eq!(tally.unwrap().clients, 2);
+    }
+}

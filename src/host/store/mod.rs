@@ -1,0 +1,219 @@
+//! Where a host keeps what it must remember: the client table it counts,
+//! the activation log and its ePIDs.
+//!
+//! [`CountStore`] is one trait for every backend, shaped for asynchronous
+//! I/O: each operation returns a future, so a database can be awaited
+//! between a request's event and its answer without blocking other
+//! connections. Backends:
+//!
+//! * [`MemoryStore`]: in memory, bounded and aging; the default. Its futures
+//!   are ready at once.
+//! * `SqliteStore` (feature `sqlite`): an embedded file for one host.
+//! * `PostgresStore` (feature `postgres`): one database shared by a fleet of
+//!   hosts behind one SRV name, so they report one count.
+//!
+//! # The counting rule every store implements
+//!
+//! A store keeps one entry per (application, CMID): when that client last
+//! asked and the N policy it last reported. [`CountStore::record_visit`]
+//! upserts the asking client's entry and returns the [`Tally`] of the
+//! application *after* the upsert: the number of entries seen within the
+//! window (strictly after [`Visit::window_start`]) and the largest N policy
+//! among them. A repeat CMID therefore never counts twice, and the asking
+//! client is always included. An entry last seen at or before the window
+//! start has aged out: it no longer counts, and a store may delete it.
+//!
+//! When [`Visit::capacity`] is set and the CMID is not yet counted, the
+//! store admits it only if fewer than `capacity` clients are counted; a
+//! client refused this way is not recorded ([`Tally::admitted`] is false).
+//!
+//! Durability: a persistent store has committed a visit when the future of
+//! `record_visit` completes, so a host that answers only afterwards never
+//! reports a count it would forget on a crash.
+
+mod memory;
+
+use std::future::Future;
+
+pub use memory::{MemoryStore, MemoryStoreLimits};
+
+use super::activation::ActivationRecord;
+use crate::{FileTime, Uuid};
+
+/// A client asking to be counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Visit {
+    /// The application the client counts under (its request's application
+    /// ID: Windows, Office 2010 or Office 2013+).
+    pub application_id: Uuid,
+    /// The client machine ID.
+    pub cmid: Uuid,
+    /// The N policy the client reported.
+    pub n_policy: u32,
+    /// When the host received the request.
+    pub at: FileTime,
+    /// Entries last seen at or before this instant no longer count
+    /// (`at` minus the counting window, 30 days on a Windows host).
+    pub window_start: FileTime,
+    /// Admit a new CMID only while fewer clients than this are counted.
+    pub capacity: Option<u64>,
+}
+
+/// The state of one application's client table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tally {
+    /// Distinct CMIDs seen within the window.
+    pub clients: u64,
+    /// The largest N policy among those clients (0 when there are none).
+    pub max_n_policy: u32,
+    /// False when [`Visit::capacity`] kept a new client out.
+    pub admitted: bool,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend cannot be reached right now (connection lost, database
+    /// down); the operation may succeed later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The backend answered with an error or data it should not hold.
+    #[error("store error: {0}")]
+    Backend(String),
+    /// The store was shut down.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// A host's persistent state, behind one interface for every backend.
+///
+/// Implementations must be usable from several connections at once
+/// (`&self` methods, `Send + Sync`). See the [module
+/// documentation](self) for the counting rule and durability.
+///
+/// ```
+/// use kms_activation::host::store::{CountStore, MemoryStore, Visit};
+/// use kms_activation::{FileTime, Uuid};
+///
+/// let store = MemoryStore::default();
+/// let at = FileTime::from_ticks(134_397_882_570_000_000);
+/// let visit = |cmid: u128| Visit {
+///     application_id: Uuid::from_u128(1),
+///     cmid: Uuid::from_u128(cmid),
+///     n_policy: 25,
+///     at,
+///     window_start: FileTime::from_ticks(at.ticks() - 30 * 86_400 * 10_000_000),
+///     capacity: None,
+/// };
+/// let tally = pollster::block_on(store.record_visit(visit(7)))?;
+/// assert_eq!(tally.clients, 1);
+/// let tally = pollster::block_on(store.record_visit(visit(7)))?; // same CMID again
+/// assert_eq!(tally.clients, 1);
+/// let tally = pollster::block_on(store.record_visit(visit(8)))?;
+/// assert_eq!((tally.clients, tally.max_n_policy), (2, 25));
+/// # Ok::<(), kms_activation::host::store::StoreError>(())
+/// ```
+pub trait CountStore: Send + Sync {
+    /// Upserts the visiting client and returns its application's tally.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the visit could not be recorded; the host then
+    /// refuses the request rather than guess a count.
+    fn record_visit(&self, visit: Visit) -> impl Future<Output = Result<Tally, StoreError>> + Send;
+
+    /// The tally of `application_id` at `window_start` (for statistics),
+    /// without recording anything.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the backend cannot answer.
+    fn tally(
+        &self,
+        application_id: Uuid,
+        window_start: FileTime,
+    ) -> impl Future<Output = Result<Tally, StoreError>> + Send;
+
+    /// Appends a record to the activation log and drops records older than
+    /// `retain_since`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the record could not be stored.
+    fn append_activation(
+        &self,
+        record: &ActivationRecord,
+        retain_since: FileTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `limit` activation records, newest first.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the backend cannot answer.
+    fn recent_activations(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ActivationRecord>, StoreError>> + Send;
+
+    /// The ePID kept for `csvlk_id`, storing `candidate` first if there is
+    /// none yet (atomically: hosts sharing a store agree on one ePID).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the backend cannot answer.
+    fn host_epid(
+        &self,
+        csvlk_id: Uuid,
+        candidate: &str,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send;
+
+    /// Completes when everything accepted so far is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the backend cannot confirm.
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl<S: CountStore> CountStore for std::sync::Arc<S> {
+    fn record_visit(&self, visit: Visit) -> impl Future<Output = Result<Tally, StoreError>> + Send {
+        (**self).record_visit(visit)
+    }
+
+    fn tally(
+        &self,
+        application_id: Uuid,
+        window_start: FileTime,
+    ) -> impl Future<Output = Result<Tally, StoreError>> + Send {
+        (**self).tally(application_id, window_start)
+    }
+
+    fn append_activation(
+        &self,
+        record: &ActivationRecord,
+        retain_since: FileTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).append_activation(record, retain_since)
+    }
+
+    fn recent_activations(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ActivationRecord>, StoreError>> + Send {
+        (**self).recent_activations(limit)
+    }
+
+    fn host_epid(
+        &self,
+        csvlk_id: Uuid,
+        candidate: &str,
+    ) -> impl Future<Output = Result<String, StoreError>> + Send {
+        (**self).host_epid(csvlk_id, candidate)
+    }
+
+    fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).flush()
+    }
+}
