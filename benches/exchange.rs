@@ -66,7 +66,7 @@ fn client_pdus(version: Version) -> (Vec<u8>, Vec<u8>) {
     let mut host = HostConnection::new(&HostConfig::default());
     let mut responder = FixedResponder::default();
     let now = FileTime::from_ticks(0);
-    host.handle_input(now, &bind, &mut responder, &mut rng)
+    host.handle_input_with(now, &bind, &mut responder, &mut rng)
         .unwrap();
     let mut ack = Vec::new();
     let _ = host.poll_transmit(&mut ack);
@@ -86,14 +86,14 @@ fn host_exchange(c: &mut Criterion) {
         let mut rng = Counter(0);
         let now = FileTime::from_ticks(134_397_882_570_000_000);
         let mut host = HostConnection::new(&config);
-        host.handle_input(now, &bind, &mut responder, &mut rng)
+        host.handle_input_with(now, &bind, &mut responder, &mut rng)
             .unwrap();
         let mut out = Vec::with_capacity(512);
         let _ = host.poll_transmit(&mut out);
         group.throughput(Throughput::Bytes(req.len() as u64));
         group.bench_function(format!("request_to_response_v{}", version.major), |b| {
             b.iter(|| {
-                host.handle_input(now, black_box(&req), &mut responder, &mut rng)
+                host.handle_input_with(now, black_box(&req), &mut responder, &mut rng)
                     .unwrap();
                 out.clear();
                 black_box(host.poll_transmit(&mut out))

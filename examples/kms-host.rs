@@ -141,7 +141,7 @@ fn serve(
         };
         let mut input = buf.get(..n).unwrap_or_default();
         while !input.is_empty() {
-            let result = conn.handle_input(now(), input, &mut responder, &mut rng);
+            let result = conn.handle_input_with(now(), input, &mut responder, &mut rng);
             out.clear();
             let _ = conn.poll_transmit(&mut out);
             stream.write_all(&out)?;

@@ -59,14 +59,16 @@ pub fn host_stream(data: &[u8]) {
     let Some((&chunk, stream)) = data.split_first() else {
         return;
     };
-    let mut host = HostConnection::new(&HostConfig::default());
+    let mut config = HostConfig::default();
+    config.set_max_clock_skew(None);
+    let mut host = HostConnection::new(&config);
     let mut responder = FixedResponder::default();
     let mut rng = ScriptedRandom::new(vec![0x42; 4096]);
     let mut out = Vec::new();
     for piece in stream.chunks(usize::from(chunk).max(1)) {
         let mut rest = piece;
         while !rest.is_empty() {
-            match host.handle_input(FileTime::from_ticks(0), rest, &mut responder, &mut rng) {
+            match host.handle_input_with(FileTime::from_ticks(0), rest, &mut responder, &mut rng) {
                 Ok(used) => rest = rest.get(used..).unwrap_or_default(),
                 Err(_) => return,
             }

@@ -51,7 +51,7 @@
 //! let mut rng = ScriptedRandom::new([1u8; 64]); // an OS-backed source in real use
 //! # let bytes_from_socket: &[u8] = &[];
 //! let now = FileTime::from_ticks(134_397_882_570_000_000);
-//! let used = conn.handle_input(now, bytes_from_socket, &mut responder, &mut rng)?;
+//! let used = conn.handle_input_with(now, bytes_from_socket, &mut responder, &mut rng)?;
 //! # assert_eq!(used, 0);
 //! let mut to_send = Vec::new();
 //! let _ = conn.poll_transmit(&mut to_send);

@@ -1,6 +1,11 @@
 //! Configuration shared by every connection of a host.
 
+use std::time::Duration;
+
 use crate::rpc::{self, NegotiationPolicy};
+
+/// The clock skew a Windows KMS host tolerates: four hours either way.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(4 * 3600);
 
 /// Resource limits a host applies to each connection.
 ///
@@ -18,6 +23,10 @@ pub struct HostLimits {
     pub max_pending_output: usize,
     /// Presentation contexts remembered per connection.
     pub max_contexts: usize,
+    /// KMS requests handed out as [`HostEvent::Request`](super::HostEvent::Request)
+    /// and not yet answered. At the limit the connection consumes no more
+    /// input until one is answered or refused.
+    pub max_unanswered_requests: usize,
 }
 
 impl Default for HostLimits {
@@ -27,6 +36,7 @@ impl Default for HostLimits {
             max_stub_len: 4096,
             max_pending_output: 4096,
             max_contexts: 16,
+            max_unanswered_requests: 16,
         }
     }
 }
@@ -46,6 +56,7 @@ pub struct HostConfig {
     negotiation: NegotiationPolicy,
     assoc_group_id: Option<u32>,
     verify_v4_mac: bool,
+    max_clock_skew: Option<Duration>,
     limits: HostLimits,
 }
 
@@ -56,6 +67,7 @@ impl Default for HostConfig {
             negotiation: NegotiationPolicy::default(),
             assoc_group_id: None,
             verify_v4_mac: true,
+            max_clock_skew: Some(DEFAULT_MAX_CLOCK_SKEW),
             limits: HostLimits::default(),
         }
     }
@@ -115,6 +127,22 @@ impl HostConfig {
     /// Refuse (true) or accept (false) V4 requests whose MAC is wrong.
     pub const fn set_verify_v4_mac(&mut self, on: bool) -> &mut Self {
         self.verify_v4_mac = on;
+        self
+    }
+
+    /// How far the client's clock may be from the host's `now` before the
+    /// request is refused with [`HResult::INVALID_TIMESTAMP`](crate::HResult::INVALID_TIMESTAMP)
+    /// (0xC004F06C); `None` when the check is off.
+    #[must_use]
+    pub const fn max_clock_skew(&self) -> Option<Duration> {
+        self.max_clock_skew
+    }
+
+    /// Sets the tolerated clock skew (default
+    /// [`DEFAULT_MAX_CLOCK_SKEW`], ±4 hours, as a Windows host); `None`
+    /// switches the check off, as emulators such as vlmcsd do by default.
+    pub const fn set_max_clock_skew(&mut self, skew: Option<Duration>) -> &mut Self {
+        self.max_clock_skew = skew;
         self
     }
 

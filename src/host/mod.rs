@@ -32,7 +32,7 @@
 //! let now = FileTime::from_ticks(134_397_882_570_000_000);
 //!
 //! // Bytes that are not DCE/RPC close the connection with an error.
-//! let err = conn.handle_input(now, b"GET / HTTP/1.1\r\n", &mut responder, &mut rng);
+//! let err = conn.handle_input_with(now, b"GET / HTTP/1.1\r\n", &mut responder, &mut rng);
 //! assert!(err.is_err());
 //! assert!(conn.is_closed());
 //! ```
@@ -40,12 +40,16 @@
 mod activation;
 mod config;
 mod connection;
+mod event;
 mod responder;
 pub mod store;
 
 pub use activation::ActivationRecord;
-pub use config::{HostConfig, HostLimits};
-pub use connection::{HostConnection, HostError};
+pub use config::{DEFAULT_MAX_CLOCK_SKEW, HostConfig, HostLimits};
+pub use connection::{AnswerError, HostConnection, HostError};
+pub use event::{
+    HostEvent, RejectReason, RejectedRequest, RequestContext, RequestEvent, RequestId,
+};
 pub use responder::{
     Answer, DEFAULT_ACTIVATION_INTERVAL, DEFAULT_RENEWAL_INTERVAL, FixedResponder, MAX_N_POLICY,
     Responder,

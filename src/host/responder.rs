@@ -1,10 +1,11 @@
 //! Deciding how to answer a KMS request.
 
+use super::event::RequestContext;
 use crate::message::{Hwid, RequestBody};
 use crate::{FileTime, HResult};
 
-/// Largest N policy a host accepts; larger values are refused with
-/// [`HResult::INVALID_DATA`] (PROTOCOL.md §6.1, check 3).
+/// Largest N policy a host accepts; the engine refuses larger values with
+/// [`HResult::INVALID_DATA`] before any policy sees the request.
 pub const MAX_N_POLICY: u32 = 1000;
 
 /// Default activation (retry) interval in minutes: 2 hours.
@@ -28,56 +29,71 @@ pub struct Answer {
     pub renewal_interval: u32,
 }
 
-/// The policy behind a host: answers one decoded request.
+/// A synchronous host policy: answers one request inline.
 ///
-/// The connection calls it once per KMS request that decoded and decrypted
-/// cleanly. Requests that do not decode are refused by the connection itself
-/// with [`HResult::INVALID_DATA`] and never reach the responder.
+/// The simple way to run a host whose decisions need no I/O: pass it to
+/// [`HostConnection::handle_input_with`](super::HostConnection::handle_input_with),
+/// which answers every [`RequestEvent`] through it at once. Hosts that wait
+/// on a database use the event API of
+/// [`HostConnection`](super::HostConnection) instead.
+///
+/// Only requests that passed the protocol's own checks (decoding, N policy,
+/// clock skew) reach a responder.
 ///
 /// ```
-/// use kms_activation::host::{Answer, Responder};
+/// use kms_activation::host::{Answer, RequestContext, Responder};
 /// use kms_activation::message::RequestBody;
 /// use kms_activation::{FileTime, HResult};
 ///
 /// /// Refuses everything, as a host without a CSVLK would.
 /// struct Refuse;
 /// impl Responder for Refuse {
-///     fn respond(&mut self, _now: FileTime, _req: &RequestBody) -> Result<Answer, HResult> {
+///     fn respond(
+///         &mut self,
+///         _now: FileTime,
+///         _context: &RequestContext,
+///         _request: &RequestBody,
+///     ) -> Result<Answer, HResult> {
 ///         Err(HResult::KMS_ID_MISMATCH)
 ///     }
 /// }
-/// # use kms_activation::{LicenseStatus, Uuid, Version};
-/// # let request = RequestBody {
-/// #     version: Version::V6, vm_info: 0, license_status: LicenseStatus::OobGrace,
-/// #     binding_expiration: 0, application_id: Uuid::nil(), sku_id: Uuid::nil(),
-/// #     kms_id: Uuid::nil(), cmid: Uuid::nil(), previous_cmid: Uuid::nil(), n_policy: 25,
-/// #     client_time: FileTime::from_ticks(0), workstation: "pc".into(),
-/// # };
-/// assert_eq!(Refuse.respond(FileTime::from_ticks(0), &request), Err(HResult::KMS_ID_MISMATCH));
 /// ```
 pub trait Responder {
-    /// Answers `request`, received at `now`, or refuses it with an HRESULT.
+    /// Answers `request`, which arrived as `context` says, at `now`; or
+    /// refuses it with an HRESULT.
     ///
     /// # Errors
     ///
     /// The HRESULT returned is sent to the client in place of a response.
-    fn respond(&mut self, now: FileTime, request: &RequestBody) -> Result<Answer, HResult>;
+    fn respond(
+        &mut self,
+        now: FileTime,
+        context: &RequestContext,
+        request: &RequestBody,
+    ) -> Result<Answer, HResult>;
 }
 
 impl<R: Responder + ?Sized> Responder for &mut R {
-    fn respond(&mut self, now: FileTime, request: &RequestBody) -> Result<Answer, HResult> {
-        (**self).respond(now, request)
+    fn respond(
+        &mut self,
+        now: FileTime,
+        context: &RequestContext,
+        request: &RequestBody,
+    ) -> Result<Answer, HResult> {
+        (**self).respond(now, context, request)
     }
 }
 
 /// A responder with fixed answers: one ePID, one HWID, fixed intervals and
 /// either a fixed count or twice the client's N policy.
 ///
-/// This is the behaviour of a minimal emulator; it keeps no client table.
-/// Requests with an N policy above [`MAX_N_POLICY`] are refused.
+/// **Not a genuine host**: this is the behaviour of a minimal emulator (it
+/// keeps no client table, so every client activates at once). For a host
+/// that counts clients as Windows does, use [`KmsHost`](super::KmsHost).
 ///
 /// ```
-/// use kms_activation::host::{FixedResponder, Responder};
+/// use kms_activation::host::{FixedResponder, RequestContext, Responder};
+/// use kms_activation::rpc::Ndr;
 /// # use kms_activation::message::{RequestBody, Version};
 /// # use kms_activation::{FileTime, LicenseStatus, Uuid};
 /// # let request = RequestBody {
@@ -86,13 +102,20 @@ impl<R: Responder + ?Sized> Responder for &mut R {
 /// #     kms_id: Uuid::nil(), cmid: Uuid::nil(), previous_cmid: Uuid::nil(), n_policy: 25,
 /// #     client_time: FileTime::from_ticks(0), workstation: "pc".into(),
 /// # };
+/// let context = RequestContext {
+///     peer: None,
+///     connection_id: 1,
+///     call_id: 2,
+///     ndr: Ndr::Ndr32,
+///     received_at: FileTime::from_ticks(0),
+/// };
 ///
 /// let mut responder = FixedResponder::default();
-/// let answer = responder.respond(FileTime::from_ticks(0), &request).unwrap();
+/// let answer = responder.respond(FileTime::from_ticks(0), &context, &request).unwrap();
 /// assert_eq!(answer.count, 50); // 2 × N for N = 25
 ///
 /// responder.set_count(Some(7));
-/// assert_eq!(responder.respond(FileTime::from_ticks(0), &request).unwrap().count, 7);
+/// assert_eq!(responder.respond(FileTime::from_ticks(0), &context, &request).unwrap().count, 7);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FixedResponder {
@@ -155,8 +178,8 @@ impl FixedResponder {
     /// Refuse, as a genuine host does, requests whose KMS ID is not in the
     /// [product catalog](crate::product), is a retail or preview group, or
     /// belongs to another application than the request's `ApplicationID`
-    /// (all answered with [`HResult::KMS_ID_MISMATCH`], PROTOCOL.md §6.1
-    /// checks 5 and 6). Off by default, as in vlmcsd.
+    /// (all answered with [`HResult::KMS_ID_MISMATCH`]). Off by default, as
+    /// in vlmcsd.
     pub fn set_require_known_kms_id(&mut self, on: bool) -> &mut Self {
         self.require_known_kms_id = on;
         self
@@ -170,10 +193,12 @@ impl FixedResponder {
 }
 
 impl Responder for FixedResponder {
-    fn respond(&mut self, _now: FileTime, request: &RequestBody) -> Result<Answer, HResult> {
-        if request.n_policy > MAX_N_POLICY {
-            return Err(HResult::INVALID_DATA);
-        }
+    fn respond(
+        &mut self,
+        _now: FileTime,
+        _context: &RequestContext,
+        request: &RequestBody,
+    ) -> Result<Answer, HResult> {
         if self.require_known_kms_id {
             let known = crate::product::kms_item(request.kms_id).filter(|item| {
                 !item.is_retail()

@@ -109,7 +109,7 @@ impl Host {
     fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Pdu>, HostError> {
         let used = self
             .conn
-            .handle_input(NOW, bytes, &mut self.responder, &mut self.rng);
+            .handle_input_with(NOW, bytes, &mut self.responder, &mut self.rng);
         let mut out = Vec::new();
         let _ = self.conn.poll_transmit(&mut out);
         let pdus = decode_all(&out);
@@ -234,15 +234,16 @@ fn responder_refusals_travel_as_hresults() {
     // The Windows application ID with an Office KMS ID is refused too.
     body.kms_id = "e6a6f1bf-9d40-40c3-aa9f-c77ba21578c0".parse().unwrap();
     assert_eq!(
-        host.responder.respond(NOW, &body).unwrap_err(),
+        host.responder
+            .respond(NOW, &crate::support::context(), &body)
+            .unwrap_err(),
         HResult::KMS_ID_MISMATCH
     );
     body.application_id = "0ff1ce15-a989-479d-af46-f275c6370663".parse().unwrap();
-    assert!(host.responder.respond(NOW, &body).is_ok());
-    body.n_policy = 1001;
-    assert_eq!(
-        host.responder.respond(NOW, &body).unwrap_err(),
-        HResult::INVALID_DATA
+    assert!(
+        host.responder
+            .respond(NOW, &crate::support::context(), &body)
+            .is_ok()
     );
 }
 
@@ -308,7 +309,7 @@ fn backpressure_stops_consuming_until_output_is_drained() {
     while offset < pipelined.len() {
         let used = host
             .conn
-            .handle_input(
+            .handle_input_with(
                 NOW,
                 &pipelined[offset..],
                 &mut host.responder,
@@ -416,7 +417,7 @@ fn exchange(
         assert!(steps < 50, "exchange did not finish");
         let mut wire = Vec::new();
         let _ = client.poll_transmit(&mut wire);
-        host.handle_input(NOW, &wire, &mut responder, &mut rng)
+        host.handle_input_with(NOW, &wire, &mut responder, &mut rng)
             .unwrap();
         wire.clear();
         let _ = host.poll_transmit(&mut wire);
@@ -467,7 +468,7 @@ fn client_rejects_mismatched_replies() {
     let _ = client.poll_transmit(&mut bind);
     let mut host = HostConnection::new(&HostConfig::default());
     let mut responder = FixedResponder::default();
-    host.handle_input(NOW, &bind, &mut responder, &mut rng)
+    host.handle_input_with(NOW, &bind, &mut responder, &mut rng)
         .unwrap();
     let mut ack = Vec::new();
     let _ = host.poll_transmit(&mut ack);
@@ -513,6 +514,7 @@ fn client_reports_hresult_refusals() {
         fn respond(
             &mut self,
             _: FileTime,
+            _: &kms_activation::host::RequestContext,
             _: &RequestBody,
         ) -> Result<kms_activation::host::Answer, HResult> {
             Err(HResult::INVALID_TIMESTAMP)
@@ -528,7 +530,7 @@ fn client_reports_hresult_refusals() {
     for _ in 0..4 {
         let mut wire = Vec::new();
         let _ = client.poll_transmit(&mut wire);
-        host.handle_input(NOW, &wire, &mut refuse, &mut rng)
+        host.handle_input_with(NOW, &wire, &mut refuse, &mut rng)
             .unwrap();
         wire.clear();
         let _ = host.poll_transmit(&mut wire);
@@ -551,13 +553,13 @@ fn bind_in_another_rpc_version_gets_a_bind_nak() {
         let used = if split {
             // Through the buffering path: a few bytes first.
             host.conn
-                .handle_input(NOW, &bind[..4], &mut host.responder, &mut host.rng)
+                .handle_input_with(NOW, &bind[..4], &mut host.responder, &mut host.rng)
                 .unwrap();
             host.conn
-                .handle_input(NOW, &bind[4..], &mut host.responder, &mut host.rng)
+                .handle_input_with(NOW, &bind[4..], &mut host.responder, &mut host.rng)
         } else {
             host.conn
-                .handle_input(NOW, &bind, &mut host.responder, &mut host.rng)
+                .handle_input_with(NOW, &bind, &mut host.responder, &mut host.rng)
         };
         assert!(matches!(
             used,
@@ -616,6 +618,22 @@ fn fragmented_requests_are_reassembled_under_the_cap() {
             .unwrap()
             .is_empty()
     );
-    let reply = host.feed(&fragment(PfcFlags::LAST_FRAG, tail)).unwrap();
+    // The fault is sent, then the connection closes: the fragment stream
+    // cannot be trusted any more.
+    let err = host
+        .conn
+        .handle_input_with(
+            NOW,
+            &fragment(PfcFlags::LAST_FRAG, tail),
+            &mut host.responder,
+            &mut host.rng,
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        HostError::Rpc(rpc::Error::StubTooLarge { .. })
+    ));
+    assert!(host.conn.is_closed());
+    let reply = decode_all(host.conn.transmit());
     assert_eq!(fault_status(&reply[0]), rpc::NCA_S_PROTO_ERROR);
 }

@@ -2,8 +2,20 @@
 
 use kms_activation::FileTime;
 use kms_activation::HResult;
-use kms_activation::host::{Answer, Responder};
+use kms_activation::host::{Answer, RequestContext, Responder};
 use kms_activation::message::RequestBody;
+use kms_activation::rpc::Ndr;
+
+/// A request context for calling responders directly.
+pub fn context() -> RequestContext {
+    RequestContext {
+        peer: None,
+        connection_id: 0,
+        call_id: 2,
+        ndr: Ndr::Ndr32,
+        received_at: FileTime::from_ticks(0),
+    }
+}
 
 /// Wraps a responder and remembers every request it was asked about.
 pub struct RecordingResponder<R> {
@@ -21,8 +33,13 @@ impl<R> RecordingResponder<R> {
 }
 
 impl<R: Responder> Responder for RecordingResponder<R> {
-    fn respond(&mut self, now: FileTime, request: &RequestBody) -> Result<Answer, HResult> {
+    fn respond(
+        &mut self,
+        now: FileTime,
+        context: &RequestContext,
+        request: &RequestBody,
+    ) -> Result<Answer, HResult> {
         self.seen.push(request.clone());
-        self.inner.respond(now, request)
+        self.inner.respond(now, context, request)
     }
 }

@@ -299,7 +299,7 @@ pub fn run_host(
             let mut rest = chunk.as_slice();
             while !rest.is_empty() {
                 let used = host
-                    .handle_input(now, rest, &mut responder, &mut rng)
+                    .handle_input_with(now, rest, &mut responder, &mut rng)
                     .unwrap();
                 let _ = host.poll_transmit(&mut out);
                 rest = &rest[used..];
@@ -460,7 +460,11 @@ fn responder_trait_object_is_usable() {
         .find(|v| v.scenario.starts_with("v6"))
         .unwrap();
     let answer = r
-        .respond(FileTime::from_ticks(0), &expected_request(&v))
+        .respond(
+            FileTime::from_ticks(0),
+            &crate::support::context(),
+            &expected_request(&v),
+        )
         .unwrap();
     assert_eq!(answer.count, 50);
 }
