@@ -7,15 +7,23 @@ use bytes::BytesMut;
 use super::config::ClientConfig;
 use crate::message::{self, RequestBody, SentRequest, VerifiedResponse};
 use crate::rpc::{
-    self, Bind, BindAck, ContextElement, Ndr, Pdu, PduBody, PduType, PfcFlags, ResultKind,
-    StubReply, TransferSyntax,
+    self, Bind, BindAck, ContextElement, FrameSplitter, Ndr, Pdu, PduBody, PduType, PfcFlags,
+    ResultKind, StubReply, TransferSyntax,
 };
 use crate::{HResult, RandomSource};
 
-/// Bytes of a PDU header that tell its length.
-const LENGTH_PREFIX: usize = 10;
 /// Requests that may wait for the association before being sent.
 pub const MAX_QUEUED_REQUESTS: usize = 64;
+/// Events that may wait in [`ClientConnection::poll_event`] before
+/// [`ClientConnection::handle_input`] stops consuming input.
+pub const MAX_PENDING_EVENTS: usize = 64;
+/// Bytes of output that may wait in [`ClientConnection::transmit`] before
+/// [`ClientConnection::handle_input`] stops consuming input.
+///
+/// Each reply the client handles queues at most one PDU (a request or an
+/// `alter_context`, at most a few hundred bytes), so the queue stays below
+/// this limit plus one PDU.
+pub const MAX_PENDING_OUTPUT: usize = 4096;
 /// Bind-time feature bits a client asks for (PROTOCOL.md §2.2).
 const BTFN_MASK: u64 = 3;
 
@@ -115,7 +123,7 @@ pub struct ClientConnection {
     requests_sent: u64,
     queued: VecDeque<RequestBody>,
     in_flight: Option<InFlight>,
-    inbound: BytesMut,
+    splitter: FrameSplitter,
     outbound: BytesMut,
     events: VecDeque<ClientEvent>,
 }
@@ -143,7 +151,7 @@ impl ClientConnection {
             requests_sent: 0,
             queued: VecDeque::new(),
             in_flight: None,
-            inbound: BytesMut::new(),
+            splitter: FrameSplitter::new(rpc::MAX_FRAG_LEN),
             outbound: BytesMut::new(),
             events: VecDeque::new(),
         };
@@ -201,6 +209,10 @@ impl ClientConnection {
     }
 
     /// Appends all queued output to `out`; returns how many bytes.
+    ///
+    /// Copies the bytes once more than [`transmit`](Self::transmit) and
+    /// [`advance_transmit`](Self::advance_transmit), which let the caller
+    /// write straight from the connection's queue.
     #[must_use = "the bytes appended to `out` must be sent to the host"]
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
         let n = self.outbound.len();
@@ -209,13 +221,37 @@ impl ClientConnection {
         n
     }
 
+    /// The queued output, oldest byte first, borrowed without copying.
+    ///
+    /// Write some prefix of it to the host, then drop what was written with
+    /// [`advance_transmit`](Self::advance_transmit).
+    #[must_use]
+    pub fn transmit(&self) -> &[u8] {
+        &self.outbound
+    }
+
+    /// Drops the first `n` bytes of [`transmit`](Self::transmit), once they
+    /// were sent. `n` past the end drops everything.
+    pub fn advance_transmit(&mut self, n: usize) {
+        let n = n.min(self.outbound.len());
+        let _sent = self.outbound.split_to(n);
+    }
+
     /// The next thing that happened, oldest first.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
 
-    /// Feeds bytes received from the host. Any split of the stream gives
+    /// Feeds bytes received from the host; returns how many bytes of
+    /// `input` it consumed.
+    ///
+    /// Consumption is bounded: it stops while more than
+    /// [`MAX_PENDING_EVENTS`] events wait in [`poll_event`](Self::poll_event)
+    /// or more than [`MAX_PENDING_OUTPUT`] bytes wait in
+    /// [`transmit`](Self::transmit). The caller then drains both and offers
+    /// the rest of `input` again; until it does, the returned count may be
+    /// less than `input.len()` (even 0). Any split of the byte stream gives
     /// the same result. `rng` supplies the IV of the next queued request.
     ///
     /// # Errors
@@ -226,37 +262,33 @@ impl ClientConnection {
         &mut self,
         input: &[u8],
         rng: &mut dyn RandomSource,
-    ) -> Result<(), ClientError> {
+    ) -> Result<usize, ClientError> {
         if self.phase == Phase::Closed {
             return if input.is_empty() {
-                Ok(())
+                Ok(0)
             } else {
                 Err(ClientError::Closed)
             };
         }
-        let mut rest = input;
-        loop {
-            let target = match rpc::frame_len(&self.inbound, rpc::MAX_FRAG_LEN) {
-                Ok(None) => LENGTH_PREFIX,
-                Ok(Some(len)) => len,
+        let mut consumed = 0;
+        while self.events.len() < MAX_PENDING_EVENTS && self.outbound.len() < MAX_PENDING_OUTPUT {
+            let rest = input.get(consumed..).unwrap_or_default();
+            if rest.is_empty() {
+                break;
+            }
+            let (used, frame) = match self.splitter.next_frame(rest) {
+                Ok(split) => split,
                 Err(e) => return Err(self.fail(e.into())),
             };
-            let missing = target.saturating_sub(self.inbound.len());
-            if missing > 0 {
-                let take = missing.min(rest.len());
-                if take == 0 {
-                    return Ok(());
-                }
-                let (head, tail) = rest.split_at(take);
-                self.inbound.extend_from_slice(head);
-                rest = tail;
-                continue;
-            }
-            let frame = self.inbound.split_to(target);
+            consumed += used;
+            let Some(frame) = frame else {
+                break;
+            };
             if let Err(e) = self.handle_frame(&frame, rng) {
                 return Err(self.fail(e));
             }
         }
+        Ok(consumed)
     }
 
     fn fail(&mut self, error: ClientError) -> ClientError {
