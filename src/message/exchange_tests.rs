@@ -5,11 +5,11 @@ use bytes::BytesMut;
 use proptest::prelude::*;
 use uuid::Uuid;
 
+use super::LicenseStatus;
 use super::{
     Hwid, ReceivedRequest, RequestBody, ResponseBody, SentRequest, Version, decode_request,
     decode_response_unverified, encode_request, request_version,
 };
-use crate::license::LicenseStatus;
 use crate::random::ScriptedRandom;
 use crate::time::FileTime;
 

@@ -43,6 +43,7 @@
 //! few hundred bytes, independent of the input; encoding appends at most
 //! [`MAX_RESPONSE_LEN`] bytes to the caller's buffer.
 
+mod license_status;
 mod observed;
 mod protection;
 mod received;
@@ -60,6 +61,7 @@ use std::fmt;
 
 use crate::wire::DecodeError;
 
+pub use license_status::LicenseStatus;
 pub use observed::decode_response_unverified;
 pub use protection::request_version;
 pub use received::{ReceivedRequest, decode_request};
