@@ -68,13 +68,13 @@ pub enum ClientError {
     },
     /// The `bind_ack` or `alter_context_resp` does not match the offer.
     #[error("bad bind acknowledgement: {0}")]
-    BadBindAck(&'static str),
+    BadBindAck(BindAckProblem),
     /// The host accepted neither NDR32 nor NDR64.
     #[error("host accepted no transfer syntax")]
     NoTransferSyntax,
     /// A reply header does not match the call (call id, context, flags).
     #[error("reply does not match the call: {0}")]
-    CallMismatch(&'static str),
+    CallMismatch(CallMismatch),
     /// The host answered the call with an RPC fault.
     #[error("RPC fault {status:#010x}")]
     Fault {
@@ -87,6 +87,50 @@ pub enum ClientError {
     /// The connection already failed or was closed.
     #[error("connection is closed")]
     Closed,
+}
+
+/// What is wrong with a `bind_ack` or `alter_context_resp`
+/// ([`ClientError::BadBindAck`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindAckProblem {
+    /// The `bind_ack` has not one result per presentation context offered.
+    #[error("result count differs from contexts offered")]
+    ResultCountMismatch,
+    /// A transfer-syntax context was answered with `negotiate_ack`, which
+    /// only the bind-time feature context may get.
+    #[error("negotiate_ack for a transfer syntax")]
+    NegotiateAckForTransferSyntax,
+    /// The `alter_context_resp` has not exactly one result.
+    #[error("alter_context_resp must carry one result")]
+    AlterContextResultCount,
+    /// A context was accepted with another transfer syntax than the one
+    /// offered, or with a non-zero reason.
+    #[error("accepted syntax is not the one offered")]
+    AcceptedSyntaxNotOffered,
+    /// The host acknowledged bind-time features other than the mask 3 the
+    /// client asked for.
+    #[error("bind-time features not acknowledged as 3")]
+    FeaturesNotAcknowledged,
+}
+
+/// How a reply's header fails to match the call it answers
+/// ([`ClientError::CallMismatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallMismatch {
+    /// The reply is not a single fragment (first and last flags both set).
+    #[error("reply is not a single fragment")]
+    NotSingleFragment,
+    /// The reply carries another call id than the call's.
+    #[error("call id not echoed")]
+    CallIdNotEchoed,
+    /// The response names another presentation context than the request.
+    #[error("context id not echoed")]
+    ContextIdNotEchoed,
+    /// The response's cancel count is not zero.
+    #[error("cancel count is not zero")]
+    NonZeroCancelCount,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,7 +347,7 @@ impl ClientConnection {
     ) -> Result<(), ClientError> {
         let pdu = Pdu::decode(frame)?;
         if !pdu.flags.contains(PfcFlags::SINGLE) {
-            return Err(ClientError::CallMismatch("reply is not a single fragment"));
+            return Err(ClientError::CallMismatch(CallMismatch::NotSingleFragment));
         }
         let pdu_type = pdu.pdu_type();
         match (pdu.body, self.phase) {
@@ -331,7 +375,7 @@ impl ClientConnection {
         if call_id == self.call_id {
             Ok(())
         } else {
-            Err(ClientError::CallMismatch("call id not echoed"))
+            Err(ClientError::CallMismatch(CallMismatch::CallIdNotEchoed))
         }
     }
 
@@ -341,9 +385,7 @@ impl ClientConnection {
         rng: &mut dyn RandomSource,
     ) -> Result<(), ClientError> {
         if ack.results.len() != self.offered.len() {
-            return Err(ClientError::BadBindAck(
-                "result count differs from contexts offered",
-            ));
+            return Err(ClientError::BadBindAck(BindAckProblem::ResultCountMismatch));
         }
         for ((id, offered), result) in self.offered.clone().iter().zip(&ack.results) {
             match (offered, result.result) {
@@ -354,7 +396,7 @@ impl ClientConnection {
                 (_, ResultKind::Acceptance) => self.accept(*id, offered, result)?,
                 (_, ResultKind::NegotiateAck) => {
                     return Err(ClientError::BadBindAck(
-                        "negotiate_ack for a transfer syntax",
+                        BindAckProblem::NegotiateAckForTransferSyntax,
                     ));
                 }
                 _ => {}
@@ -384,7 +426,7 @@ impl ClientConnection {
     ) -> Result<(), ClientError> {
         let [result] = resp.results.as_slice() else {
             return Err(ClientError::BadBindAck(
-                "alter_context_resp must carry one result",
+                BindAckProblem::AlterContextResultCount,
             ));
         };
         if result.result == ResultKind::Acceptance {
@@ -402,7 +444,7 @@ impl ClientConnection {
     ) -> Result<(), ClientError> {
         if result.reason != 0 || TransferSyntax::from_syntax(&result.transfer_syntax) != *offered {
             return Err(ClientError::BadBindAck(
-                "accepted syntax is not the one offered",
+                BindAckProblem::AcceptedSyntaxNotOffered,
             ));
         }
         match offered {
@@ -419,7 +461,7 @@ impl ClientConnection {
         }
         if self.config.btfn() && self.btfn_ack.is_some_and(|mask| mask != BTFN_MASK) {
             return Err(ClientError::BadBindAck(
-                "bind-time features not acknowledged as 3",
+                BindAckProblem::FeaturesNotAcknowledged,
             ));
         }
         self.events.push_back(ClientEvent::Bound {
@@ -442,10 +484,10 @@ impl ClientConnection {
             });
         };
         if response.context_id != call.context_id {
-            return Err(ClientError::CallMismatch("context id not echoed"));
+            return Err(ClientError::CallMismatch(CallMismatch::ContextIdNotEchoed));
         }
         if response.cancel_count != 0 {
-            return Err(ClientError::CallMismatch("cancel count is not zero"));
+            return Err(ClientError::CallMismatch(CallMismatch::NonZeroCancelCount));
         }
         let event = match rpc::decode_response_stub(call.ndr, &response.stub)? {
             StubReply::Error(hresult) => ClientEvent::Refused(hresult),

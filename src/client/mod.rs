@@ -62,6 +62,6 @@ mod connection;
 
 pub use config::ClientConfig;
 pub use connection::{
-    ClientConnection, ClientError, ClientEvent, MAX_PENDING_EVENTS, MAX_PENDING_OUTPUT,
-    MAX_QUEUED_REQUESTS,
+    BindAckProblem, CallMismatch, ClientConnection, ClientError, ClientEvent, MAX_PENDING_EVENTS,
+    MAX_PENDING_OUTPUT, MAX_QUEUED_REQUESTS,
 };

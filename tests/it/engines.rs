@@ -3,8 +3,8 @@
 
 use bytes::BytesMut;
 use kms_activation::client::{
-    ClientConfig, ClientConnection, ClientError, ClientEvent, MAX_PENDING_EVENTS,
-    MAX_PENDING_OUTPUT, MAX_QUEUED_REQUESTS,
+    BindAckProblem, CallMismatch, ClientConfig, ClientConnection, ClientError, ClientEvent,
+    MAX_PENDING_EVENTS, MAX_PENDING_OUTPUT, MAX_QUEUED_REQUESTS,
 };
 use kms_activation::host::{
     FixedResponder, HostConfig, HostConnection, HostError, HostLimits, Responder,
@@ -479,7 +479,7 @@ fn client_rejects_mismatched_replies() {
     let mut fresh = ClientConnection::new(&ClientConfig::default());
     assert!(matches!(
         fresh.handle_input(&wrong, &mut rng),
-        Err(ClientError::CallMismatch(_))
+        Err(ClientError::CallMismatch(CallMismatch::CallIdNotEchoed))
     ));
     assert!(fresh.is_closed());
     // A fault instead of a bind_ack.
@@ -599,6 +599,26 @@ fn client_transmit_borrows_and_advances() {
     assert!(client.transmit().is_empty());
     client.advance_transmit(5);
     assert!(client.transmit().is_empty());
+}
+
+#[test]
+fn typed_client_errors_keep_their_wording() {
+    assert_eq!(
+        ClientError::BadBindAck(BindAckProblem::ResultCountMismatch).to_string(),
+        "bad bind acknowledgement: result count differs from contexts offered"
+    );
+    assert_eq!(
+        ClientError::BadBindAck(BindAckProblem::FeaturesNotAcknowledged).to_string(),
+        "bad bind acknowledgement: bind-time features not acknowledged as 3"
+    );
+    assert_eq!(
+        ClientError::CallMismatch(CallMismatch::CallIdNotEchoed).to_string(),
+        "reply does not match the call: call id not echoed"
+    );
+    assert_eq!(
+        ClientError::CallMismatch(CallMismatch::NonZeroCancelCount).to_string(),
+        "reply does not match the call: cancel count is not zero"
+    );
 }
 
 #[test]
