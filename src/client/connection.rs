@@ -14,15 +14,15 @@ use crate::{HResult, RandomSource};
 
 /// Requests that may wait for the association before being sent.
 pub const MAX_QUEUED_REQUESTS: usize = 64;
-/// Events that may wait in [`ClientConnection::poll_event`] before
+/// Events waiting in [`ClientConnection::poll_event`] at which
 /// [`ClientConnection::handle_input`] stops consuming input.
 pub const MAX_PENDING_EVENTS: usize = 64;
-/// Bytes of output that may wait in [`ClientConnection::transmit`] before
+/// Bytes of output waiting in [`ClientConnection::transmit`] at which
 /// [`ClientConnection::handle_input`] stops consuming input.
 ///
 /// Each reply the client handles queues at most one PDU (a request or an
-/// `alter_context`, at most a few hundred bytes), so the queue stays below
-/// this limit plus one PDU.
+/// `alter_context`, at most a few hundred bytes), so `handle_input` leaves
+/// less than this limit plus one PDU queued.
 pub const MAX_PENDING_OUTPUT: usize = 4096;
 /// Bind-time feature bits a client asks for (PROTOCOL.md §2.2).
 const BTFN_MASK: u64 = 3;
@@ -290,9 +290,9 @@ impl ClientConnection {
     /// Feeds bytes received from the host; returns how many bytes of
     /// `input` it consumed.
     ///
-    /// Consumption is bounded: it stops while more than
+    /// Consumption is bounded: it stops, before the next PDU, once
     /// [`MAX_PENDING_EVENTS`] events wait in [`poll_event`](Self::poll_event)
-    /// or more than [`MAX_PENDING_OUTPUT`] bytes wait in
+    /// or at least [`MAX_PENDING_OUTPUT`] bytes wait in
     /// [`transmit`](Self::transmit). The caller then drains both and offers
     /// the rest of `input` again; until it does, the returned count may be
     /// less than `input.len()` (even 0). Any split of the byte stream gives
