@@ -71,7 +71,8 @@ fn client_pdus(version: Version) -> (Vec<u8>, Vec<u8>) {
     let mut ack = Vec::new();
     let _ = host.poll_transmit(&mut ack);
     client.send_request(request(version), &mut rng).unwrap();
-    client.handle_input(&ack, &mut rng).unwrap();
+    let used = client.handle_input(&ack, &mut rng).unwrap();
+    assert_eq!(used, ack.len());
     let mut req = Vec::new();
     let _ = client.poll_transmit(&mut req);
     (bind, req)

@@ -136,18 +136,25 @@ fn run(args: &Args) -> Result<bool, String> {
             .map_err(|e| e.to_string())?;
     }
     let mut all_activated = true;
-    let mut out = Vec::new();
     let mut buf = [0u8; 2048];
+    // Received bytes the client has not consumed yet: `buf[start..end]`.
+    let (mut start, mut end) = (0, 0);
     while !client.is_idle() {
-        out.clear();
-        let _ = client.poll_transmit(&mut out);
-        stream.write_all(&out).map_err(|e| format!("send: {e}"))?;
-        let n = stream.read(&mut buf).map_err(|e| format!("receive: {e}"))?;
-        if n == 0 {
-            return Err("host closed the connection".into());
+        let queued = client.transmit();
+        if !queued.is_empty() {
+            let sent = queued.len();
+            stream.write_all(queued).map_err(|e| format!("send: {e}"))?;
+            client.advance_transmit(sent);
         }
-        client
-            .handle_input(buf.get(..n).unwrap_or_default(), &mut rng)
+        if start == end {
+            end = stream.read(&mut buf).map_err(|e| format!("receive: {e}"))?;
+            start = 0;
+            if end == 0 {
+                return Err("host closed the connection".into());
+            }
+        }
+        start += client
+            .handle_input(buf.get(start..end).unwrap_or_default(), &mut rng)
             .map_err(|e| format!("bad reply: {e}"))?;
         while let Some(event) = client.poll_event() {
             let line = match event {

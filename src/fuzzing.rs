@@ -89,11 +89,16 @@ pub fn client_stream(data: &[u8]) {
     let mut rng = ScriptedRandom::new(vec![0x42; 64]);
     let mut out = Vec::new();
     for piece in data.chunks(97) {
-        if client.handle_input(piece, &mut rng).is_err() {
-            return;
+        let mut rest = piece;
+        while !rest.is_empty() {
+            match client.handle_input(rest, &mut rng) {
+                Ok(used) => rest = rest.get(used..).unwrap_or_default(),
+                Err(_) => return,
+            }
+            out.clear();
+            let _ = client.poll_transmit(&mut out);
+            while client.poll_event().is_some() {}
         }
-        let _ = client.poll_transmit(&mut out);
-        while client.poll_event().is_some() {}
     }
 }
 

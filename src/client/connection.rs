@@ -7,15 +7,23 @@ use bytes::BytesMut;
 use super::config::ClientConfig;
 use crate::message::{self, RequestBody, SentRequest, VerifiedResponse};
 use crate::rpc::{
-    self, Bind, BindAck, ContextElement, Ndr, Pdu, PduBody, PduType, PfcFlags, ResultKind,
-    StubReply, TransferSyntax,
+    self, Bind, BindAck, ContextElement, FrameSplitter, Ndr, Pdu, PduBody, PduType, PfcFlags,
+    ResultKind, StubReply, TransferSyntax,
 };
 use crate::{HResult, RandomSource};
 
-/// Bytes of a PDU header that tell its length.
-const LENGTH_PREFIX: usize = 10;
 /// Requests that may wait for the association before being sent.
 pub const MAX_QUEUED_REQUESTS: usize = 64;
+/// Events waiting in [`ClientConnection::poll_event`] at which
+/// [`ClientConnection::handle_input`] stops consuming input.
+pub const MAX_PENDING_EVENTS: usize = 64;
+/// Bytes of output waiting in [`ClientConnection::transmit`] at which
+/// [`ClientConnection::handle_input`] stops consuming input.
+///
+/// Each reply the client handles queues at most one PDU (a request or an
+/// `alter_context`, at most a few hundred bytes), so `handle_input` leaves
+/// less than this limit plus one PDU queued.
+pub const MAX_PENDING_OUTPUT: usize = 4096;
 /// Bind-time feature bits a client asks for (PROTOCOL.md §2.2).
 const BTFN_MASK: u64 = 3;
 
@@ -60,13 +68,13 @@ pub enum ClientError {
     },
     /// The `bind_ack` or `alter_context_resp` does not match the offer.
     #[error("bad bind acknowledgement: {0}")]
-    BadBindAck(&'static str),
+    BadBindAck(BindAckProblem),
     /// The host accepted neither NDR32 nor NDR64.
     #[error("host accepted no transfer syntax")]
     NoTransferSyntax,
     /// A reply header does not match the call (call id, context, flags).
     #[error("reply does not match the call: {0}")]
-    CallMismatch(&'static str),
+    CallMismatch(CallMismatch),
     /// The host answered the call with an RPC fault.
     #[error("RPC fault {status:#010x}")]
     Fault {
@@ -79,6 +87,50 @@ pub enum ClientError {
     /// The connection already failed or was closed.
     #[error("connection is closed")]
     Closed,
+}
+
+/// What is wrong with a `bind_ack` or `alter_context_resp`
+/// ([`ClientError::BadBindAck`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindAckProblem {
+    /// The `bind_ack` has not one result per presentation context offered.
+    #[error("result count differs from contexts offered")]
+    ResultCountMismatch,
+    /// A transfer-syntax context was answered with `negotiate_ack`, which
+    /// only the bind-time feature context may get.
+    #[error("negotiate_ack for a transfer syntax")]
+    NegotiateAckForTransferSyntax,
+    /// The `alter_context_resp` has not exactly one result.
+    #[error("alter_context_resp must carry one result")]
+    AlterContextResultCount,
+    /// A context was accepted with another transfer syntax than the one
+    /// offered, or with a non-zero reason.
+    #[error("accepted syntax is not the one offered")]
+    AcceptedSyntaxNotOffered,
+    /// The host acknowledged bind-time features other than the mask 3 the
+    /// client asked for.
+    #[error("bind-time features not acknowledged as 3")]
+    FeaturesNotAcknowledged,
+}
+
+/// How a reply's header fails to match the call it answers
+/// ([`ClientError::CallMismatch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallMismatch {
+    /// The reply is not a single fragment (first and last flags both set).
+    #[error("reply is not a single fragment")]
+    NotSingleFragment,
+    /// The reply carries another call id than the call's.
+    #[error("call id not echoed")]
+    CallIdNotEchoed,
+    /// The response names another presentation context than the request.
+    #[error("context id not echoed")]
+    ContextIdNotEchoed,
+    /// The response's cancel count is not zero.
+    #[error("cancel count is not zero")]
+    NonZeroCancelCount,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +167,7 @@ pub struct ClientConnection {
     requests_sent: u64,
     queued: VecDeque<RequestBody>,
     in_flight: Option<InFlight>,
-    inbound: BytesMut,
+    splitter: FrameSplitter,
     outbound: BytesMut,
     events: VecDeque<ClientEvent>,
 }
@@ -143,7 +195,7 @@ impl ClientConnection {
             requests_sent: 0,
             queued: VecDeque::new(),
             in_flight: None,
-            inbound: BytesMut::new(),
+            splitter: FrameSplitter::new(rpc::MAX_FRAG_LEN),
             outbound: BytesMut::new(),
             events: VecDeque::new(),
         };
@@ -201,6 +253,10 @@ impl ClientConnection {
     }
 
     /// Appends all queued output to `out`; returns how many bytes.
+    ///
+    /// Copies the bytes once more than [`transmit`](Self::transmit) and
+    /// [`advance_transmit`](Self::advance_transmit), which let the caller
+    /// write straight from the connection's queue.
     #[must_use = "the bytes appended to `out` must be sent to the host"]
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
         let n = self.outbound.len();
@@ -209,13 +265,37 @@ impl ClientConnection {
         n
     }
 
+    /// The queued output, oldest byte first, borrowed without copying.
+    ///
+    /// Write some prefix of it to the host, then drop what was written with
+    /// [`advance_transmit`](Self::advance_transmit).
+    #[must_use]
+    pub fn transmit(&self) -> &[u8] {
+        &self.outbound
+    }
+
+    /// Drops the first `n` bytes of [`transmit`](Self::transmit), once they
+    /// were sent. `n` past the end drops everything.
+    pub fn advance_transmit(&mut self, n: usize) {
+        let n = n.min(self.outbound.len());
+        let _sent = self.outbound.split_to(n);
+    }
+
     /// The next thing that happened, oldest first.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
     }
 
-    /// Feeds bytes received from the host. Any split of the stream gives
+    /// Feeds bytes received from the host; returns how many bytes of
+    /// `input` it consumed.
+    ///
+    /// Consumption is bounded: it stops, before the next PDU, once
+    /// [`MAX_PENDING_EVENTS`] events wait in [`poll_event`](Self::poll_event)
+    /// or at least [`MAX_PENDING_OUTPUT`] bytes wait in
+    /// [`transmit`](Self::transmit). The caller then drains both and offers
+    /// the rest of `input` again; until it does, the returned count may be
+    /// less than `input.len()` (even 0). Any split of the byte stream gives
     /// the same result. `rng` supplies the IV of the next queued request.
     ///
     /// # Errors
@@ -226,37 +306,33 @@ impl ClientConnection {
         &mut self,
         input: &[u8],
         rng: &mut dyn RandomSource,
-    ) -> Result<(), ClientError> {
+    ) -> Result<usize, ClientError> {
         if self.phase == Phase::Closed {
             return if input.is_empty() {
-                Ok(())
+                Ok(0)
             } else {
                 Err(ClientError::Closed)
             };
         }
-        let mut rest = input;
-        loop {
-            let target = match rpc::frame_len(&self.inbound, rpc::MAX_FRAG_LEN) {
-                Ok(None) => LENGTH_PREFIX,
-                Ok(Some(len)) => len,
+        let mut consumed = 0;
+        while self.events.len() < MAX_PENDING_EVENTS && self.outbound.len() < MAX_PENDING_OUTPUT {
+            let rest = input.get(consumed..).unwrap_or_default();
+            if rest.is_empty() {
+                break;
+            }
+            let (used, frame) = match self.splitter.next_frame(rest) {
+                Ok(split) => split,
                 Err(e) => return Err(self.fail(e.into())),
             };
-            let missing = target.saturating_sub(self.inbound.len());
-            if missing > 0 {
-                let take = missing.min(rest.len());
-                if take == 0 {
-                    return Ok(());
-                }
-                let (head, tail) = rest.split_at(take);
-                self.inbound.extend_from_slice(head);
-                rest = tail;
-                continue;
-            }
-            let frame = self.inbound.split_to(target);
+            consumed += used;
+            let Some(frame) = frame else {
+                break;
+            };
             if let Err(e) = self.handle_frame(&frame, rng) {
                 return Err(self.fail(e));
             }
         }
+        Ok(consumed)
     }
 
     fn fail(&mut self, error: ClientError) -> ClientError {
@@ -271,7 +347,7 @@ impl ClientConnection {
     ) -> Result<(), ClientError> {
         let pdu = Pdu::decode(frame)?;
         if !pdu.flags.contains(PfcFlags::SINGLE) {
-            return Err(ClientError::CallMismatch("reply is not a single fragment"));
+            return Err(ClientError::CallMismatch(CallMismatch::NotSingleFragment));
         }
         let pdu_type = pdu.pdu_type();
         match (pdu.body, self.phase) {
@@ -299,7 +375,7 @@ impl ClientConnection {
         if call_id == self.call_id {
             Ok(())
         } else {
-            Err(ClientError::CallMismatch("call id not echoed"))
+            Err(ClientError::CallMismatch(CallMismatch::CallIdNotEchoed))
         }
     }
 
@@ -309,9 +385,7 @@ impl ClientConnection {
         rng: &mut dyn RandomSource,
     ) -> Result<(), ClientError> {
         if ack.results.len() != self.offered.len() {
-            return Err(ClientError::BadBindAck(
-                "result count differs from contexts offered",
-            ));
+            return Err(ClientError::BadBindAck(BindAckProblem::ResultCountMismatch));
         }
         for ((id, offered), result) in self.offered.clone().iter().zip(&ack.results) {
             match (offered, result.result) {
@@ -322,7 +396,7 @@ impl ClientConnection {
                 (_, ResultKind::Acceptance) => self.accept(*id, offered, result)?,
                 (_, ResultKind::NegotiateAck) => {
                     return Err(ClientError::BadBindAck(
-                        "negotiate_ack for a transfer syntax",
+                        BindAckProblem::NegotiateAckForTransferSyntax,
                     ));
                 }
                 _ => {}
@@ -352,7 +426,7 @@ impl ClientConnection {
     ) -> Result<(), ClientError> {
         let [result] = resp.results.as_slice() else {
             return Err(ClientError::BadBindAck(
-                "alter_context_resp must carry one result",
+                BindAckProblem::AlterContextResultCount,
             ));
         };
         if result.result == ResultKind::Acceptance {
@@ -370,7 +444,7 @@ impl ClientConnection {
     ) -> Result<(), ClientError> {
         if result.reason != 0 || TransferSyntax::from_syntax(&result.transfer_syntax) != *offered {
             return Err(ClientError::BadBindAck(
-                "accepted syntax is not the one offered",
+                BindAckProblem::AcceptedSyntaxNotOffered,
             ));
         }
         match offered {
@@ -387,7 +461,7 @@ impl ClientConnection {
         }
         if self.config.btfn() && self.btfn_ack.is_some_and(|mask| mask != BTFN_MASK) {
             return Err(ClientError::BadBindAck(
-                "bind-time features not acknowledged as 3",
+                BindAckProblem::FeaturesNotAcknowledged,
             ));
         }
         self.events.push_back(ClientEvent::Bound {
@@ -410,10 +484,10 @@ impl ClientConnection {
             });
         };
         if response.context_id != call.context_id {
-            return Err(ClientError::CallMismatch("context id not echoed"));
+            return Err(ClientError::CallMismatch(CallMismatch::ContextIdNotEchoed));
         }
         if response.cancel_count != 0 {
-            return Err(ClientError::CallMismatch("cancel count is not zero"));
+            return Err(ClientError::CallMismatch(CallMismatch::NonZeroCancelCount));
         }
         let event = match rpc::decode_response_stub(call.ndr, &response.stub)? {
             StubReply::Error(hresult) => ClientEvent::Refused(hresult),

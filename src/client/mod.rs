@@ -3,8 +3,11 @@
 //! A client connection binds to the KMS interface, sends activation requests
 //! one at a time and verifies each response against the request it answers
 //! (every check of PROTOCOL.md §6.3). It is driven like the host connection:
-//! feed received bytes to [`ClientConnection::handle_input`], send what
-//! [`ClientConnection::poll_transmit`] produces, and collect results from
+//! feed received bytes to [`ClientConnection::handle_input`] (which says how
+//! many it consumed; offer the rest again after draining), send what
+//! [`ClientConnection::transmit`] holds (dropping what was sent with
+//! [`ClientConnection::advance_transmit`]) or what
+//! [`ClientConnection::poll_transmit`] copies out, and collect results from
 //! [`ClientConnection::poll_event`].
 //!
 //! ```
@@ -39,11 +42,13 @@
 //! // Step both engines in memory until the client has its answer.
 //! let (mut to_host, mut to_client) = (Vec::new(), Vec::new());
 //! for _ in 0..8 {
-//!     let _ = client.poll_transmit(&mut to_host);
+//!     to_host.extend_from_slice(client.transmit());
+//!     client.advance_transmit(to_host.len());
 //!     host.handle_input(now, &to_host, &mut responder, &mut rng).unwrap();
 //!     to_host.clear();
 //!     let _ = host.poll_transmit(&mut to_client);
-//!     client.handle_input(&to_client, &mut rng).unwrap();
+//!     let used = client.handle_input(&to_client, &mut rng).unwrap();
+//!     assert_eq!(used, to_client.len());
 //!     to_client.clear();
 //! }
 //! assert!(matches!(client.poll_event(), Some(ClientEvent::Bound { ndr64: true, .. })));
@@ -56,4 +61,7 @@ mod config;
 mod connection;
 
 pub use config::ClientConfig;
-pub use connection::{ClientConnection, ClientError, ClientEvent, MAX_QUEUED_REQUESTS};
+pub use connection::{
+    BindAckProblem, CallMismatch, ClientConnection, ClientError, ClientEvent, MAX_PENDING_EVENTS,
+    MAX_PENDING_OUTPUT, MAX_QUEUED_REQUESTS,
+};

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::{Capture, CaptureError, Direction, TcpConversation, looks_like_rpc, read_capture};
 use crate::HResult;
 use crate::message::{self, RequestBody, ResponseBody};
-use crate::rpc::{self, Ndr, Pdu, PduBody, ResultKind, StubReply};
+use crate::rpc::{self, FrameSplitter, Ndr, Pdu, PduBody, ResultKind, StubReply};
 
 /// Calls remembered per conversation while waiting for their replies.
 const MAX_PENDING_CALLS: usize = 64;
@@ -168,27 +168,32 @@ pub fn dissect_conversation(conversation: &TcpConversation, out: &mut Vec<Record
         return;
     }
     let mut walker = Walker::new(conversation.index);
-    let mut buffers = [Vec::new(), Vec::new()];
+    // One splitter per direction: client (0) and server (1).
+    let mut splitters = [
+        FrameSplitter::new(rpc::MAX_FRAG_LEN),
+        FrameSplitter::new(rpc::MAX_FRAG_LEN),
+    ];
     for chunk in &conversation.chunks {
         let side = usize::from(chunk.direction == Direction::ServerToClient);
-        let Some(buffer) = buffers.get_mut(side) else {
+        let Some(splitter) = splitters.get_mut(side) else {
             continue;
         };
-        buffer.extend_from_slice(&chunk.bytes);
-        if walker.is_broken(side) {
-            continue;
-        }
-        loop {
-            let len = match rpc::frame_len(buffer, rpc::MAX_FRAG_LEN) {
-                Ok(Some(len)) if len <= buffer.len() => len,
-                Ok(_) => break,
+        let mut rest: &[u8] = &chunk.bytes;
+        while !rest.is_empty() && !walker.is_broken(side) {
+            let frame = match splitter.next_frame(rest) {
+                Ok((used, frame)) => {
+                    rest = rest.get(used..).unwrap_or_default();
+                    frame
+                }
                 Err(e) => {
                     walker.warn(out, format!("{}: not DCE/RPC: {e}", side_name(side)));
                     walker.set_broken(side);
                     break;
                 }
             };
-            let frame: Vec<u8> = buffer.drain(..len).collect();
+            let Some(frame) = frame else {
+                break;
+            };
             match Pdu::decode(&frame) {
                 Ok(pdu) => walker.pdu(pdu, side == 0, out),
                 Err(e) => walker.warn(out, format!("{}: malformed PDU: {e}", side_name(side))),
@@ -199,14 +204,14 @@ pub fn dissect_conversation(conversation: &TcpConversation, out: &mut Vec<Record
         out.truncate(walker.first_record.min(out.len()));
         return;
     }
-    for (side, buffer) in buffers.iter().enumerate() {
-        if !buffer.is_empty() && !walker.is_broken(side) {
+    for (side, splitter) in splitters.iter().enumerate() {
+        if splitter.buffered() > 0 && !walker.is_broken(side) {
             walker.warn(
                 out,
                 format!(
                     "{}: {} bytes of a truncated PDU at the end",
                     side_name(side),
-                    buffer.len()
+                    splitter.buffered()
                 ),
             );
         }

@@ -69,7 +69,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::HResult;
 
-use super::LicenseStatus;
+use crate::message::LicenseStatus;
 
 /// Length of the initial grace period and of a rearmed one.
 const GRACE: TimeDelta = TimeDelta::days(30);

@@ -43,11 +43,17 @@
 //! few hundred bytes, independent of the input; encoding appends at most
 //! [`MAX_RESPONSE_LEN`] bytes to the caller's buffer.
 
-mod envelope;
+mod license_status;
+mod observed;
+mod protection;
+mod received;
 mod replay;
 mod request;
 mod response;
+mod sent;
 
+#[cfg(test)]
+mod exchange_tests;
 #[cfg(test)]
 mod vector_tests;
 
@@ -55,13 +61,14 @@ use std::fmt;
 
 use crate::wire::DecodeError;
 
-pub use envelope::{
-    ReceivedRequest, ResponseWarnings, SentRequest, VerifiedResponse, decode_request,
-    decode_response_unverified, encode_request, request_version,
-};
+pub use license_status::LicenseStatus;
+pub use observed::decode_response_unverified;
+pub use protection::request_version;
+pub use received::{ReceivedRequest, decode_request};
 pub use replay::replay_randomness;
 pub use request::RequestBody;
 pub use response::{Hwid, ParseHwidError, ResponseBody};
+pub use sent::{ResponseWarnings, SentRequest, VerifiedResponse, encode_request};
 
 /// Length of the request base, identical in every version (PROTOCOL.md §4.2).
 pub const REQUEST_BASE_LEN: usize = 236;

@@ -3,9 +3,9 @@
 
 use uuid::Uuid;
 
+use super::LicenseStatus;
 use super::{Error, MAX_WORKSTATION_LEN, REQUEST_BASE_LEN, Version};
 use crate::guid;
-use crate::license::LicenseStatus;
 use crate::time::FileTime;
 use crate::wire::{DecodeError, DecodeErrorKind, Reader};
 

@@ -5,9 +5,9 @@
 use bytes::BytesMut;
 use serde_json::Value;
 
+use super::LicenseStatus;
 use super::*;
 use crate::crypto::{Block, Cbc};
-use crate::license::LicenseStatus;
 use crate::random::ScriptedRandom;
 use crate::time::FileTime;
 

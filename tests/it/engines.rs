@@ -2,7 +2,10 @@
 //! protocol violations, limits and backpressure.
 
 use bytes::BytesMut;
-use kms_activation::client::{ClientConfig, ClientConnection, ClientError, ClientEvent};
+use kms_activation::client::{
+    BindAckProblem, CallMismatch, ClientConfig, ClientConnection, ClientError, ClientEvent,
+    MAX_PENDING_EVENTS, MAX_PENDING_OUTPUT, MAX_QUEUED_REQUESTS,
+};
 use kms_activation::host::{
     FixedResponder, HostConfig, HostConnection, HostError, HostLimits, Responder,
 };
@@ -421,7 +424,7 @@ fn exchange(
             .unwrap();
         wire.clear();
         let _ = host.poll_transmit(&mut wire);
-        client.handle_input(&wire, &mut rng).unwrap();
+        assert_eq!(client.handle_input(&wire, &mut rng), Ok(wire.len()));
         events.extend(std::iter::from_fn(|| client.poll_event()));
     }
     (events, steps)
@@ -477,7 +480,7 @@ fn client_rejects_mismatched_replies() {
     let mut fresh = ClientConnection::new(&ClientConfig::default());
     assert!(matches!(
         fresh.handle_input(&wrong, &mut rng),
-        Err(ClientError::CallMismatch(_))
+        Err(ClientError::CallMismatch(CallMismatch::CallIdNotEchoed))
     ));
     assert!(fresh.is_closed());
     // A fault instead of a bind_ack.
@@ -501,10 +504,122 @@ fn client_rejects_mismatched_replies() {
     // The genuine ack, cut anywhere, binds.
     for cut in 0..ack.len() {
         let mut fresh = ClientConnection::new(&ClientConfig::default());
-        fresh.handle_input(&ack[..cut], &mut rng).unwrap();
-        fresh.handle_input(&ack[cut..], &mut rng).unwrap();
+        assert_eq!(fresh.handle_input(&ack[..cut], &mut rng), Ok(cut));
+        assert_eq!(
+            fresh.handle_input(&ack[cut..], &mut rng),
+            Ok(ack.len() - cut)
+        );
         assert!(!fresh.is_closed());
     }
+}
+
+/// A client with `requests` V6 requests queued, and its random source.
+fn client_with_requests(requests: usize) -> (ClientConnection, ScriptedRandom) {
+    let mut rng = ScriptedRandom::new(
+        (0..8192u32)
+            .map(|i| u8::try_from(i % 251).unwrap())
+            .collect::<Vec<_>>(),
+    );
+    let mut client = ClientConnection::new(&ClientConfig::default());
+    for _ in 0..requests {
+        client
+            .send_request(request_body(Version::V6), &mut rng)
+            .unwrap();
+    }
+    (client, rng)
+}
+
+#[test]
+fn client_input_is_bounded_by_pending_output_and_events() {
+    // Record a host's replies to a full queue of requests, step by step.
+    let (mut client, mut rng) = client_with_requests(MAX_QUEUED_REQUESTS);
+    let mut host = HostConnection::new(&HostConfig::default());
+    let mut host_rng = ScriptedRandom::new([7; 8192]);
+    let mut responder = FixedResponder::default();
+    let mut replies = Vec::new();
+    while !client.is_idle() {
+        let mut wire = Vec::new();
+        let _ = client.poll_transmit(&mut wire);
+        host.handle_input(NOW, &wire, &mut responder, &mut host_rng)
+            .unwrap();
+        let start = replies.len();
+        let _ = host.poll_transmit(&mut replies);
+        let fresh = &replies[start..];
+        assert_eq!(client.handle_input(fresh, &mut rng), Ok(fresh.len()));
+        while client.poll_event().is_some() {}
+    }
+
+    // The same client again, offered every reply at once: it stops once
+    // its queued output passes the limit.
+    let (mut client, mut rng) = client_with_requests(MAX_QUEUED_REQUESTS);
+    client.advance_transmit(usize::MAX);
+    let mut offset = client.handle_input(&replies, &mut rng).unwrap();
+    assert!(offset < replies.len());
+    assert!(client.transmit().len() >= MAX_PENDING_OUTPUT);
+    assert_eq!(client.handle_input(&replies[offset..], &mut rng), Ok(0));
+
+    // Draining only the output, it stops at the event limit.
+    while offset < replies.len() {
+        client.advance_transmit(client.transmit().len());
+        let used = client.handle_input(&replies[offset..], &mut rng).unwrap();
+        if used == 0 {
+            break;
+        }
+        offset += used;
+    }
+    assert!(offset < replies.len());
+    let mut events: Vec<_> = std::iter::from_fn(|| client.poll_event()).collect();
+    assert_eq!(events.len(), MAX_PENDING_EVENTS);
+
+    // Draining both, it takes the rest and ends like the stepped exchange.
+    while offset < replies.len() {
+        client.advance_transmit(client.transmit().len());
+        offset += client.handle_input(&replies[offset..], &mut rng).unwrap();
+        events.extend(std::iter::from_fn(|| client.poll_event()));
+    }
+    assert_eq!(events.len(), MAX_QUEUED_REQUESTS + 1);
+    assert!(matches!(events[0], ClientEvent::Bound { .. }));
+    assert!(
+        events[1..]
+            .iter()
+            .all(|e| matches!(e, ClientEvent::Activated(_)))
+    );
+    assert!(client.is_idle());
+}
+
+#[test]
+fn client_transmit_borrows_and_advances() {
+    let mut client = ClientConnection::new(&ClientConfig::default());
+    let bind = client.transmit().to_vec();
+    assert!(!bind.is_empty());
+    client.advance_transmit(10);
+    assert_eq!(client.transmit(), &bind[10..]);
+    let mut rest = Vec::new();
+    assert_eq!(client.poll_transmit(&mut rest), bind.len() - 10);
+    assert_eq!(rest, &bind[10..]);
+    assert!(client.transmit().is_empty());
+    client.advance_transmit(5);
+    assert!(client.transmit().is_empty());
+}
+
+#[test]
+fn typed_client_errors_keep_their_wording() {
+    assert_eq!(
+        ClientError::BadBindAck(BindAckProblem::ResultCountMismatch).to_string(),
+        "bad bind acknowledgement: result count differs from contexts offered"
+    );
+    assert_eq!(
+        ClientError::BadBindAck(BindAckProblem::FeaturesNotAcknowledged).to_string(),
+        "bad bind acknowledgement: bind-time features not acknowledged as 3"
+    );
+    assert_eq!(
+        ClientError::CallMismatch(CallMismatch::CallIdNotEchoed).to_string(),
+        "reply does not match the call: call id not echoed"
+    );
+    assert_eq!(
+        ClientError::CallMismatch(CallMismatch::NonZeroCancelCount).to_string(),
+        "reply does not match the call: cancel count is not zero"
+    );
 }
 
 #[test]

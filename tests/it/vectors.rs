@@ -342,8 +342,10 @@ pub fn run_client(
     let _ = client.poll_transmit(&mut out);
     for read in conn.iter().filter(|r| !r.from_client()) {
         for chunk in split(&read.bytes()) {
-            client.handle_input(&chunk, &mut rng).unwrap();
-            let _ = client.poll_transmit(&mut out);
+            let used = client.handle_input(&chunk, &mut rng).unwrap();
+            assert_eq!(used, chunk.len());
+            out.extend_from_slice(client.transmit());
+            client.advance_transmit(usize::MAX);
             events.extend(std::iter::from_fn(|| client.poll_event()));
         }
     }
