@@ -70,8 +70,13 @@ struct LoggingResponder {
 }
 
 impl Responder for LoggingResponder {
-    fn respond(&mut self, now: FileTime, request: &RequestBody) -> Result<Answer, HResult> {
-        let result = self.inner.respond(now, request);
+    fn respond(
+        &mut self,
+        now: FileTime,
+        context: &kms_activation::host::RequestContext,
+        request: &RequestBody,
+    ) -> Result<Answer, HResult> {
+        let result = self.inner.respond(now, context, request);
         let outcome = match &result {
             Ok(answer) => format!("count {}", answer.count),
             Err(hresult) => format!("refused {hresult}"),

@@ -44,7 +44,7 @@
 //! for _ in 0..8 {
 //!     to_host.extend_from_slice(client.transmit());
 //!     client.advance_transmit(to_host.len());
-//!     host.handle_input(now, &to_host, &mut responder, &mut rng).unwrap();
+//!     host.handle_input_with(now, &to_host, &mut responder, &mut rng).unwrap();
 //!     to_host.clear();
 //!     let _ = host.poll_transmit(&mut to_client);
 //!     let used = client.handle_input(&to_client, &mut rng).unwrap();

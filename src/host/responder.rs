@@ -57,6 +57,7 @@ pub struct Answer {
 ///         Err(HResult::KMS_ID_MISMATCH)
 ///     }
 /// }
+/// let _responder: Box<dyn Responder> = Box::new(Refuse);
 /// ```
 pub trait Responder {
     /// Answers `request`, which arrived as `context` says, at `now`; or

@@ -540,7 +540,7 @@ fn client_input_is_bounded_by_pending_output_and_events() {
     while !client.is_idle() {
         let mut wire = Vec::new();
         let _ = client.poll_transmit(&mut wire);
-        host.handle_input(NOW, &wire, &mut responder, &mut host_rng)
+        host.handle_input_with(NOW, &wire, &mut responder, &mut host_rng)
             .unwrap();
         let start = replies.len();
         let _ = host.poll_transmit(&mut replies);
