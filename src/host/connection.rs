@@ -387,7 +387,7 @@ impl HostConnection {
             .encode_response(&body, rng, &mut message)
             .map_err(AnswerError::Unencodable)?;
         let pdu = response_pdu(call_id, context_id, ndr, StubReply::Message(&message));
-        self.complete(index, pdu);
+        self.complete(index, &pdu);
         Ok(())
     }
 
@@ -404,7 +404,7 @@ impl HostConnection {
         }
         let (index, call_id, context_id, ndr, _) = self.waiting(id)?;
         let pdu = response_pdu(call_id, context_id, ndr, StubReply::Error(hresult));
-        self.complete(index, pdu);
+        self.complete(index, &pdu);
         Ok(())
     }
 
@@ -430,7 +430,7 @@ impl HostConnection {
 
     /// Puts the encoded reply in slot `index` and releases every reply that
     /// is no longer behind a waiting request.
-    fn complete(&mut self, index: usize, pdu: Pdu) {
+    fn complete(&mut self, index: usize, pdu: &Pdu) {
         let mut bytes = BytesMut::with_capacity(pdu.encoded_len());
         pdu.encode(&mut bytes);
         self.held += bytes.len();
@@ -668,7 +668,8 @@ impl HostConnection {
                 });
                 self.unanswered += 1;
             }
-            Err((reason, body)) => {
+            Err(rejection) => {
+                let (reason, body) = *rejection;
                 let result = match reason {
                     RejectReason::ClockSkew { .. } => HResult::INVALID_TIMESTAMP,
                     _ => HResult::INVALID_DATA,
@@ -697,28 +698,31 @@ impl HostConnection {
         now: FileTime,
         ndr: rpc::Ndr,
         stub: &[u8],
-    ) -> Result<ReceivedRequest, (RejectReason, Option<RequestBody>)> {
-        let message =
-            rpc::decode_request_stub(ndr, stub).map_err(|_| (RejectReason::BadStub, None))?;
-        let received =
-            message::decode_request(message).map_err(|e| (RejectReason::Undecodable(e), None))?;
+    ) -> Result<ReceivedRequest, Box<(RejectReason, Option<RequestBody>)>> {
+        let message = rpc::decode_request_stub(ndr, stub)
+            .map_err(|_| Box::new((RejectReason::BadStub, None)))?;
+        let received = message::decode_request(message)
+            .map_err(|e| Box::new((RejectReason::Undecodable(e), None)))?;
         let body = received.body();
         if self.verify_v4_mac && received.version() == Version::V4 && !received.mac_ok() {
-            return Err((RejectReason::BadMac, Some(body.clone())));
+            return Err(Box::new((RejectReason::BadMac, Some(body.clone()))));
         }
         if body.n_policy > MAX_N_POLICY {
             let n_policy = body.n_policy;
-            return Err((
+            return Err(Box::new((
                 RejectReason::NPolicyTooLarge { n_policy },
                 Some(body.clone()),
-            ));
+            )));
         }
         if let Some(max) = self.max_clock_skew {
             let skew = body.client_time.signed_duration_since(now);
             let within = skew.abs().to_std().is_ok_and(|skew| skew <= max);
             if !within {
                 let minutes = skew.num_minutes();
-                return Err((RejectReason::ClockSkew { minutes }, Some(body.clone())));
+                return Err(Box::new((
+                    RejectReason::ClockSkew { minutes },
+                    Some(body.clone()),
+                )));
             }
         }
         Ok(received)

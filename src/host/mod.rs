@@ -41,7 +41,10 @@ mod activation;
 mod config;
 mod connection;
 mod event;
+mod hook;
+mod kms_host;
 mod responder;
+mod statistics;
 pub mod store;
 
 pub use activation::ActivationRecord;
@@ -50,7 +53,13 @@ pub use connection::{AnswerError, HostConnection, HostError};
 pub use event::{
     HostEvent, RejectReason, RejectedRequest, RequestContext, RequestEvent, RequestId,
 };
+pub use hook::{CidrAllowList, DecisionHook, MaxClients, ProductAllowList};
+pub use kms_host::{
+    CountPolicy, DEFAULT_COUNT_WINDOW, DEFAULT_HOST_BUILD, Decision, KmsHost, KmsHostConfig,
+    KmsHostError,
+};
 pub use responder::{
     Answer, DEFAULT_ACTIVATION_INTERVAL, DEFAULT_RENEWAL_INTERVAL, FixedResponder, MAX_N_POLICY,
     Responder,
 };
+pub use statistics::{ApplicationCount, Statistics};
