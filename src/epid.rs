@@ -36,7 +36,7 @@ use core::str::FromStr;
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 
-use crate::RandomSource;
+use crate::{RandomSource, Uuid};
 use crate::product::{self, Csvlk, KeyIdRange};
 
 /// The license channel every KMS host ePID carries (`03`, volume).
@@ -456,6 +456,33 @@ impl Epid {
     #[must_use]
     pub const fn activation_date(&self) -> NaiveDate {
         self.activation_date
+    }
+
+    /// Every CSVLK whose group and key range contain this ePID's. Usually
+    /// one; keys that share a group and range (Office 2019 and Office LTSC
+    /// 2024) all appear.
+    pub fn candidate_csvlks(&self) -> impl Iterator<Item = &'static Csvlk> + use<> {
+        let (group_id, key_id) = (self.group_id, self.key_id);
+        product::csvlks().iter().filter(move |c| {
+            c.group_id() == Some(group_id) && c.key_ids().is_some_and(|r| r.contains(key_id))
+        })
+    }
+
+    /// Whether a host holding a CSVLK this ePID can belong to activates
+    /// `kms_id` (what a client of that KMS ID may expect from its host).
+    ///
+    /// ```
+    /// use kms_activation::{Epid, Uuid};
+    /// let server_2019 = Epid::parse("05426-00206-565-184251-03-1068-9200.0000-1222025")?;
+    /// let windows_10_11: Uuid = "58e2134f-8e11-4d17-9cb2-91069c151148".parse().unwrap();
+    /// let office_2021: Uuid = "86d50b16-4808-41af-b83b-b338274318b2".parse().unwrap();
+    /// assert!(server_2019.can_activate(windows_10_11));
+    /// assert!(!server_2019.can_activate(office_2021));
+    /// # Ok::<(), kms_activation::epid::EpidError>(())
+    /// ```
+    #[must_use]
+    pub fn can_activate(&self, kms_id: Uuid) -> bool {
+        self.candidate_csvlks().any(|c| c.activates_kms(kms_id))
     }
 
     /// The CSVLK this ePID most likely belongs to: one whose group and key

@@ -18,6 +18,7 @@ mod corpus;
 #[cfg(feature = "pcap")]
 mod dissect;
 mod engines;
+mod kms_host;
 #[cfg(feature = "pcap")]
 mod kms_dissect;
 mod support;

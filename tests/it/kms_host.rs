@@ -1,0 +1,722 @@
+//! `KmsHost` end to end: client engine ⇄ host engine ⇄ policy, in memory, on
+//! a stepped clock; and every rule of the policy on its own.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use kms_activation::client::{ClientConfig, ClientConnection, ClientEvent};
+use kms_activation::host::store::{CountStore, MemoryStore, StoreError, Tally, Visit};
+use kms_activation::host::{
+    ActivationRecord, AnswerError, CidrAllowList, CountPolicy, DecisionHook, HostConfig,
+    HostConnection, HostEvent, KmsHost, KmsHostConfig, KmsHostError, MaxClients,
+    ProductAllowList, RejectReason, RequestContext,
+};
+use kms_activation::message::{RequestBody, Version};
+use kms_activation::{FileTime, HResult, LicenseStatus, ScriptedRandom, Uuid, product};
+
+const T0: u64 = 134_397_882_570_000_000;
+const MINUTE: u64 = 60 * 10_000_000;
+const DAY: u64 = 1440 * MINUTE;
+
+const WINDOWS: &str = "55c92734-d682-4d71-983e-d6ec3f16059f";
+const OFFICE_2013: &str = "0ff1ce15-a989-479d-af46-f275c6370663";
+/// Windows 10/11 client KMS ID (N 25) and Windows 10 Enterprise.
+const WIN_CLIENT_KMS: &str = "58e2134f-8e11-4d17-9cb2-91069c151148";
+const WIN10_ENT: &str = "73111121-5638-40f6-bc11-f1d7b0d64300";
+/// Office LTSC 2021 KMS ID (N 5) and Office LTSC Professional Plus 2021.
+const OFFICE_2021_KMS: &str = "86d50b16-4808-41af-b83b-b338274318b2";
+const OFFICE_2021_PROPLUS: &str = "fbdb3e18-a8ef-4fb3-9183-dffd60bd0984";
+
+fn id(s: &str) -> Uuid {
+    s.parse().unwrap()
+}
+
+fn rng() -> ScriptedRandom {
+    ScriptedRandom::new((0..=255u8).cycle().take(8192).collect::<Vec<_>>())
+}
+
+fn start(config: KmsHostConfig) -> KmsHost<MemoryStore> {
+    pollster::block_on(KmsHost::start(
+        config,
+        MemoryStore::default(),
+        FileTime::from_ticks(T0),
+        &mut rng(),
+    ))
+    .unwrap()
+}
+
+fn windows_request(cmid: u128, at: u64) -> RequestBody {
+    RequestBody {
+        version: Version::V6,
+        vm_info: 0,
+        license_status: LicenseStatus::OobGrace,
+        binding_expiration: 43_200,
+        application_id: id(WINDOWS),
+        sku_id: id(WIN10_ENT),
+        kms_id: id(WIN_CLIENT_KMS),
+        cmid: Uuid::from_u128(cmid),
+        previous_cmid: Uuid::nil(),
+        n_policy: 25,
+        client_time: FileTime::from_ticks(at),
+        workstation: format!("pc{cmid}.example.org"),
+    }
+}
+
+fn office_request(cmid: u128, at: u64) -> RequestBody {
+    RequestBody {
+        application_id: id(OFFICE_2013),
+        sku_id: id(OFFICE_2021_PROPLUS),
+        kms_id: id(OFFICE_2021_KMS),
+        n_policy: 5,
+        ..windows_request(cmid, at)
+    }
+}
+
+/// The outcome of one activation as the client engine saw it.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Count(u32),
+    Refused(HResult),
+}
+
+/// A full connection: bind, one request, its verified response. Returns the
+/// client's view and the host's records.
+fn activate<S: CountStore>(
+    host: &KmsHost<S>,
+    config: &HostConfig,
+    peer: Option<SocketAddr>,
+    request: RequestBody,
+    at: u64,
+) -> (Outcome, Vec<ActivationRecord>) {
+    let now = FileTime::from_ticks(at);
+    let mut rng = rng();
+    let mut client_config = ClientConfig::default();
+    client_config.set_ndr64(request.version != Version::V4);
+    let mut client = ClientConnection::new(&client_config);
+    client.send_request(request, &mut rng).unwrap();
+    let mut conn = HostConnection::new(config);
+    if let Some(peer) = peer {
+        conn = conn.with_peer(peer);
+    }
+    let mut records = Vec::new();
+    for _ in 0..8 {
+        let to_host = client.transmit().to_vec();
+        client.advance_transmit(to_host.len());
+        let used = conn.handle_input(now, &to_host, &mut rng).unwrap();
+        assert_eq!(used, to_host.len());
+        records.extend(host.process_blocking(&mut conn, &mut rng));
+        let to_client = conn.transmit().to_vec();
+        conn.advance_transmit(to_client.len());
+        assert_eq!(client.handle_input(&to_client, &mut rng).unwrap(), to_client.len());
+        while let Some(event) = client.poll_event() {
+            match event {
+                ClientEvent::Activated(response) => {
+                    return (Outcome::Count(response.body.count), records);
+                }
+                ClientEvent::Refused(hresult) => return (Outcome::Refused(hresult), records),
+                _ => {}
+            }
+        }
+    }
+    panic!("no answer after 8 round trips");
+}
+
+fn ask<S: CountStore>(host: &KmsHost<S>, request: RequestBody, at: u64) -> Outcome {
+    activate(host, &HostConfig::default(), None, request, at).0
+}
+
+#[test]
+fn every_catalog_sku_and_version_against_a_genuine_host() {
+    let host = start(KmsHostConfig::default());
+    let mut activated = 0;
+    let mut refused = 0;
+    let mut at = T0;
+    for (index, sku) in product::skus().iter().enumerate() {
+        let Some(item) = sku.kms_item() else {
+            continue;
+        };
+        for version in [Version::V4, Version::V5, Version::V6] {
+            at += MINUTE;
+            let request = RequestBody {
+                version,
+                application_id: item.application_id(),
+                sku_id: sku.id(),
+                kms_id: item.id(),
+                n_policy: item.n_count_policy(),
+                ..windows_request(index as u128 + 1, at)
+            };
+            let expected_key = product::csvlks_activating(item.id())
+                .any(|c| c.id().is_some() && c.group_id().is_some() && c.key_ids().is_some())
+                && !item.is_retail()
+                && !item.is_preview();
+            match ask(&host, request, at) {
+                Outcome::Count(count) => {
+                    assert!(expected_key, "{} activated without a CSVLK", sku.name());
+                    assert!(count >= 1);
+                    let epid = host.epid_for(item.id()).unwrap();
+                    let parsed = kms_activation::Epid::parse(epid).unwrap();
+                    assert!(parsed.can_activate(item.id()), "{}: ePID {epid}", sku.name());
+                    activated += 1;
+                }
+                Outcome::Refused(hresult) => {
+                    assert!(!expected_key, "{} {version} refused {hresult}", sku.name());
+                    assert_eq!(hresult, HResult::KMS_ID_MISMATCH);
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert!(activated > 600, "only {activated} activations");
+    assert!(refused > 0, "no SKU outside the CSVLKs");
+}
+
+#[test]
+fn count_rises_to_the_threshold_exactly_at_n() {
+    let host = start(KmsHostConfig::default());
+    let mut at = T0;
+    for cmid in 1..=30u32 {
+        at += MINUTE;
+        let Outcome::Count(count) = ask(&host, windows_request(cmid.into(), at), at) else {
+            panic!("refused");
+        };
+        assert_eq!(count, cmid, "Windows client {cmid}");
+        // The client's own verdict: activated once count ≥ N (25).
+        assert_eq!(count >= 25, cmid >= 25);
+    }
+    for cmid in 1..=6u32 {
+        at += MINUTE;
+        let Outcome::Count(count) = ask(&host, office_request(1000 + u128::from(cmid), at), at) else {
+            panic!("refused");
+        };
+        // Office counts apart from Windows.
+        assert_eq!(count, cmid, "Office client {cmid}");
+        assert_eq!(count >= 5, cmid >= 5);
+    }
+    // A repeat CMID does not count twice.
+    assert_eq!(ask(&host, windows_request(3, at), at), Outcome::Count(30));
+    let stats = pollster::block_on(host.statistics(FileTime::from_ticks(at))).unwrap();
+    assert_eq!(stats.total_requests, 37);
+    assert_eq!(stats.failed_requests, 0);
+    assert_eq!(stats.requests_by_license_status[2], 37);
+    let windows = stats.counts.iter().find(|c| c.application_id == id(WINDOWS)).unwrap();
+    assert_eq!((windows.clients, windows.current_count), (30, 30));
+    assert_eq!(windows.name(), Some("Windows"));
+}
+
+#[test]
+fn count_is_capped_at_twice_the_largest_n_policy() {
+    let host = start(KmsHostConfig::default());
+    let mut at = T0;
+    let mut last = 0;
+    for cmid in 1..=60u32 {
+        at += MINUTE;
+        let Outcome::Count(count) = ask(&host, windows_request(cmid.into(), at), at) else {
+            panic!("refused");
+        };
+        last = count;
+    }
+    assert_eq!(last, 50);
+    // Office: N 5 → at most 10.
+    for cmid in 1..=12u128 {
+        at += MINUTE;
+        if let Outcome::Count(count) = ask(&host, office_request(500 + cmid, at), at) {
+            last = count;
+        }
+    }
+    assert_eq!(last, 10);
+}
+
+#[test]
+fn clients_age_out_after_thirty_days() {
+    let host = start(KmsHostConfig::default());
+    assert_eq!(ask(&host, windows_request(1, T0), T0), Outcome::Count(1));
+    let almost = T0 + 30 * DAY - MINUTE;
+    assert_eq!(ask(&host, windows_request(2, almost), almost), Outcome::Count(2));
+    let later = T0 + 30 * DAY + MINUTE;
+    // Client 1 has aged out; client 2 still counts.
+    assert_eq!(ask(&host, windows_request(3, later), later), Outcome::Count(2));
+}
+
+#[test]
+fn a_replaced_cmid_counts_as_a_new_client_until_the_old_one_ages_out() {
+    let host = start(KmsHostConfig::default());
+    assert_eq!(ask(&host, windows_request(1, T0), T0), Outcome::Count(1));
+    let mut rearmed = windows_request(2, T0 + MINUTE);
+    rearmed.previous_cmid = Uuid::from_u128(1);
+    assert_eq!(ask(&host, rearmed.clone(), T0 + MINUTE), Outcome::Count(2));
+    let later = T0 + 31 * DAY;
+    rearmed.client_time = FileTime::from_ticks(later);
+    assert_eq!(ask(&host, rearmed, later), Outcome::Count(1));
+}
+
+#[test]
+fn cloned_machines_sharing_a_cmid_count_once() {
+    let host = start(KmsHostConfig::default());
+    for clone in 0..10u64 {
+        let at = T0 + clone * MINUTE;
+        let mut request = windows_request(42, at);
+        request.workstation = format!("clone{clone}");
+        assert_eq!(ask(&host, request, at), Outcome::Count(1));
+    }
+}
+
+#[test]
+fn kms_ids_outside_the_held_csvlks_are_refused() {
+    let host = start(KmsHostConfig::default());
+    let mut request = windows_request(1, T0);
+    request.kms_id = Uuid::from_u128(0x1234);
+    assert_eq!(ask(&host, request, T0), Outcome::Refused(HResult::KMS_ID_MISMATCH));
+    // An Office KMS ID under the Windows application ID.
+    let mut request = windows_request(1, T0);
+    request.kms_id = id(OFFICE_2021_KMS);
+    assert_eq!(ask(&host, request, T0), Outcome::Refused(HResult::KMS_ID_MISMATCH));
+
+    // A host holding only the Office LTSC 2021 CSVLK refuses Windows.
+    let office_2021_csvlk = product::csvlk_for_kms(id(OFFICE_2021_KMS)).unwrap();
+    let mut config = KmsHostConfig::default();
+    config.set_csvlks([office_2021_csvlk.id().unwrap()]);
+    let host = start(config);
+    assert_eq!(
+        ask(&host, windows_request(1, T0), T0),
+        Outcome::Refused(HResult::KMS_ID_MISMATCH)
+    );
+    assert_eq!(ask(&host, office_request(1, T0), T0), Outcome::Count(1));
+}
+
+#[test]
+fn unaccepted_versions_are_refused() {
+    let mut config = KmsHostConfig::default();
+    config.set_versions([Version::V6]);
+    let host = start(config);
+    let mut request = windows_request(1, T0);
+    request.version = Version::V5;
+    assert_eq!(ask(&host, request, T0), Outcome::Refused(HResult::INVALID_DATA));
+    assert_eq!(ask(&host, windows_request(1, T0), T0), Outcome::Count(1));
+}
+
+#[test]
+fn fixed_count_modes_are_opt_in() {
+    let mut config = KmsHostConfig::default();
+    config.set_count_policy(CountPolicy::Fixed(7));
+    let host = start(config);
+    assert_eq!(ask(&host, windows_request(1, T0), T0), Outcome::Count(7));
+    let mut config = KmsHostConfig::default();
+    config.set_count_policy(CountPolicy::TwiceNPolicy);
+    let host = start(config);
+    assert_eq!(ask(&host, office_request(1, T0), T0), Outcome::Count(10));
+    assert!(host.store().is_empty(), "fixed modes record no clients");
+}
+
+#[test]
+fn engine_refuses_clock_skew_beyond_the_window() {
+    let host = start(KmsHostConfig::default());
+    let four_hours = 240 * MINUTE;
+    // Exactly 4 h off either way is accepted; one second more is refused.
+    for client in [T0 - four_hours, T0 + four_hours] {
+        assert_eq!(
+            ask(&host, windows_request(1, client), T0),
+            Outcome::Count(1)
+        );
+    }
+    let (outcome, records) = activate(
+        &host,
+        &HostConfig::default(),
+        None,
+        windows_request(2, T0 + four_hours + 10_000_000),
+        T0,
+    );
+    assert_eq!(outcome, Outcome::Refused(HResult::INVALID_TIMESTAMP));
+    assert_eq!(records.len(), 1, "the rejection is logged");
+    assert_eq!(records[0].result, HResult::INVALID_TIMESTAMP);
+    // Switched off, any clock is accepted.
+    let mut config = HostConfig::default();
+    config.set_max_clock_skew(None);
+    let (outcome, _) = activate(&host, &config, None, windows_request(2, T0 + 400 * DAY), T0);
+    assert_eq!(outcome, Outcome::Count(2));
+}
+
+#[test]
+fn engine_refuses_n_policy_above_1000() {
+    let host = start(KmsHostConfig::default());
+    let mut request = windows_request(1, T0);
+    request.n_policy = 1001;
+    assert_eq!(ask(&host, request.clone(), T0), Outcome::Refused(HResult::INVALID_DATA));
+    request.n_policy = 1000;
+    assert_eq!(ask(&host, request, T0), Outcome::Count(1));
+}
+
+#[test]
+fn cidr_allow_list_admits_listed_networks_only() {
+    let list: CidrAllowList = "10.0.0.0/8 ::1".parse().unwrap();
+    let host = start(KmsHostConfig::default()).with_hook(list);
+    let config = HostConfig::default();
+    let inside: SocketAddr = "10.2.3.4:50000".parse().unwrap();
+    let outside: SocketAddr = "192.0.2.1:50000".parse().unwrap();
+    let mapped: SocketAddr = "[::ffff:10.9.9.9]:1".parse().unwrap();
+    let ok = |peer| activate(&host, &config, Some(peer), windows_request(1, T0), T0).0;
+    assert_eq!(ok(inside), Outcome::Count(1));
+    assert_eq!(ok(mapped), Outcome::Count(1));
+    assert_eq!(ok("[::1]:1".parse().unwrap()), Outcome::Count(1));
+    assert_eq!(ok(outside), Outcome::Refused(HResult::ACCESS_DENIED));
+    // No peer known: refused.
+    assert_eq!(
+        activate(&host, &config, None, windows_request(1, T0), T0).0,
+        Outcome::Refused(HResult::ACCESS_DENIED)
+    );
+}
+
+#[test]
+fn product_allow_list_and_max_clients() {
+    let host = start(KmsHostConfig::default())
+        .with_hook(ProductAllowList::default().with_kms_id(id(WIN_CLIENT_KMS)))
+        .with_hook(MaxClients(2));
+    assert_eq!(ask(&host, office_request(1, T0), T0), Outcome::Refused(HResult::KMS_ID_MISMATCH));
+    assert_eq!(ask(&host, windows_request(1, T0), T0), Outcome::Count(1));
+    assert_eq!(ask(&host, windows_request(2, T0), T0), Outcome::Count(2));
+    assert_eq!(
+        ask(&host, windows_request(3, T0), T0),
+        Outcome::Refused(HResult::CLIENT_TABLE_FULL)
+    );
+    // Known clients keep renewing.
+    assert_eq!(ask(&host, windows_request(1, T0), T0), Outcome::Count(2));
+}
+
+#[test]
+fn hooks_can_adjust_the_answer() {
+    struct ShortRetry;
+    impl DecisionHook for ShortRetry {
+        fn adjust(
+            &self,
+            _: &RequestContext,
+            _: &RequestBody,
+            answer: &mut kms_activation::host::Answer,
+        ) {
+            answer.activation_interval = 15;
+        }
+    }
+    let host = start(KmsHostConfig::default()).with_hook(ShortRetry);
+    let event = request_event(windows_request(1, T0));
+    let decision = pollster::block_on(host.decide(&event));
+    assert_eq!(decision.reply.unwrap().activation_interval, 15);
+}
+
+/// A store that fails every write, as a database that went away.
+struct BrokenStore;
+
+impl CountStore for BrokenStore {
+    async fn record_visit(&self, _: Visit) -> Result<Tally, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn tally(&self, _: Uuid, _: FileTime) -> Result<Tally, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn append_activation(&self, _: &ActivationRecord, _: FileTime) -> Result<(), StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn recent_activations(&self, _: usize) -> Result<Vec<ActivationRecord>, StoreError> {
+        Err(StoreError::Unavailable("down".into()))
+    }
+    async fn host_epid(&self, _: Uuid, candidate: &str) -> Result<String, StoreError> {
+        Ok(candidate.to_owned())
+    }
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failing_store_refuses_rather_than_guess() {
+    let host = pollster::block_on(KmsHost::start(
+        KmsHostConfig::default(),
+        BrokenStore,
+        FileTime::from_ticks(T0),
+        &mut rng(),
+    ))
+    .unwrap();
+    assert_eq!(
+        ask(&host, windows_request(1, T0), T0),
+        Outcome::Refused(HResult::BINDING_SERVICE_NOT_ENABLED)
+    );
+}
+
+fn request_event(body: RequestBody) -> kms_activation::host::RequestEvent {
+    // Drive a real connection to obtain a genuine event.
+    let mut rng = rng();
+    let mut client = ClientConnection::new(&ClientConfig::default());
+    client.send_request(body, &mut rng).unwrap();
+    let mut conn = HostConnection::new(&HostConfig::default());
+    for _ in 0..4 {
+        let bytes = client.transmit().to_vec();
+        client.advance_transmit(bytes.len());
+        conn.handle_input(FileTime::from_ticks(T0), &bytes, &mut rng).unwrap();
+        while let Some(event) = conn.poll_event() {
+            if let HostEvent::Request(request) = event {
+                return request;
+            }
+        }
+        let back = conn.transmit().to_vec();
+        conn.advance_transmit(back.len());
+        client.handle_input(&back, &mut rng).unwrap();
+    }
+    panic!("no request event");
+}
+
+#[test]
+fn activation_records_carry_the_event_12290_fields() {
+    let host = start(KmsHostConfig::default());
+    let peer: SocketAddr = "192.0.2.7:49152".parse().unwrap();
+    let mut request = windows_request(9, T0);
+    request.vm_info = 1;
+    request.license_status = LicenseStatus::Licensed;
+    request.binding_expiration = 250_000;
+    let (_, records) = activate(&host, &HostConfig::default(), Some(peer), request.clone(), T0);
+    let record = &records[0];
+    assert_eq!(record.peer, Some(peer));
+    assert_eq!(record.n_policy, 25);
+    assert_eq!(record.workstation, request.workstation);
+    assert_eq!(record.cmid, request.cmid);
+    assert_eq!(record.client_time, request.client_time);
+    assert!(record.virtual_machine);
+    assert_eq!(record.license_status, LicenseStatus::Licensed);
+    assert_eq!(record.minutes_to_expiry, 250_000);
+    assert_eq!(record.sku_id, id(WIN10_ENT));
+    assert_eq!(record.sku_name(), Some("Windows 10/11 Enterprise"));
+    assert_eq!((record.count, record.result), (Some(1), HResult::S_OK));
+    let logged = pollster::block_on(host.store().recent_activations(10)).unwrap();
+    assert_eq!(logged, records);
+}
+
+#[test]
+fn configuration_is_validated_at_start() {
+    let start_with = |config: KmsHostConfig| {
+        pollster::block_on(KmsHost::start(
+            config,
+            MemoryStore::default(),
+            FileTime::from_ticks(T0),
+            &mut rng(),
+        ))
+    };
+    let mut config = KmsHostConfig::default();
+    config.add_epid("not an epid");
+    assert!(matches!(start_with(config), Err(KmsHostError::BadEpid { .. })));
+    // A Server 2019 ePID on a host holding only the Office LTSC 2021 CSVLK.
+    let mut config = KmsHostConfig::default();
+    config
+        .set_csvlks([product::csvlk_for_kms(id(OFFICE_2021_KMS)).unwrap().id().unwrap()])
+        .add_epid("05426-00206-565-184251-03-1068-9200.0000-1222025");
+    assert!(matches!(
+        start_with(config),
+        Err(KmsHostError::EpidForNoHeldCsvlk { .. })
+    ));
+    // Platform id 03612 does not match build 9200.
+    let mut config = KmsHostConfig::default();
+    config.add_epid("03612-00206-565-184251-03-1068-9200.0000-1222025");
+    assert!(matches!(
+        start_with(config),
+        Err(KmsHostError::ImplausibleEpid { .. })
+    ));
+    let mut config = KmsHostConfig::default();
+    config.set_csvlks([Uuid::from_u128(5)]);
+    assert!(matches!(start_with(config), Err(KmsHostError::UnknownCsvlk(_))));
+    // A valid given ePID is used for its CSVLK.
+    let mut config = KmsHostConfig::default();
+    config.add_epid("05426-00206-565-184251-03-1068-9200.0000-1222025");
+    let host = start_with(config).unwrap();
+    let server_2019 = id("2e7a9ad1-a849-4b56-babe-17d5a29fe4b4");
+    let (_, epid) = host.epids().find(|(c, _)| c.id() == Some(server_2019)).unwrap();
+    assert_eq!(epid, "05426-00206-565-184251-03-1068-9200.0000-1222025");
+}
+
+#[test]
+fn generated_epids_are_plausible_and_kept_in_the_store() {
+    let store = std::sync::Arc::new(MemoryStore::default());
+    let first = pollster::block_on(KmsHost::start(
+        KmsHostConfig::default(),
+        store.clone(),
+        FileTime::from_ticks(T0),
+        &mut ScriptedRandom::new([1u8; 8192]),
+    ))
+    .unwrap();
+    let today = FileTime::from_ticks(T0).to_datetime().unwrap();
+    let mut count = 0;
+    for (csvlk, epid) in first.epids() {
+        let parsed = kms_activation::Epid::parse(epid).unwrap();
+        assert_eq!(parsed.problems_for(csvlk, today), vec![], "{}", csvlk.name());
+        count += 1;
+    }
+    assert!(count >= 40, "{count} CSVLKs held");
+    // A restart with other randomness keeps the stored ePIDs.
+    let second = pollster::block_on(KmsHost::start(
+        KmsHostConfig::default(),
+        store,
+        FileTime::from_ticks(T0 + DAY),
+        &mut ScriptedRandom::new([2u8; 8192]),
+    ))
+    .unwrap();
+    let a: Vec<_> = first.epids().map(|(_, e)| e.to_owned()).collect();
+    let b: Vec<_> = second.epids().map(|(_, e)| e.to_owned()).collect();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn answers_the_wire_cannot_carry_are_errors_for_the_embedder() {
+    let event = request_event(windows_request(1, T0));
+    let mut rng = rng();
+    let mut client = ClientConnection::new(&ClientConfig::default());
+    client.send_request(windows_request(1, T0), &mut rng).unwrap();
+    let mut conn = HostConnection::new(&HostConfig::default());
+    let mut id = None;
+    for _ in 0..4 {
+        let bytes = client.transmit().to_vec();
+        client.advance_transmit(bytes.len());
+        conn.handle_input(FileTime::from_ticks(T0), &bytes, &mut rng).unwrap();
+        if let Some(HostEvent::Request(request)) = conn.poll_event() {
+            id = Some(request.id);
+            break;
+        }
+        let back = conn.transmit().to_vec();
+        conn.advance_transmit(back.len());
+        client.handle_input(&back, &mut rng).unwrap();
+    }
+    let id = id.unwrap();
+    let answer = |epid: String| kms_activation::host::Answer {
+        epid,
+        hwid: kms_activation::Hwid([1; 8]),
+        count: 50,
+        activation_interval: 120,
+        renewal_interval: 10_080,
+    };
+    let too_long = "0".repeat(64);
+    assert!(matches!(
+        conn.answer(id, answer(too_long), &mut rng),
+        Err(AnswerError::Unencodable(_))
+    ));
+    assert!(matches!(
+        conn.answer(id, answer("a\0b".into()), &mut rng),
+        Err(AnswerError::Unencodable(_))
+    ));
+    assert!(conn.transmit().is_empty(), "nothing sent for a bad answer");
+    assert_eq!(conn.refuse(id, HResult::S_OK), Err(AnswerError::SuccessIsNotARefusal));
+    conn.answer(id, answer("0".repeat(63)), &mut rng).unwrap();
+    assert_eq!(conn.refuse(id, HResult::INVALID_DATA), Err(AnswerError::UnknownRequest(id)));
+    assert_eq!(event.id.index(), 0);
+}
+
+/// A bound NDR32-only connection and `n` pipelined request PDUs (call ids
+/// 10, 11, …), as a client that does not wait for answers would send.
+fn pipelined(conn: &mut HostConnection, n: u32) -> Vec<u8> {
+    use bytes::BytesMut;
+    use kms_activation::rpc::{self, Pdu, PduBody, PfcFlags, Request};
+    let mut rng = rng();
+    let mut client_config = ClientConfig::default();
+    client_config.set_ndr64(false).set_btfn(false);
+    let client = ClientConnection::new(&client_config);
+    let bind = client.transmit().to_vec();
+    conn.handle_input(FileTime::from_ticks(T0), &bind, &mut rng).unwrap();
+    let ack = conn.transmit().len();
+    conn.advance_transmit(ack);
+    let mut out = BytesMut::new();
+    for call in 0..n {
+        let mut msg = BytesMut::new();
+        kms_activation::message::encode_request(
+            &windows_request(u128::from(call) + 1, T0),
+            &mut rng,
+            &mut msg,
+        )
+        .unwrap();
+        let mut stub = BytesMut::new();
+        rpc::encode_request_stub(rpc::Ndr::Ndr32, &msg, &mut stub);
+        Pdu {
+            call_id: 10 + call,
+            flags: PfcFlags::SINGLE,
+            body: PduBody::Request(Request {
+                alloc_hint: u32::try_from(stub.len()).unwrap(),
+                context_id: 0,
+                opnum: 0,
+                object: None,
+                stub: stub.freeze(),
+            }),
+        }
+        .encode(&mut out);
+    }
+    out.to_vec()
+}
+
+fn call_ids(bytes: &[u8]) -> Vec<u32> {
+    let mut ids = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let len = kms_activation::rpc::frame_len(rest, 65_535).unwrap().unwrap();
+        let pdu = kms_activation::rpc::Pdu::decode(&rest[..len]).unwrap();
+        ids.push(pdu.call_id);
+        rest = &rest[len..];
+    }
+    ids
+}
+
+#[test]
+fn answers_leave_in_call_order_whatever_the_order_given() {
+    let mut config = HostConfig::default();
+    let mut limits = *config.limits();
+    limits.max_unanswered_requests = 2;
+    config.set_limits(limits);
+    let mut conn = HostConnection::new(&config);
+    let stream = pipelined(&mut conn, 3);
+    let mut rng = rng();
+    let now = FileTime::from_ticks(T0);
+    // At the limit of two unanswered requests the third stays unread.
+    let used = conn.handle_input(now, &stream, &mut rng).unwrap();
+    assert!(used < stream.len());
+    assert_eq!(conn.unanswered_requests(), 2);
+    let Some(HostEvent::Request(first)) = conn.poll_event() else { panic!() };
+    let Some(HostEvent::Request(second)) = conn.poll_event() else { panic!() };
+    assert_eq!(conn.handle_input(now, &stream[used..], &mut rng).unwrap(), 0);
+    // The second is answered first: nothing may leave before the first.
+    conn.refuse(second.id, HResult::CLIENT_TABLE_FULL).unwrap();
+    assert!(conn.transmit().is_empty());
+    conn.refuse(first.id, HResult::ACCESS_DENIED).unwrap();
+    assert_eq!(call_ids(conn.transmit()), vec![10, 11]);
+    conn.advance_transmit(conn.transmit().len());
+    // Room again: the third request is read.
+    let rest = conn.handle_input(now, &stream[used..], &mut rng).unwrap();
+    assert_eq!(used + rest, stream.len());
+    let Some(HostEvent::Request(third)) = conn.poll_event() else { panic!() };
+    assert_eq!(third.context.call_id, 12);
+    conn.refuse(third.id, HResult::ACCESS_DENIED).unwrap();
+    assert_eq!(call_ids(conn.transmit()), vec![12]);
+}
+
+#[test]
+fn rejected_requests_name_their_reason() {
+    let mut rng = rng();
+    let mut client = ClientConnection::new(&ClientConfig::default());
+    let mut request = windows_request(1, T0);
+    request.n_policy = 5000;
+    client.send_request(request, &mut rng).unwrap();
+    let mut conn = HostConnection::new(&HostConfig::default());
+    for _ in 0..4 {
+        let bytes = client.transmit().to_vec();
+        client.advance_transmit(bytes.len());
+        conn.handle_input(FileTime::from_ticks(T0), &bytes, &mut rng).unwrap();
+        if let Some(HostEvent::Rejected(rejected)) = conn.poll_event() {
+            assert_eq!(rejected.reason, RejectReason::NPolicyTooLarge { n_policy: 5000 });
+            assert_eq!(rejected.result, HResult::INVALID_DATA);
+            assert_eq!(rejected.body.unwrap().n_policy, 5000);
+            return;
+        }
+        let back = conn.transmit().to_vec();
+        conn.advance_transmit(back.len());
+        client.handle_input(&back, &mut rng).unwrap();
+    }
+    panic!("no rejection");
+}
+
+#[test]
+fn count_window_is_configurable() {
+    let mut config = KmsHostConfig::default();
+    config.set_count_window(Duration::from_secs(3600));
+    let host = start(config);
+    assert_eq!(ask(&host, windows_request(1, T0), T0), Outcome::Count(1));
+    let later = T0 + 61 * MINUTE;
+    assert_eq!(ask(&host, windows_request(2, later), later), Outcome::Count(1));
+}
