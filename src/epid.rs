@@ -36,8 +36,8 @@ use core::str::FromStr;
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 
-use crate::{RandomSource, Uuid};
 use crate::product::{self, Csvlk, KeyIdRange};
+use crate::{RandomSource, Uuid};
 
 /// The license channel every KMS host ePID carries (`03`, volume).
 pub const VOLUME_CHANNEL: u8 = 3;

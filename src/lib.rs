@@ -99,6 +99,6 @@ pub use error::Error;
 pub use hresult::HResult;
 pub use message::{Hwid, LicenseStatus, RequestBody, ResponseBody, Version};
 pub use product_key::{ProductKey, ProductKeyError};
-pub use random::{RandomSource, ScriptedRandom};
+pub use random::{OsRandom, RandomSource, ScriptedRandom};
 pub use time::{FileTime, FileTimeRangeError};
 pub use uuid::Uuid;

@@ -42,6 +42,38 @@ impl<R: RandomSource + ?Sized> RandomSource for Box<R> {
     }
 }
 
+/// The operating system's cryptographically secure generator (`getrandom`):
+/// the source to use in production.
+///
+/// ```
+/// use kms_activation::{OsRandom, RandomSource};
+///
+/// let mut iv = [0u8; 16];
+/// OsRandom.fill_bytes(&mut iv);
+/// # let mut other = [0u8; 16];
+/// # OsRandom.fill_bytes(&mut other);
+/// # assert_ne!(iv, other);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OsRandom;
+
+impl RandomSource for OsRandom {
+    /// # Panics
+    ///
+    /// When the operating system has no randomness to give (on Linux, only
+    /// before the kernel's pool is initialised at boot, where `getrandom`
+    /// blocks instead); a host must not go on with predictable replies.
+    #[expect(
+        clippy::panic,
+        reason = "continuing without entropy would make replies predictable"
+    )]
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        if let Err(e) = getrandom::fill(dest) {
+            panic!("the operating system gave no randomness: {e}");
+        }
+    }
+}
+
 /// A source that replays a fixed script of bytes, then zeros.
 ///
 /// Meant for tests and for reproducing captured traffic: feed it the IVs

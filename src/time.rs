@@ -84,6 +84,25 @@ impl TryFrom<DateTime<Utc>> for FileTime {
     }
 }
 
+impl TryFrom<std::time::SystemTime> for FileTime {
+    type Error = FileTimeRangeError;
+
+    /// The FILETIME of a `SystemTime`, e.g. `SystemTime::now()` in the I/O
+    /// loop that drives an engine (the core itself never reads the clock).
+    ///
+    /// ```
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// use kms_activation::FileTime;
+    ///
+    /// let t = UNIX_EPOCH + Duration::from_secs(1_779_417_057);
+    /// assert_eq!(FileTime::try_from(t)?.to_string(), "2026-05-22T02:30:57Z");
+    /// # Ok::<(), kms_activation::FileTimeRangeError>(())
+    /// ```
+    fn try_from(t: std::time::SystemTime) -> Result<Self, Self::Error> {
+        Self::try_from(DateTime::<Utc>::from(t))
+    }
+}
+
 impl fmt::Display for FileTime {
     /// RFC 3339 in UTC to the second, or the raw ticks when out of range.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -8,8 +8,8 @@ use kms_activation::client::{ClientConfig, ClientConnection, ClientEvent};
 use kms_activation::host::store::{CountStore, MemoryStore, StoreError, Tally, Visit};
 use kms_activation::host::{
     ActivationRecord, AnswerError, CidrAllowList, CountPolicy, DecisionHook, HostConfig,
-    HostConnection, HostEvent, KmsHost, KmsHostConfig, KmsHostError, MaxClients,
-    ProductAllowList, RejectReason, RequestContext,
+    HostConnection, HostEvent, KmsHost, KmsHostConfig, KmsHostError, MaxClients, ProductAllowList,
+    RejectReason, RequestContext,
 };
 use kms_activation::message::{RequestBody, Version};
 use kms_activation::{FileTime, HResult, LicenseStatus, ScriptedRandom, Uuid, product};
@@ -107,7 +107,10 @@ fn activate<S: CountStore>(
         records.extend(host.process_blocking(&mut conn, &mut rng));
         let to_client = conn.transmit().to_vec();
         conn.advance_transmit(to_client.len());
-        assert_eq!(client.handle_input(&to_client, &mut rng).unwrap(), to_client.len());
+        assert_eq!(
+            client.handle_input(&to_client, &mut rng).unwrap(),
+            to_client.len()
+        );
         while let Some(event) = client.poll_event() {
             match event {
                 ClientEvent::Activated(response) => {
@@ -155,7 +158,11 @@ fn every_catalog_sku_and_version_against_a_genuine_host() {
                     assert!(count >= 1);
                     let epid = host.epid_for(item.id()).unwrap();
                     let parsed = kms_activation::Epid::parse(epid).unwrap();
-                    assert!(parsed.can_activate(item.id()), "{}: ePID {epid}", sku.name());
+                    assert!(
+                        parsed.can_activate(item.id()),
+                        "{}: ePID {epid}",
+                        sku.name()
+                    );
                     activated += 1;
                 }
                 Outcome::Refused(hresult) => {
@@ -185,7 +192,8 @@ fn count_rises_to_the_threshold_exactly_at_n() {
     }
     for cmid in 1..=6u32 {
         at += MINUTE;
-        let Outcome::Count(count) = ask(&host, office_request(1000 + u128::from(cmid), at), at) else {
+        let Outcome::Count(count) = ask(&host, office_request(1000 + u128::from(cmid), at), at)
+        else {
             panic!("refused");
         };
         // Office counts apart from Windows.
@@ -198,7 +206,11 @@ fn count_rises_to_the_threshold_exactly_at_n() {
     assert_eq!(stats.total_requests, 37);
     assert_eq!(stats.failed_requests, 0);
     assert_eq!(stats.requests_by_license_status[2], 37);
-    let windows = stats.counts.iter().find(|c| c.application_id == id(WINDOWS)).unwrap();
+    let windows = stats
+        .counts
+        .iter()
+        .find(|c| c.application_id == id(WINDOWS))
+        .unwrap();
     assert_eq!((windows.clients, windows.current_count), (30, 30));
     assert_eq!(windows.name(), Some("Windows"));
 }
@@ -231,10 +243,16 @@ fn clients_age_out_after_thirty_days() {
     let host = start(KmsHostConfig::default());
     assert_eq!(ask(&host, windows_request(1, T0), T0), Outcome::Count(1));
     let almost = T0 + 30 * DAY - MINUTE;
-    assert_eq!(ask(&host, windows_request(2, almost), almost), Outcome::Count(2));
+    assert_eq!(
+        ask(&host, windows_request(2, almost), almost),
+        Outcome::Count(2)
+    );
     let later = T0 + 30 * DAY + MINUTE;
     // Client 1 has aged out; client 2 still counts.
-    assert_eq!(ask(&host, windows_request(3, later), later), Outcome::Count(2));
+    assert_eq!(
+        ask(&host, windows_request(3, later), later),
+        Outcome::Count(2)
+    );
 }
 
 #[test]
@@ -265,11 +283,17 @@ fn kms_ids_outside_the_held_csvlks_are_refused() {
     let host = start(KmsHostConfig::default());
     let mut request = windows_request(1, T0);
     request.kms_id = Uuid::from_u128(0x1234);
-    assert_eq!(ask(&host, request, T0), Outcome::Refused(HResult::KMS_ID_MISMATCH));
+    assert_eq!(
+        ask(&host, request, T0),
+        Outcome::Refused(HResult::KMS_ID_MISMATCH)
+    );
     // An Office KMS ID under the Windows application ID.
     let mut request = windows_request(1, T0);
     request.kms_id = id(OFFICE_2021_KMS);
-    assert_eq!(ask(&host, request, T0), Outcome::Refused(HResult::KMS_ID_MISMATCH));
+    assert_eq!(
+        ask(&host, request, T0),
+        Outcome::Refused(HResult::KMS_ID_MISMATCH)
+    );
 
     // A host holding only the Office LTSC 2021 CSVLK refuses Windows.
     let office_2021_csvlk = product::csvlk_for_kms(id(OFFICE_2021_KMS)).unwrap();
@@ -290,7 +314,10 @@ fn unaccepted_versions_are_refused() {
     let host = start(config);
     let mut request = windows_request(1, T0);
     request.version = Version::V5;
-    assert_eq!(ask(&host, request, T0), Outcome::Refused(HResult::INVALID_DATA));
+    assert_eq!(
+        ask(&host, request, T0),
+        Outcome::Refused(HResult::INVALID_DATA)
+    );
     assert_eq!(ask(&host, windows_request(1, T0), T0), Outcome::Count(1));
 }
 
@@ -340,7 +367,10 @@ fn engine_refuses_n_policy_above_1000() {
     let host = start(KmsHostConfig::default());
     let mut request = windows_request(1, T0);
     request.n_policy = 1001;
-    assert_eq!(ask(&host, request.clone(), T0), Outcome::Refused(HResult::INVALID_DATA));
+    assert_eq!(
+        ask(&host, request.clone(), T0),
+        Outcome::Refused(HResult::INVALID_DATA)
+    );
     request.n_policy = 1000;
     assert_eq!(ask(&host, request, T0), Outcome::Count(1));
 }
@@ -370,7 +400,10 @@ fn product_allow_list_and_max_clients() {
     let host = start(KmsHostConfig::default())
         .with_hook(ProductAllowList::default().with_kms_id(id(WIN_CLIENT_KMS)))
         .with_hook(MaxClients(2));
-    assert_eq!(ask(&host, office_request(1, T0), T0), Outcome::Refused(HResult::KMS_ID_MISMATCH));
+    assert_eq!(
+        ask(&host, office_request(1, T0), T0),
+        Outcome::Refused(HResult::KMS_ID_MISMATCH)
+    );
     assert_eq!(ask(&host, windows_request(1, T0), T0), Outcome::Count(1));
     assert_eq!(ask(&host, windows_request(2, T0), T0), Outcome::Count(2));
     assert_eq!(
@@ -448,7 +481,8 @@ fn request_event(body: RequestBody) -> kms_activation::host::RequestEvent {
     for _ in 0..4 {
         let bytes = client.transmit().to_vec();
         client.advance_transmit(bytes.len());
-        conn.handle_input(FileTime::from_ticks(T0), &bytes, &mut rng).unwrap();
+        conn.handle_input(FileTime::from_ticks(T0), &bytes, &mut rng)
+            .unwrap();
         while let Some(event) = conn.poll_event() {
             if let HostEvent::Request(request) = event {
                 return request;
@@ -469,7 +503,13 @@ fn activation_records_carry_the_event_12290_fields() {
     request.vm_info = 1;
     request.license_status = LicenseStatus::Licensed;
     request.binding_expiration = 250_000;
-    let (_, records) = activate(&host, &HostConfig::default(), Some(peer), request.clone(), T0);
+    let (_, records) = activate(
+        &host,
+        &HostConfig::default(),
+        Some(peer),
+        request.clone(),
+        T0,
+    );
     let record = &records[0];
     assert_eq!(record.peer, Some(peer));
     assert_eq!(record.n_policy, 25);
@@ -498,11 +538,17 @@ fn configuration_is_validated_at_start() {
     };
     let mut config = KmsHostConfig::default();
     config.add_epid("not an epid");
-    assert!(matches!(start_with(config), Err(KmsHostError::BadEpid { .. })));
+    assert!(matches!(
+        start_with(config),
+        Err(KmsHostError::BadEpid { .. })
+    ));
     // A Server 2019 ePID on a host holding only the Office LTSC 2021 CSVLK.
     let mut config = KmsHostConfig::default();
     config
-        .set_csvlks([product::csvlk_for_kms(id(OFFICE_2021_KMS)).unwrap().id().unwrap()])
+        .set_csvlks([product::csvlk_for_kms(id(OFFICE_2021_KMS))
+            .unwrap()
+            .id()
+            .unwrap()])
         .add_epid("05426-00206-565-184251-03-1068-9200.0000-1222025");
     assert!(matches!(
         start_with(config),
@@ -517,13 +563,19 @@ fn configuration_is_validated_at_start() {
     ));
     let mut config = KmsHostConfig::default();
     config.set_csvlks([Uuid::from_u128(5)]);
-    assert!(matches!(start_with(config), Err(KmsHostError::UnknownCsvlk(_))));
+    assert!(matches!(
+        start_with(config),
+        Err(KmsHostError::UnknownCsvlk(_))
+    ));
     // A valid given ePID is used for its CSVLK.
     let mut config = KmsHostConfig::default();
     config.add_epid("05426-00206-565-184251-03-1068-9200.0000-1222025");
     let host = start_with(config).unwrap();
     let server_2019 = id("2e7a9ad1-a849-4b56-babe-17d5a29fe4b4");
-    let (_, epid) = host.epids().find(|(c, _)| c.id() == Some(server_2019)).unwrap();
+    let (_, epid) = host
+        .epids()
+        .find(|(c, _)| c.id() == Some(server_2019))
+        .unwrap();
     assert_eq!(epid, "05426-00206-565-184251-03-1068-9200.0000-1222025");
 }
 
@@ -541,7 +593,12 @@ fn generated_epids_are_plausible_and_kept_in_the_store() {
     let mut count = 0;
     for (csvlk, epid) in first.epids() {
         let parsed = kms_activation::Epid::parse(epid).unwrap();
-        assert_eq!(parsed.problems_for(csvlk, today), vec![], "{}", csvlk.name());
+        assert_eq!(
+            parsed.problems_for(csvlk, today),
+            vec![],
+            "{}",
+            csvlk.name()
+        );
         count += 1;
     }
     assert!(count >= 40, "{count} CSVLKs held");
@@ -563,13 +620,16 @@ fn answers_the_wire_cannot_carry_are_errors_for_the_embedder() {
     let event = request_event(windows_request(1, T0));
     let mut rng = rng();
     let mut client = ClientConnection::new(&ClientConfig::default());
-    client.send_request(windows_request(1, T0), &mut rng).unwrap();
+    client
+        .send_request(windows_request(1, T0), &mut rng)
+        .unwrap();
     let mut conn = HostConnection::new(&HostConfig::default());
     let mut id = None;
     for _ in 0..4 {
         let bytes = client.transmit().to_vec();
         client.advance_transmit(bytes.len());
-        conn.handle_input(FileTime::from_ticks(T0), &bytes, &mut rng).unwrap();
+        conn.handle_input(FileTime::from_ticks(T0), &bytes, &mut rng)
+            .unwrap();
         if let Some(HostEvent::Request(request)) = conn.poll_event() {
             id = Some(request.id);
             break;
@@ -596,9 +656,15 @@ fn answers_the_wire_cannot_carry_are_errors_for_the_embedder() {
         Err(AnswerError::Unencodable(_))
     ));
     assert!(conn.transmit().is_empty(), "nothing sent for a bad answer");
-    assert_eq!(conn.refuse(id, HResult::S_OK), Err(AnswerError::SuccessIsNotARefusal));
+    assert_eq!(
+        conn.refuse(id, HResult::S_OK),
+        Err(AnswerError::SuccessIsNotARefusal)
+    );
     conn.answer(id, answer("0".repeat(63)), &mut rng).unwrap();
-    assert_eq!(conn.refuse(id, HResult::INVALID_DATA), Err(AnswerError::UnknownRequest(id)));
+    assert_eq!(
+        conn.refuse(id, HResult::INVALID_DATA),
+        Err(AnswerError::UnknownRequest(id))
+    );
     assert_eq!(event.id.index(), 0);
 }
 
@@ -612,7 +678,8 @@ fn pipelined(conn: &mut HostConnection, n: u32) -> Vec<u8> {
     client_config.set_ndr64(false).set_btfn(false);
     let client = ClientConnection::new(&client_config);
     let bind = client.transmit().to_vec();
-    conn.handle_input(FileTime::from_ticks(T0), &bind, &mut rng).unwrap();
+    conn.handle_input(FileTime::from_ticks(T0), &bind, &mut rng)
+        .unwrap();
     let ack = conn.transmit().len();
     conn.advance_transmit(ack);
     let mut out = BytesMut::new();
@@ -646,7 +713,9 @@ fn call_ids(bytes: &[u8]) -> Vec<u32> {
     let mut ids = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
-        let len = kms_activation::rpc::frame_len(rest, 65_535).unwrap().unwrap();
+        let len = kms_activation::rpc::frame_len(rest, 65_535)
+            .unwrap()
+            .unwrap();
         let pdu = kms_activation::rpc::Pdu::decode(&rest[..len]).unwrap();
         ids.push(pdu.call_id);
         rest = &rest[len..];
@@ -668,9 +737,16 @@ fn answers_leave_in_call_order_whatever_the_order_given() {
     let used = conn.handle_input(now, &stream, &mut rng).unwrap();
     assert!(used < stream.len());
     assert_eq!(conn.unanswered_requests(), 2);
-    let Some(HostEvent::Request(first)) = conn.poll_event() else { panic!() };
-    let Some(HostEvent::Request(second)) = conn.poll_event() else { panic!() };
-    assert_eq!(conn.handle_input(now, &stream[used..], &mut rng).unwrap(), 0);
+    let Some(HostEvent::Request(first)) = conn.poll_event() else {
+        panic!()
+    };
+    let Some(HostEvent::Request(second)) = conn.poll_event() else {
+        panic!()
+    };
+    assert_eq!(
+        conn.handle_input(now, &stream[used..], &mut rng).unwrap(),
+        0
+    );
     // The second is answered first: nothing may leave before the first.
     conn.refuse(second.id, HResult::CLIENT_TABLE_FULL).unwrap();
     assert!(conn.transmit().is_empty());
@@ -680,7 +756,9 @@ fn answers_leave_in_call_order_whatever_the_order_given() {
     // Room again: the third request is read.
     let rest = conn.handle_input(now, &stream[used..], &mut rng).unwrap();
     assert_eq!(used + rest, stream.len());
-    let Some(HostEvent::Request(third)) = conn.poll_event() else { panic!() };
+    let Some(HostEvent::Request(third)) = conn.poll_event() else {
+        panic!()
+    };
     assert_eq!(third.context.call_id, 12);
     conn.refuse(third.id, HResult::ACCESS_DENIED).unwrap();
     assert_eq!(call_ids(conn.transmit()), vec![12]);
@@ -697,9 +775,13 @@ fn rejected_requests_name_their_reason() {
     for _ in 0..4 {
         let bytes = client.transmit().to_vec();
         client.advance_transmit(bytes.len());
-        conn.handle_input(FileTime::from_ticks(T0), &bytes, &mut rng).unwrap();
+        conn.handle_input(FileTime::from_ticks(T0), &bytes, &mut rng)
+            .unwrap();
         if let Some(HostEvent::Rejected(rejected)) = conn.poll_event() {
-            assert_eq!(rejected.reason, RejectReason::NPolicyTooLarge { n_policy: 5000 });
+            assert_eq!(
+                rejected.reason,
+                RejectReason::NPolicyTooLarge { n_policy: 5000 }
+            );
             assert_eq!(rejected.result, HResult::INVALID_DATA);
             assert_eq!(rejected.body.unwrap().n_policy, 5000);
             return;
@@ -718,5 +800,8 @@ fn count_window_is_configurable() {
     let host = start(config);
     assert_eq!(ask(&host, windows_request(1, T0), T0), Outcome::Count(1));
     let later = T0 + 61 * MINUTE;
-    assert_eq!(ask(&host, windows_request(2, later), later), Outcome::Count(1));
+    assert_eq!(
+        ask(&host, windows_request(2, later), later),
+        Outcome::Count(1)
+    );
 }

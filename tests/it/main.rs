@@ -18,8 +18,8 @@ mod corpus;
 #[cfg(feature = "pcap")]
 mod dissect;
 mod engines;
-mod kms_host;
 #[cfg(feature = "pcap")]
 mod kms_dissect;
+mod kms_host;
 mod support;
 mod vectors;
