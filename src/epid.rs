@@ -474,9 +474,9 @@ impl Epid {
     /// ```
     /// use kms_activation::{Epid, Uuid};
     /// let server_2019 = Epid::parse("05426-00206-565-184251-03-1068-9200.0000-1222025")?;
-    /// let windows_10_11: Uuid = "58e2134f-8e11-4d17-9cb2-91069c151148".parse().unwrap();
+    /// let server_2019_kms: Uuid = "8449b1fb-f0ea-497a-99ab-66ca96e9a0f5".parse().unwrap();
     /// let office_2021: Uuid = "86d50b16-4808-41af-b83b-b338274318b2".parse().unwrap();
-    /// assert!(server_2019.can_activate(windows_10_11));
+    /// assert!(server_2019.can_activate(server_2019_kms));
     /// assert!(!server_2019.can_activate(office_2021));
     /// # Ok::<(), kms_activation::epid::EpidError>(())
     /// ```

@@ -22,7 +22,7 @@ use crate::{HResult, Uuid};
 /// 3. [`adjust`](Self::adjust) changes the answer (count, intervals, …).
 ///
 /// ```
-/// use kms_activation::host::{Answer, DecisionHook, RequestContext};
+/// use kms_activation::host::{DecisionHook, RequestContext};
 /// use kms_activation::message::RequestBody;
 /// use kms_activation::HResult;
 ///
@@ -37,6 +37,7 @@ use crate::{HResult, Uuid};
 ///         }
 ///     }
 /// }
+/// let _hook: Box<dyn DecisionHook> = Box::new(LabOnly);
 /// ```
 pub trait DecisionHook: Send + Sync {
     /// Lets the request through (`Ok`) or refuses it with an HRESULT.
@@ -134,10 +135,9 @@ impl DecisionHook for CidrAllowList {
 /// use kms_activation::host::ProductAllowList;
 /// use kms_activation::Uuid;
 ///
-/// let windows_11_pro: Uuid = "2de67392-b7a7-462a-b1ca-108dd189f588".parse()?;
+/// let windows_11_pro = Uuid::from_u128(0x2de67392_b7a7_462a_b1ca_108dd189f588);
 /// let list = ProductAllowList::default().with_sku(windows_11_pro);
 /// assert!(list.allows(windows_11_pro, Uuid::nil()));
-/// # Ok::<(), kms_activation::uuid::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProductAllowList {
