@@ -782,3 +782,69 @@ fn count_window_is_configurable() {
         Outcome::Count(1)
     );
 }
+
+#[cfg(feature = "tracing")]
+mod tracing_events {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    use super::*;
+
+    /// Keeps the fields of every event, as `name=value` strings.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<(String, Vec<String>)>>>);
+
+    struct Fields(Vec<String>);
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push(format!("{}={value:?}", field.name()));
+        }
+    }
+
+    impl Subscriber for Capture {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut fields = Fields(Vec::new());
+            event.record(&mut fields);
+            let target = event.metadata().target().to_owned();
+            self.0.lock().unwrap().push((target, fields.0));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    #[test]
+    fn every_record_is_a_tracing_event() {
+        let capture = Capture::default();
+        let host = start(KmsHostConfig::default());
+        tracing::subscriber::with_default(capture.clone(), || {
+            ask(&host, windows_request(77, T0), T0);
+        });
+        let events = capture.0.lock().unwrap();
+        assert_eq!(events.len(), 1);
+        let (target, fields) = &events[0];
+        assert_eq!(target, "kms_activation::activation");
+        let has = |prefix: &str| fields.iter().any(|f| f.starts_with(prefix));
+        for field in [
+            "cmid=",
+            "workstation=",
+            "n_policy=25",
+            "license_status=2",
+            "sku=",
+            "result=",
+        ] {
+            assert!(has(field), "{field} missing from {fields:?}");
+        }
+    }
+}
