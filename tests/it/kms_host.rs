@@ -793,9 +793,12 @@ mod tracing_events {
 
     use super::*;
 
-    /// Keeps the fields of every event, as `name=value` strings.
+    /// An event's target and its fields as `name=value` strings.
+    type Captured = (String, Vec<String>);
+
+    /// Keeps every event.
     #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<(String, Vec<String>)>>>);
+    struct Capture(Arc<Mutex<Vec<Captured>>>);
 
     struct Fields(Vec<String>);
 
