@@ -20,5 +20,6 @@ mod dissect;
 mod engines;
 #[cfg(feature = "pcap")]
 mod kms_dissect;
+mod stores;
 mod support;
 mod vectors;
