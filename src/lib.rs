@@ -64,6 +64,11 @@
 //!
 //! * *default*: none; the core has no I/O dependencies.
 //! * `pcap`: the `dissect` module (reads pcap files with `pcap-parser`).
+//! * `sqlite`: `host::store::SqliteStore`, the host's clients, activation
+//!   log and ePIDs in one SQLite file (`rusqlite` with the bundled library),
+//!   with group commit.
+//! * `postgres`: `host::store::PostgresStore`, one PostgreSQL database
+//!   shared by a fleet of hosts (`tokio-postgres`; needs a Tokio runtime).
 //!
 //! ## Minimum supported Rust version
 //!

@@ -8,9 +8,23 @@
 //!
 //! * [`MemoryStore`]: in memory, bounded and aging; the default. Its futures
 //!   are ready at once.
-//! * `SqliteStore` (feature `sqlite`): an embedded file for one host, with
+#![cfg_attr(
+    feature = "sqlite",
+    doc = "* [`SqliteStore`] (feature `sqlite`): an embedded file for one host, with"
+)]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "* `SqliteStore` (feature `sqlite`): an embedded file for one host, with"
+)]
 //!   group commit (one `fsync` for every visit waiting at that moment).
-//! * `PostgresStore` (feature `postgres`): one database shared by a fleet of
+#![cfg_attr(
+    feature = "postgres",
+    doc = "* [`PostgresStore`] (feature `postgres`): one database shared by a fleet of"
+)]
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "* `PostgresStore` (feature `postgres`): one database shared by a fleet of"
+)]
 //!   hosts behind one SRV name, so they report one count.
 //!
 //! The persistent stores keep, besides the client rows, one counter row per
