@@ -6,7 +6,7 @@
 //! they were skipped and pass. Each uses a schema of its own and drops it.
 
 use kms_activation::host::ActivationRecord;
-use kms_activation::host::store::{CountStore, MemoryStore, StoreError, Tally, Visit};
+use kms_activation::host::store::{CountStore, MemoryStore, Tally, Visit};
 use kms_activation::message::RequestBody;
 use kms_activation::{FileTime, HResult, LicenseStatus, Uuid, Version};
 
@@ -486,7 +486,7 @@ mod sqlite {
 mod postgres {
     use std::sync::Arc;
 
-    use kms_activation::host::store::{PostgresOptions, PostgresStore};
+    use kms_activation::host::store::{PostgresOptions, PostgresStore, StoreError};
     use tokio::runtime::Runtime;
 
     use super::*;

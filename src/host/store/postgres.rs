@@ -118,6 +118,7 @@ impl PostgresOptions {
 /// assert!(tally.clients >= 1);
 /// # Ok(())
 /// # }
+/// # fn main() { drop(run()); }
 /// ```
 pub struct PostgresStore {
     inner: Arc<Inner>,
@@ -328,8 +329,10 @@ impl PostgresStore {
     /// let store =
     ///     kms_activation::host::store::PostgresStore::connect("postgres://kms@127.0.0.1/kms")
     ///         .await?;
+    /// drop(store);
     /// # Ok(())
     /// # }
+    /// # fn main() { drop(run()); }
     /// ```
     ///
     /// # Errors
@@ -349,8 +352,10 @@ impl PostgresStore {
     /// # async fn run() -> Result<(), kms_activation::host::store::StoreError> {
     /// let options = PostgresOptions::default().with_schema("kms_fleet");
     /// let store = PostgresStore::connect_with("postgres://kms@127.0.0.1/kms", options).await?;
+    /// drop(store);
     /// # Ok(())
     /// # }
+    /// # fn main() { drop(run()); }
     /// ```
     ///
     /// # Errors

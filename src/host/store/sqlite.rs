@@ -138,6 +138,7 @@ impl SqliteStore {
     ///
     /// ```no_run
     /// let store = kms_activation::host::store::SqliteStore::open("host.sqlite")?;
+    /// assert!(store.path().ends_with("host.sqlite"));
     /// # Ok::<(), kms_activation::host::store::StoreError>(())
     /// ```
     ///
@@ -157,6 +158,7 @@ impl SqliteStore {
     /// let mut options = SqliteOptions::default();
     /// options.synchronous = SqliteSync::Normal;
     /// let store = SqliteStore::open_with("host.sqlite", options)?;
+    /// drop(store); // waits for the writer thread to finish
     /// # Ok::<(), kms_activation::host::store::StoreError>(())
     /// ```
     ///
