@@ -71,6 +71,11 @@
 //! * `pcap`: the `dissect` module (reads pcap files with `pcap-parser`).
 //! * `tracing`: every [`host::ActivationRecord`] is also emitted as a
 //!   `tracing` event (target `kms_activation::activation`).
+//! * `sqlite`: `host::store::SqliteStore`, the host's clients, activation
+//!   log and ePIDs in one SQLite file (`rusqlite` with the bundled library),
+//!   with group commit.
+//! * `postgres`: `host::store::PostgresStore`, one PostgreSQL database
+//!   shared by a fleet of hosts (`tokio-postgres`; needs a Tokio runtime).
 //!
 //! ## Minimum supported Rust version
 //!

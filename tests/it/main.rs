@@ -21,5 +21,6 @@ mod engines;
 #[cfg(feature = "pcap")]
 mod kms_dissect;
 mod kms_host;
+mod stores;
 mod support;
 mod vectors;
