@@ -12,14 +12,15 @@
 //!
 //! | ID | what it names | lookup |
 //! |---|---|---|
-//! | Application ID | Windows, Office 2010, Office 2013+ (PROTOCOL.md §7.5) | [`application`] |
+//! | Application ID | Windows, Office 2010, Office 2013+ ([IDs](crate::message#application-ids)) | [`application`] |
 //! | KMS ID ("KMS counted ID") | a product group a host counts clients for | [`kms_item`] |
 //! | SKU ID (activation ID) | one edition, with its GVLK | [`sku`], [`sku_by_gvlk`] |
 //! | CSVLK ID | a host key group, as shown by `slmgr /dlv` on a host | [`csvlk`] |
 //!
 //! A request names all three of application, KMS ID and SKU ID. A host answers
 //! with the ePID of the CSVLK that covers the KMS ID ([`csvlk_for_kms`]) and
-//! checks the application against [`application_for_kms`] (PROTOCOL.md §6.1).
+//! checks the application against [`application_for_kms`] (see
+//! [what a host checks](crate::message#what-a-host-checks)).
 //!
 //! # Example
 //!
@@ -83,7 +84,7 @@ pub enum Source {
 /// An application: Windows, Office 2010 or Office 2013 and later.
 ///
 /// Each KMS ID belongs to one application, and a host keeps one client count
-/// per application (PROTOCOL.md §7.3).
+/// per application ([count semantics](crate::message#count-intervals-epid-and-hardware-id)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Application {
     id: Uuid,
@@ -626,7 +627,8 @@ pub fn csvlk_for_kms(kms_id: Uuid) -> Option<&'static Csvlk> {
 }
 
 /// The application a KMS ID belongs to; a host compares it with the
-/// request's application ID (PROTOCOL.md §6.1 step 6).
+/// request's application ID (step 6 of
+/// [what a host checks](crate::message#what-a-host-checks)).
 #[must_use]
 pub fn application_for_kms(kms_id: Uuid) -> Option<&'static Application> {
     kms_item(kms_id).and_then(KmsItem::application)
