@@ -1,7 +1,8 @@
 //! Host decisions per second: `CountStore::record_visit` on the memory,
 //! SQLite and PostgreSQL stores, one visit at a time with 10 000 and
 //! 1 000 000 known CMIDs, and 64 visits in flight at once (where group
-//! commit shows).
+//! commit shows); and whole `KmsHost::decide` calls (key lookup, count,
+//! activation log), 64 in flight, on each store.
 //!
 //! Run: `cargo bench --bench store --all-features` (PostgreSQL only with
 //! `KMS_TEST_POSTGRES_URL` set). The 1 000 000-client pre-load runs only
@@ -25,7 +26,10 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use kms_activation::host::store::{
     CountStore, MemoryStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore, Visit,
 };
-use kms_activation::{FileTime, Uuid};
+use kms_activation::host::{KmsHost, KmsHostConfig, RequestContext, RequestEvent};
+use kms_activation::message::{RequestBody, Version};
+use kms_activation::rpc::Ndr;
+use kms_activation::{FileTime, LicenseStatus, ScriptedRandom, Uuid};
 use tokio::runtime::Runtime;
 
 const DAY: u64 = 86_400 * 10_000_000;
@@ -307,5 +311,107 @@ fn concurrent(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, one_at_a_time, concurrent);
+/// A Windows 10/11 Enterprise request for the visit's client.
+fn request_event(visit: &Visit) -> RequestEvent {
+    let context = RequestContext {
+        peer: None,
+        connection_id: 0,
+        call_id: 2,
+        ndr: Ndr::Ndr64,
+        received_at: visit.at,
+    };
+    RequestEvent::detached(
+        context,
+        RequestBody {
+            version: Version::V6,
+            vm_info: 0,
+            license_status: LicenseStatus::Licensed,
+            binding_expiration: 250_000,
+            application_id: visit.application_id,
+            sku_id: Uuid::from_u128(0x7311_1121_5638_40f6_bc11_f1d7_b0d6_4300),
+            kms_id: Uuid::from_u128(0x58e2_134f_8e11_4d17_9cb2_9106_9c15_1148),
+            cmid: visit.cmid,
+            previous_cmid: Uuid::nil(),
+            n_policy: visit.n_policy,
+            client_time: visit.at,
+            workstation: "client.example.org".into(),
+        },
+    )
+}
+
+fn kms_host<S: CountStore>(rt: &Runtime, store: S) -> Arc<KmsHost<S>> {
+    let now = FileTime::from_ticks(T0);
+    let mut rng = ScriptedRandom::new(vec![7; 8192]);
+    Arc::new(
+        rt.block_on(KmsHost::start(
+            KmsHostConfig::default(),
+            store,
+            now,
+            &mut rng,
+        ))
+        .unwrap(),
+    )
+}
+
+/// 64 whole host decisions at once (CSVLK lookup, count, activation log),
+/// each from its own Tokio task.
+fn decisions_in_flight<S: CountStore + 'static>(
+    rt: &Runtime,
+    host: &Arc<KmsHost<S>>,
+    mix: &mut Mix,
+) {
+    let events: Vec<RequestEvent> = (0..IN_FLIGHT).map(|_| request_event(&mix.next())).collect();
+    rt.block_on(async {
+        let tasks: Vec<_> = events
+            .into_iter()
+            .map(|event| {
+                let host = Arc::clone(host);
+                tokio::spawn(async move { host.decide(&event).await.reply.unwrap() })
+            })
+            .collect();
+        for task in tasks {
+            black_box(task.await.unwrap());
+        }
+    });
+}
+
+fn host_decisions(c: &mut Criterion) {
+    let mut group = c.benchmark_group("host/64_decisions_in_flight");
+    group.throughput(Throughput::Elements(IN_FLIGHT as u64));
+    group.sample_size(20);
+    group.warm_up_time(Duration::from_secs(1));
+    let rt = runtime();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let postgres = Postgres::from_env();
+    for known in sizes() {
+        let host = kms_host(&rt, memory_store(known));
+        let mut mix = Mix::new(known);
+        group.bench_function(BenchmarkId::new("memory", known), |b| {
+            b.iter(|| decisions_in_flight(&rt, &host, &mut mix));
+        });
+        drop(host);
+
+        let host = kms_host(&rt, sqlite_store(&dir, known, SqliteOptions::default()));
+        let mut mix = Mix::new(known);
+        group.bench_function(BenchmarkId::new("sqlite", known), |b| {
+            b.iter(|| decisions_in_flight(&rt, &host, &mut mix));
+        });
+        drop(host);
+
+        if let Some(pg) = &postgres {
+            let host = kms_host(&rt, rt.block_on(pg.store(known)));
+            let mut mix = Mix::new(known);
+            group.bench_function(BenchmarkId::new("postgres", known), |b| {
+                b.iter(|| decisions_in_flight(&rt, &host, &mut mix));
+            });
+            drop(host);
+        }
+    }
+    group.finish();
+    if let Some(pg) = &postgres {
+        rt.block_on(pg.drop_schema());
+    }
+}
+
+criterion_group!(benches, one_at_a_time, concurrent, host_decisions);
 criterion_main!(benches);
