@@ -1,6 +1,6 @@
 //! bind / `alter_context`, their acks, `bind_nak`, syntax identifiers and the
 //! host's presentation-context negotiation (see
-//! [bind and alter_context](crate::rpc#bind-and-alter_context) and
+//! [bind and `alter_context`](crate::rpc#bind-and-alter_context) and
 //! [context negotiation](crate::rpc#context-negotiation)).
 
 use bytes::{BufMut, BytesMut};

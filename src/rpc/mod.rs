@@ -79,10 +79,10 @@
 //! can be pointed at any port) and runs one RPC association on that
 //! connection:
 //!
-//! 1. **bind** → **bind_ack**: the client proposes presentation contexts (the
+//! 1. **bind** → **`bind_ack`**: the client proposes presentation contexts (the
 //!    KMS interface with one transfer syntax each); the host answers every
 //!    one of them ([context negotiation](#context-negotiation)).
-//! 2. Optionally **alter_context** → **alter_context_resp**, once or more,
+//! 2. Optionally **`alter_context`** → **`alter_context_resp`**, once or more,
 //!    to propose further contexts on the same association; typically to get
 //!    an NDR32 context after the host chose NDR64.
 //! 3. Any number of **request** → **response** (or **fault**) calls, strictly
@@ -142,7 +142,7 @@
 //!
 //! Every KMS PDU is a whole, single [fragment](#fragments).
 //!
-//! ## Bind and alter_context
+//! ## Bind and `alter_context`
 //!
 //! Both PDUs have the same body ([`Bind`]); a bind opens the association and
 //! an `alter_context` proposes more contexts on it.
