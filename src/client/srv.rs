@@ -596,7 +596,10 @@ mod tests {
         let fixed = KmsHostName::new("10.0.0.1", 1700);
         let mut locator = KmsLocator::new(LocatorConfig::fixed(fixed.clone()));
         assert_eq!(locator.dns_domain(), None);
-        assert_eq!(locator.candidates(&srv, &mut rng), std::slice::from_ref(&fixed));
+        assert_eq!(
+            locator.candidates(&srv, &mut rng),
+            std::slice::from_ref(&fixed)
+        );
         let hosts = locator.candidates(&srv, &mut rng);
         let failures = locator
             .try_hosts(hosts, |_| Err::<(), _>("refused"))
