@@ -347,6 +347,18 @@ mod tests {
             EpidCheck::Malformed(_)
         ));
 
+        // A Windows Server 2022 host (whose CSVLK the catalog lists for its
+        // own server KMS ID only) activating Windows 10/11 clients is fine;
+        // the same ePID answering Office is not.
+        let server_2022 = "03612-04573-012-345678-03-1033-20348.0000-2652024";
+        let win11 = request("58e2134f-8e11-4d17-9cb2-91069c151148", 25);
+        let outcome =
+            ActivationOutcome::from_response(&win11, &response(&win11, server_2022, 30), now());
+        assert!(outcome.response().unwrap().epid_check.is_valid());
+        let outcome =
+            ActivationOutcome::from_response(&office, &response(&office, server_2022, 30), now());
+        assert!(!outcome.response().unwrap().epid_check.is_valid());
+
         // An unknown LCID or build is a problem.
         let odd = "05426-00206-565-184251-03-1068-9300.0000-1222025";
         let outcome = ActivationOutcome::from_response(&req, &response(&req, odd, 30), now());
