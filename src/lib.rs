@@ -69,6 +69,8 @@
 //!
 //! * *default*: none; the core has no I/O dependencies.
 //! * `pcap`: the `dissect` module (reads pcap files with `pcap-parser`).
+//! * `dns`: `client::discovery`, DNS SRV discovery of KMS hosts
+//!   (`_vlmcs._tcp`) with `hickory-resolver`, failover and host caching.
 //! * `tracing`: every [`host::ActivationRecord`] is also emitted as a
 //!   `tracing` event (target `kms_activation::activation`).
 //! * `sqlite`: `host::store::SqliteStore`, the host's clients, activation

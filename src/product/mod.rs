@@ -68,7 +68,7 @@ mod search;
 use chrono::NaiveDate;
 use uuid::Uuid;
 
-pub use search::{search_csvlks, search_kms_items, search_skus};
+pub use search::{SkuLookupError, find_sku, search_csvlks, search_kms_items, search_skus};
 
 /// Where a catalog row comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
