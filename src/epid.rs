@@ -625,15 +625,11 @@ impl Epid {
     /// # Ok::<(), kms_activation::epid::EpidError>(())
     /// ```
     ///
-    /// The catalog lists only their own server KMS ID for the Windows Server
-    /// 2022 and 2025 CSVLKs, while such a host activates every older Windows
-    /// volume product too; a production Windows Server CSVLK therefore also
-    /// counts as activating each Windows KMS ID that a production CSVLK
-    /// released no later than it activates.
+    /// Coverage is [`Csvlk::covers_kms`]: a newer Windows Server key also
+    /// activates older Windows products the catalog lists under other keys.
     #[must_use]
     pub fn can_activate(&self, kms_id: Uuid) -> bool {
-        self.candidate_csvlks()
-            .any(|c| c.activates_kms(kms_id) || activates_as_newer_windows_server(c, kms_id))
+        self.candidate_csvlks().any(|c| c.covers_kms(kms_id))
     }
 
     /// The CSVLK this ePID most likely belongs to: one whose group and key
@@ -810,28 +806,6 @@ impl Epid {
         }
         out
     }
-}
-
-/// The application ID of Windows.
-const WINDOWS_APPLICATION: Uuid = Uuid::from_u128(0x55c9_2734_d682_4d71_983e_d6ec_3f16_059f);
-
-/// Whether `csvlk`, a production Windows Server host key, activates the
-/// Windows KMS ID `kms_id` because an older production CSVLK does.
-fn activates_as_newer_windows_server(csvlk: &Csvlk, kms_id: Uuid) -> bool {
-    let Some(release) = csvlk.release_date() else {
-        return false;
-    };
-    let windows =
-        product::application_for_kms(kms_id).is_some_and(|a| a.id() == WINDOWS_APPLICATION);
-    windows
-        && !csvlk.is_lab()
-        && !csvlk.is_preview()
-        && csvlk.name().starts_with("Windows Server")
-        && product::csvlks_activating(kms_id).any(|older| {
-            !older.is_lab()
-                && !older.is_preview()
-                && older.release_date().is_some_and(|r| r <= release)
-        })
 }
 
 impl fmt::Display for Epid {
