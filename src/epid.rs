@@ -1,5 +1,5 @@
 //! Extended product IDs (ePIDs) of KMS hosts: parse, format, generate and
-//! check for consistency with the product tables (PROTOCOL.md §7.1).
+//! check for consistency with the product tables.
 //!
 //! An ePID reads `PPPPP-GGGGG-KKK-KKKKKK-CC-LCID-BUILD.0000-DDDYYYY`:
 //! platform ID of the host build, group ID and key ID of the host's CSVLK,

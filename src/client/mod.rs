@@ -12,7 +12,7 @@
 //!
 //! A client connection binds to the KMS interface, sends activation requests
 //! one at a time and verifies each response against the request it answers
-//! (every check of PROTOCOL.md §6.3). It is driven like the host connection:
+//! (every check listed under [what a client verifies](crate::message#what-a-client-verifies)). It is driven like the host connection:
 //! feed received bytes to [`ClientConnection::handle_input`] (which says how
 //! many it consumed; offer the rest again after draining), send what
 //! [`ClientConnection::transmit`] holds (dropping what was sent with

@@ -5,7 +5,7 @@
 //! the host sent), failed attempts and rearms. [`LicenseTimeline::state_at`]
 //! then answers, for any instant, the [`LicenseStatus`] the client would
 //! report, the minutes left in that state (the request's
-//! `BindingExpiration`, PROTOCOL.md §8) and when it should next contact a
+//! `BindingExpiration`; see [license status](crate::message#license-status-and-bindingexpiration)) and when it should next contact a
 //! host. Nothing here reads the clock: every instant is an argument.
 //!
 //! # Rules and where they come from
@@ -30,7 +30,7 @@
 //! | rearm | resets the grace timer to 30 days (and the licensing state to initial grace) | Office guide, rearm article ("resets the grace-period timer to 30 days") |
 //! | Office rearm limit | 5; once used up, a KMS activation grants one more | Office guide, rearm article ("you can rearm five times … if you run out, activating through KMS allows one more rearm") |
 //! | Windows rearm limit | 3 | not in the guides: Microsoft's `SkipRearm` reference for Windows Embedded Standard 7 ("typically, a system can be rearmed only three times") and its support article on Sysprep failing with 0xC004D307 ("run more than three times in a single Windows image") |
-//! | `BindingExpiration` | grace minutes left; minutes until the activation lapses when licensed; 0 in notification | PROTOCOL.md §8 |
+//! | `BindingExpiration` | grace minutes left; minutes until the activation lapses when licensed; 0 in notification | the request field, see [license status](crate::message#license-status-and-bindingexpiration); captured vlmcs requests send 43 200 (30 days) |
 //!
 //! # What the model leaves out
 //!
