@@ -16,12 +16,12 @@
 //! engines run under blocking I/O, tokio, or a packet-capture replayer.
 //!
 //! ```text
-//!            bytes from peer                      bytes to peer
-//!   socket ──────────────────► handle_input() ──► poll_transmit() ──► socket
-//!                                   │      ▲
-//!                         RequestBody│      │Answer / HResult
-//!                                   ▼      │
-//!                                 Responder (host policy)
+//!            bytes from peer                    bytes to peer
+//!   socket ──────────────────► handle_input()   transmit() ──────────► socket
+//!                                   │               ▲
+//!                      poll_event() │               │ answer() / refuse()
+//!                                   ▼               │
+//!                        KmsHost::decide() ── CountStore (memory, SQLite, PostgreSQL)
 //! ```
 //!
 //! ## Layers
@@ -38,24 +38,29 @@
 //!
 //! ## Getting started
 //!
-//! A host connection per TCP connection, a [`host::Responder`] deciding the
-//! answers:
+//! A [`host::KmsHost`] shared by all connections decides; a
+//! [`host::HostConnection`] per TCP connection speaks the protocol:
 //!
 //! ```
-//! use kms_activation::host::{FixedResponder, HostConfig, HostConnection};
+//! use kms_activation::host::store::MemoryStore;
+//! use kms_activation::host::{HostConfig, HostConnection, KmsHost, KmsHostConfig};
 //! use kms_activation::{FileTime, ScriptedRandom};
 //!
-//! let config = HostConfig::default();
-//! let mut conn = HostConnection::new(&config);
-//! let mut responder = FixedResponder::default();
-//! let mut rng = ScriptedRandom::new([1u8; 64]); // an OS-backed source in real use
+//! let mut rng = ScriptedRandom::new(vec![1u8; 4096]); // kms_activation::OsRandom in real use
+//! let now = FileTime::from_ticks(134_397_882_570_000_000); // FileTime::try_from(SystemTime::now())
+//! let host = pollster::block_on(KmsHost::start(
+//!     KmsHostConfig::default(),
+//!     MemoryStore::default(),
+//!     now,
+//!     &mut rng,
+//! ))?;
+//! let mut conn = HostConnection::new(&HostConfig::default());
 //! # let bytes_from_socket: &[u8] = &[];
-//! let now = FileTime::from_ticks(134_397_882_570_000_000);
-//! let used = conn.handle_input_with(now, bytes_from_socket, &mut responder, &mut rng)?;
-//! # assert_eq!(used, 0);
-//! let mut to_send = Vec::new();
-//! let _ = conn.poll_transmit(&mut to_send);
-//! # Ok::<(), kms_activation::host::HostError>(())
+//! let used = conn.handle_input(now, bytes_from_socket, &mut rng)?;
+//! let records = host.process_blocking(&mut conn, &mut rng); // or `process(..).await`
+//! let to_send = conn.transmit();
+//! # assert_eq!((used, records.len(), to_send.len()), (0, 0, 0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! See `examples/kms-host.rs` for a complete blocking TCP host.
@@ -64,6 +69,8 @@
 //!
 //! * *default*: none; the core has no I/O dependencies.
 //! * `pcap`: the `dissect` module (reads pcap files with `pcap-parser`).
+//! * `tracing`: every [`host::ActivationRecord`] is also emitted as a
+//!   `tracing` event (target `kms_activation::activation`).
 //!
 //! ## Minimum supported Rust version
 //!

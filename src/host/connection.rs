@@ -13,8 +13,8 @@ use super::event::{
 use super::responder::{Answer, MAX_N_POLICY, Responder};
 use crate::message::{self, ReceivedRequest, RequestBody, ResponseBody, Version};
 use crate::rpc::{
-    self, Bind, BindAck, ContextResult, Fault, FrameSplitter, NegotiationPolicy, Pdu, PduBody,
-    PduType, PfcFlags, Reassembler, ResultKind, StubReply, TransferSyntax,
+    self, Bind, BindAck, ContextResult, ContextTable, Fault, FrameSplitter, NegotiationPolicy, Pdu,
+    PduBody, PduType, PfcFlags, Reassembler, ResultKind, StubReply, TransferSyntax,
 };
 use crate::{FileTime, HResult, RandomSource};
 
@@ -110,8 +110,8 @@ pub struct HostConnection {
     peer: Option<SocketAddr>,
     connection_id: u64,
     state: State,
-    /// Accepted presentation contexts: id → data representation.
-    contexts: Vec<(u16, rpc::Ndr)>,
+    /// Accepted presentation contexts.
+    contexts: ContextTable,
     splitter: FrameSplitter,
     reassembler: Reassembler,
     /// Bytes ready to send, in order.
@@ -140,7 +140,7 @@ impl HostConnection {
             peer: None,
             connection_id: 0,
             state: State::AwaitingBind,
-            contexts: Vec::new(),
+            contexts: ContextTable::new(config.limits().max_contexts),
             splitter: FrameSplitter::new(config.limits().max_frag_len),
             reassembler: Reassembler::new(config.limits().max_stub_len),
             outbound: BytesMut::new(),
@@ -602,15 +602,7 @@ impl HostConnection {
                 TransferSyntax::Ndr64 => rpc::Ndr::Ndr64,
                 _ => continue,
             };
-            if let Some(entry) = self
-                .contexts
-                .iter_mut()
-                .find(|(id, _)| *id == element.context_id)
-            {
-                entry.1 = ndr;
-            } else if self.contexts.len() < self.limits.max_contexts {
-                self.contexts.push((element.context_id, ndr));
-            } else {
+            if !self.contexts.insert(element.context_id, ndr) {
                 let limit = self.limits.max_contexts;
                 return Err(self.fail(HostError::TooManyContexts { limit }));
             }
@@ -626,7 +618,7 @@ impl HostConnection {
         request: rpc::Request,
     ) -> Result<(), HostError> {
         let context_id = request.context_id;
-        let Some(ndr) = self.context_ndr(context_id) else {
+        let Some(ndr) = self.contexts.get(context_id) else {
             self.queue_fault(call_id, context_id, rpc::NCA_S_UNK_IF);
             return Ok(());
         };
@@ -726,13 +718,6 @@ impl HostConnection {
             }
         }
         Ok(received)
-    }
-
-    fn context_ndr(&self, context_id: u16) -> Option<rpc::Ndr> {
-        self.contexts
-            .iter()
-            .find(|(id, _)| *id == context_id)
-            .map(|&(_, ndr)| ndr)
     }
 
     fn queue_fault(&mut self, call_id: u32, context_id: u16, status: u32) {

@@ -1,40 +1,91 @@
-//! The host (server) side: one sans-IO [`HostConnection`] per TCP connection.
+//! The host (server) side: one sans-IO [`HostConnection`] per TCP
+//! connection, and [`KmsHost`], a policy that decides like a Microsoft KMS
+//! host.
 //!
-//! A host connection turns the bytes a client sent into the bytes to send
-//! back. It speaks the DCE/RPC association (bind, `alter_context`, any number of
-//! calls), decodes and decrypts each KMS request and asks a [`Responder`] how
-//! to answer it: with an [`Answer`] (ePID, count, intervals, HWID) or with an
-//! [`HResult`](crate::HResult) refusal.
+//! # Layers
+//!
+//! * [`HostConnection`] speaks the DCE/RPC association (bind,
+//!   `alter_context`, any number of calls), decodes and decrypts each KMS
+//!   request, applies the protocol's own checks and reports every request
+//!   that passes them as an event. It knows nothing of clients, counts or
+//!   keys.
+//! * The embedder answers each event with an [`Answer`] (ePID, count,
+//!   intervals, HWID) or an [`HResult`](crate::HResult) refusal — when it is
+//!   ready, so a database can be awaited in between.
+//! * [`KmsHost`] is the ready-made policy: CSVLKs and their ePIDs, genuine
+//!   client counting in a [`store::CountStore`], [`DecisionHook`]s,
+//!   [`Statistics`] and an [`ActivationRecord`] per request.
+//!   [`Responder`] is the minimal synchronous alternative for hosts that
+//!   decide inline ([`FixedResponder`] is an emulator's fixed answer).
 //!
 //! # Driving a connection
 //!
-//! The methods fall into three kinds (after quinn-proto's `Connection`):
+//! The methods fall into four kinds (after quinn-proto's `Connection`):
 //!
 //! * **input**: [`HostConnection::handle_input`] takes received bytes and the
 //!   current time, and returns how many of them it consumed;
-//! * **output**: [`HostConnection::poll_transmit`] appends the bytes to send
-//!   to a buffer the caller owns;
-//! * **getters**: [`HostConnection::is_closed`] and friends.
+//! * **events**: [`HostConnection::poll_event`] yields each decoded request
+//!   ([`HostEvent::Request`]) and each request the engine refused by itself
+//!   ([`HostEvent::Rejected`], for logs);
+//! * **commands**: [`HostConnection::answer`] and [`HostConnection::refuse`]
+//!   settle a request, in any order; replies still leave in call order;
+//! * **output**: [`HostConnection::transmit`] borrows the bytes to send and
+//!   [`HostConnection::advance_transmit`] drops those sent.
 //!
-//! Call `handle_input` with what the socket produced; then `poll_transmit` and
-//! write everything it produced; repeat with any input `handle_input` did not
-//! consume. When `handle_input` returns an error the connection is closed, but
-//! a fault PDU may be queued: drain `poll_transmit` before closing the socket.
+//! A loop: feed what the socket read to `handle_input`; settle the events;
+//! write `transmit()` and advance; offer the input `handle_input` did not
+//! consume again once output is written or requests are answered. Each call
+//! does a bounded amount of work and buffers a bounded number of bytes
+//! ([`HostLimits`]). When `handle_input` returns an error the connection is
+//! closed, but a fault PDU may be queued: write `transmit()` before closing
+//! the socket.
+//!
+//! # The protocol's own checks
+//!
+//! Done by the engine before any policy sees a request, answered with an
+//! HRESULT in place of a response (the connection stays open):
+//!
+//! | check | HRESULT |
+//! |---|---|
+//! | the stub or KMS message does not decode; version other than 4.0, 5.0, 6.0; bad padding | 0x8007000D |
+//! | V4 request whose MAC is wrong (switchable) | 0x8007000D |
+//! | N policy above 1000 | 0x8007000D |
+//! | client clock more than ±4 h (configurable, switchable) from `now` | 0xC004F06C |
+//!
+//! [`KmsHost`] adds the key checks of a genuine host: a KMS ID its CSVLKs do
+//! not activate, a retail or pre-release KMS ID, or a KMS ID of another
+//! application than the request's is refused with 0xC004F042.
 //!
 //! ```
-//! use kms_activation::host::{FixedResponder, HostConfig, HostConnection};
+//! use kms_activation::host::store::MemoryStore;
+//! use kms_activation::host::{HostConfig, HostConnection, HostEvent, KmsHost, KmsHostConfig};
 //! use kms_activation::{FileTime, ScriptedRandom};
 //!
-//! let config = HostConfig::default();
-//! let mut responder = FixedResponder::default();
-//! let mut rng = ScriptedRandom::new([0x5a; 64]);
-//! let mut conn = HostConnection::new(&config);
 //! let now = FileTime::from_ticks(134_397_882_570_000_000);
+//! let mut rng = ScriptedRandom::new(vec![0x5a; 4096]); // OsRandom in real use
+//! let host = pollster::block_on(KmsHost::start(
+//!     KmsHostConfig::default(),
+//!     MemoryStore::default(),
+//!     now,
+//!     &mut rng,
+//! ))?;
+//! let mut conn = HostConnection::new(&HostConfig::default());
 //!
 //! // Bytes that are not DCE/RPC close the connection with an error.
-//! let err = conn.handle_input_with(now, b"GET / HTTP/1.1\r\n", &mut responder, &mut rng);
-//! assert!(err.is_err());
+//! assert!(conn.handle_input(now, b"GET / HTTP/1.1\r\n", &mut rng).is_err());
 //! assert!(conn.is_closed());
+//!
+//! // The event loop of a well-behaved connection: settle every event.
+//! while let Some(event) = conn.poll_event() {
+//!     if let HostEvent::Request(request) = event {
+//!         let decision = pollster::block_on(host.decide(&request));
+//!         match decision.reply {
+//!             Ok(answer) => conn.answer(request.id, answer, &mut rng)?,
+//!             Err(hresult) => conn.refuse(request.id, hresult)?,
+//!         }
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod activation;

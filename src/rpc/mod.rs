@@ -40,6 +40,7 @@
 
 mod bind;
 mod call;
+mod context;
 mod frame;
 mod header;
 mod ndr;
@@ -51,6 +52,7 @@ pub use bind::{
     NegotiationPolicy, ResultKind, SyntaxId, TransferSyntax, negotiate,
 };
 pub use call::{Fault, Reassembler, Request, Response};
+pub use context::ContextTable;
 pub use frame::{Frame, FrameSplitter, frame_len};
 pub use header::{DREP, HEADER_LEN, PduType, PfcFlags};
 pub use ndr::{

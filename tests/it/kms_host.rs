@@ -472,8 +472,9 @@ fn a_failing_store_refuses_rather_than_guess() {
     );
 }
 
-fn request_event(body: RequestBody) -> kms_activation::host::RequestEvent {
-    // Drive a real connection to obtain a genuine event.
+/// A host connection that has received `body` from a real client engine,
+/// with the first event it reported.
+fn connection_with_event(body: RequestBody) -> (HostConnection, HostEvent) {
     let mut rng = rng();
     let mut client = ClientConnection::new(&ClientConfig::default());
     client.send_request(body, &mut rng).unwrap();
@@ -483,16 +484,21 @@ fn request_event(body: RequestBody) -> kms_activation::host::RequestEvent {
         client.advance_transmit(bytes.len());
         conn.handle_input(FileTime::from_ticks(T0), &bytes, &mut rng)
             .unwrap();
-        while let Some(event) = conn.poll_event() {
-            if let HostEvent::Request(request) = event {
-                return request;
-            }
+        if let Some(event) = conn.poll_event() {
+            return (conn, event);
         }
         let back = conn.transmit().to_vec();
         conn.advance_transmit(back.len());
         client.handle_input(&back, &mut rng).unwrap();
     }
-    panic!("no request event");
+    panic!("no event");
+}
+
+fn request_event(body: RequestBody) -> kms_activation::host::RequestEvent {
+    match connection_with_event(body).1 {
+        HostEvent::Request(request) => request,
+        other => panic!("not a request: {other:?}"),
+    }
 }
 
 #[test]
@@ -617,28 +623,12 @@ fn generated_epids_are_plausible_and_kept_in_the_store() {
 
 #[test]
 fn answers_the_wire_cannot_carry_are_errors_for_the_embedder() {
-    let event = request_event(windows_request(1, T0));
+    let (mut conn, event) = connection_with_event(windows_request(1, T0));
+    let HostEvent::Request(request) = event else {
+        panic!("not a request")
+    };
+    let id = request.id;
     let mut rng = rng();
-    let mut client = ClientConnection::new(&ClientConfig::default());
-    client
-        .send_request(windows_request(1, T0), &mut rng)
-        .unwrap();
-    let mut conn = HostConnection::new(&HostConfig::default());
-    let mut id = None;
-    for _ in 0..4 {
-        let bytes = client.transmit().to_vec();
-        client.advance_transmit(bytes.len());
-        conn.handle_input(FileTime::from_ticks(T0), &bytes, &mut rng)
-            .unwrap();
-        if let Some(HostEvent::Request(request)) = conn.poll_event() {
-            id = Some(request.id);
-            break;
-        }
-        let back = conn.transmit().to_vec();
-        conn.advance_transmit(back.len());
-        client.handle_input(&back, &mut rng).unwrap();
-    }
-    let id = id.unwrap();
     let answer = |epid: String| kms_activation::host::Answer {
         epid,
         hwid: kms_activation::Hwid([1; 8]),
@@ -665,7 +655,7 @@ fn answers_the_wire_cannot_carry_are_errors_for_the_embedder() {
         conn.refuse(id, HResult::INVALID_DATA),
         Err(AnswerError::UnknownRequest(id))
     );
-    assert_eq!(event.id.index(), 0);
+    assert_eq!(id.index(), 0);
 }
 
 /// A bound NDR32-only connection and `n` pipelined request PDUs (call ids
@@ -766,31 +756,18 @@ fn answers_leave_in_call_order_whatever_the_order_given() {
 
 #[test]
 fn rejected_requests_name_their_reason() {
-    let mut rng = rng();
-    let mut client = ClientConnection::new(&ClientConfig::default());
     let mut request = windows_request(1, T0);
     request.n_policy = 5000;
-    client.send_request(request, &mut rng).unwrap();
-    let mut conn = HostConnection::new(&HostConfig::default());
-    for _ in 0..4 {
-        let bytes = client.transmit().to_vec();
-        client.advance_transmit(bytes.len());
-        conn.handle_input(FileTime::from_ticks(T0), &bytes, &mut rng)
-            .unwrap();
-        if let Some(HostEvent::Rejected(rejected)) = conn.poll_event() {
-            assert_eq!(
-                rejected.reason,
-                RejectReason::NPolicyTooLarge { n_policy: 5000 }
-            );
-            assert_eq!(rejected.result, HResult::INVALID_DATA);
-            assert_eq!(rejected.body.unwrap().n_policy, 5000);
-            return;
-        }
-        let back = conn.transmit().to_vec();
-        conn.advance_transmit(back.len());
-        client.handle_input(&back, &mut rng).unwrap();
-    }
-    panic!("no rejection");
+    let (_, event) = connection_with_event(request);
+    let HostEvent::Rejected(rejected) = event else {
+        panic!("not rejected: {event:?}")
+    };
+    assert_eq!(
+        rejected.reason,
+        RejectReason::NPolicyTooLarge { n_policy: 5000 }
+    );
+    assert_eq!(rejected.result, HResult::INVALID_DATA);
+    assert_eq!(rejected.body.unwrap().n_policy, 5000);
 }
 
 #[test]
@@ -804,4 +781,73 @@ fn count_window_is_configurable() {
         ask(&host, windows_request(2, later), later),
         Outcome::Count(1)
     );
+}
+
+#[cfg(feature = "tracing")]
+mod tracing_events {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    use super::*;
+
+    /// An event's target and its fields as `name=value` strings.
+    type Captured = (String, Vec<String>);
+
+    /// Keeps every event.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<Captured>>>);
+
+    struct Fields(Vec<String>);
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push(format!("{}={value:?}", field.name()));
+        }
+    }
+
+    impl Subscriber for Capture {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut fields = Fields(Vec::new());
+            event.record(&mut fields);
+            let target = event.metadata().target().to_owned();
+            self.0.lock().unwrap().push((target, fields.0));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    #[test]
+    fn every_record_is_a_tracing_event() {
+        let capture = Capture::default();
+        let host = start(KmsHostConfig::default());
+        tracing::subscriber::with_default(capture.clone(), || {
+            ask(&host, windows_request(77, T0), T0);
+        });
+        let events = capture.0.lock().unwrap();
+        assert_eq!(events.len(), 1);
+        let (target, fields) = &events[0];
+        assert_eq!(target, "kms_activation::activation");
+        let has = |prefix: &str| fields.iter().any(|f| f.starts_with(prefix));
+        for field in [
+            "cmid=",
+            "workstation=",
+            "n_policy=25",
+            "license_status=2",
+            "sku=",
+            "result=",
+        ] {
+            assert!(has(field), "{field} missing from {fields:?}");
+        }
+    }
 }
