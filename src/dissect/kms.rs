@@ -19,7 +19,7 @@ use super::tcp::Sink;
 use super::{Direction, Stamp, Warning, Warnings, looks_like_rpc};
 use crate::HResult;
 use crate::message::{self, RequestBody, ResponseBody};
-use crate::rpc::{self, FrameSplitter, Ndr, Pdu, PduBody, ResultKind, StubReply};
+use crate::rpc::{self, ContextTable, FrameSplitter, Ndr, Pdu, PduBody, ResultKind, StubReply};
 
 /// Calls remembered per conversation while waiting for their replies.
 const MAX_PENDING_CALLS: usize = 64;
@@ -278,7 +278,7 @@ pub(super) struct Walker {
     broken: [bool; 2],
     /// Context ids offered in the last bind / `alter_context`, in order.
     offered: Vec<u16>,
-    contexts: Vec<(u16, Ndr)>,
+    contexts: ContextTable,
     pending: Vec<(u32, Ndr)>,
 }
 
@@ -294,7 +294,7 @@ impl Walker {
             abandoned: false,
             broken: [false; 2],
             offered: Vec::new(),
-            contexts: Vec::new(),
+            contexts: ContextTable::new(rpc::MAX_CONTEXTS),
             pending: Vec::new(),
         }
     }
@@ -396,10 +396,8 @@ impl Walker {
                         continue;
                     }
                     if let Some(ndr) = Ndr::from_syntax(&result.transfer_syntax) {
-                        self.contexts.retain(|(known, _)| known != id);
-                        if self.contexts.len() < rpc::MAX_CONTEXTS {
-                            self.contexts.push((*id, ndr));
-                        }
+                        // A full table keeps the contexts it has.
+                        let _ = self.contexts.insert(*id, ndr);
                     }
                 }
             }
@@ -416,15 +414,8 @@ impl Walker {
         }
     }
 
-    fn context_ndr(&self, id: u16) -> Option<Ndr> {
-        self.contexts
-            .iter()
-            .find(|(known, _)| *known == id)
-            .map(|&(_, ndr)| ndr)
-    }
-
     fn request(&mut self, call_id: u32, request: &rpc::Request, out: &mut Emit<'_>) {
-        let Some(ndr) = self.context_ndr(request.context_id) else {
+        let Some(ndr) = self.contexts.get(request.context_id) else {
             self.warn(
                 out,
                 format!(
@@ -450,7 +441,7 @@ impl Walker {
     fn response(&mut self, call_id: u32, response: &rpc::Response, out: &mut Emit<'_>) {
         let ndr = match self.pending.iter().position(|(id, _)| *id == call_id) {
             Some(i) => Some(self.pending.remove(i).1),
-            None => self.context_ndr(response.context_id),
+            None => self.contexts.get(response.context_id),
         };
         let Some(ndr) = ndr else {
             self.warn(out, format!("call {call_id}: response to an unknown call"));
