@@ -8,17 +8,23 @@
 //! cargo run --example kms-catalog -- --hresult 0xC004F038
 //! cargo run --example kms-catalog -- --epid 05426-00206-565-184251-03-1068-9200.0000-1222025
 //! cargo run --example kms-catalog -- --new-epid 47f3b983-7c53-4d45-abc6-bcd91e2dd90a
+//! cargo run --example kms-catalog -- --new-epid "office ltsc professional plus 2021" --build 20348
 //! ```
 //!
-//! Human-readable by default; `--json` prints one JSON object per line. A
-//! bad argument gets a message on stderr and exit status 2.
+//! Human-readable by default; `--json` prints one JSON object per line.
+//! `--search` lists the SKUs whose name holds every word, best match first.
+//! `--key` reads both key formats; a key of the pre-Windows 8 format is
+//! reported with `"checksum_ok": null`, as it carries a signature rather
+//! than a checksum. Exit status: 0 on success, 1 when `--epid` finds
+//! problems, 2 for a bad argument (with a message on stderr).
 
 use std::io::Write;
 use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use clap::Parser;
-use kms_activation::product::{self, Csvlk, Sku};
+use kms_activation::product::{self, Csvlk, Sku, SkuLookupError};
+use kms_activation::product_key::KeyFormat;
 use kms_activation::{Epid, HResult, ProductKey, RandomSource, Uuid, epid};
 use serde_json::{Value, json};
 
@@ -28,7 +34,8 @@ struct Args {
     /// One JSON object per line instead of text.
     #[arg(long)]
     json: bool,
-    /// List only SKUs whose name matches TEXT (case-insensitive, any word order).
+    /// List only SKUs whose name holds every word of TEXT (case-insensitive,
+    /// any order), best match first.
     #[arg(long, value_name = "TEXT")]
     search: Option<String>,
     /// Decode a product key and find its product if it is a GVLK.
@@ -37,14 +44,21 @@ struct Args {
     /// Explain an activation error code, e.g. 0xC004F038.
     #[arg(long, value_name = "CODE", conflicts_with_all = ["search", "epid", "new_epid"])]
     hresult: Option<String>,
-    /// Check a KMS host ePID for consistency.
+    /// Check a KMS host ePID for consistency (exit status 1 when it has
+    /// problems).
     #[arg(long, value_name = "EPID", conflicts_with_all = ["search", "new_epid"])]
     epid: Option<String>,
-    /// Generate a consistent ePID for a CSVLK (by its ID) or for the CSVLK
-    /// that covers a KMS ID.
-    #[arg(long, value_name = "CSVLK-OR-KMS-ID", conflicts_with = "search")]
-    new_epid: Option<Uuid>,
-    /// Host OS build for --new-epid (default: the newest known build).
+    /// Generate a consistent ePID for a CSVLK (by its ID), for the CSVLK
+    /// that covers a KMS ID, or for the CSVLK that activates a product (by
+    /// SKU ID, GVLK or name).
+    #[arg(
+        long,
+        value_name = "CSVLK-KMS-ID-OR-PRODUCT",
+        conflicts_with = "search"
+    )]
+    new_epid: Option<String>,
+    /// Host OS build for --new-epid (default: the newest known build; a
+    /// build the catalog does not know is refused).
     #[arg(long, value_name = "N", requires = "new_epid")]
     build: Option<u32>,
 }
@@ -129,22 +143,36 @@ fn key(args: &Args, text: &str) -> ExitCode {
         Err(e) => return fail(&format!("{text:?} is not a product key: {e}")),
     };
     let sku = product::sku_by_gvlk(&key.to_string());
+    let signed = key.format() == KeyFormat::Signed;
+    let note = signed.then_some(
+        "pre-Windows 8 key format: the key carries a digital signature, not a checksum; \
+         it cannot be verified offline",
+    );
     let v = json!({
         "key": key.to_string(),
+        "format": if signed { "pre-windows-8" } else { "windows-8" },
         "group": key.group_id(),
         "serial": key.key_id(),
         "security": key.security_value(),
         "checksum_ok": key.checksum_ok(),
+        "note": note,
         "sku_id": sku.map(|s| s.id().to_string()),
         "name": sku.map(Sku::name),
     });
+    let fields = match (key.group_id(), key.key_id(), key.security_value()) {
+        (Some(group), Some(serial), Some(security)) => format!(
+            "group {group}  serial {serial}  security {security:#x}  checksum {}",
+            if key.checksum_ok() == Some(true) {
+                "ok"
+            } else {
+                "WRONG"
+            }
+        ),
+        _ => note.unwrap_or_default().to_owned(),
+    };
     let text = format!(
-        "key {key} (…{})\n  group {}  serial {}  security {:#x}  checksum {}\n  {}",
+        "key {key} (…{})\n  {fields}\n  {}",
         key.partial(),
-        key.group_id(),
-        key.key_id(),
-        key.security_value(),
-        if key.checksum_ok() { "ok" } else { "WRONG" },
         sku.map_or_else(
             || "not a known GVLK".to_owned(),
             |s| format!("GVLK of {} ({})", s.name(), s.id())
@@ -209,14 +237,42 @@ fn check_epid(args: &Args, text: &str) -> ExitCode {
         out.push_str(p);
     }
     emit(args.json, &v, &out);
-    ExitCode::SUCCESS
+    if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
-fn new_epid(args: &Args, id: Uuid) -> ExitCode {
-    let Some(csvlk) = product::csvlk(id).or_else(|| product::csvlk_for_kms(id)) else {
-        return fail(&format!(
-            "{id} is neither a CSVLK ID nor a KMS ID with a CSVLK"
-        ));
+/// The CSVLK `--new-epid` names: a CSVLK ID, a KMS ID, or a product (SKU
+/// ID, GVLK or name) whose KMS ID a CSVLK activates.
+fn csvlk_named(text: &str) -> Result<&'static Csvlk, String> {
+    if let Ok(id) = text.trim().parse::<Uuid>()
+        && let Some(csvlk) = product::csvlk(id).or_else(|| product::csvlk_for_kms(id))
+    {
+        return Ok(csvlk);
+    }
+    match product::find_sku(text) {
+        Ok(sku) => product::csvlk_for_kms(sku.kms_id())
+            .ok_or_else(|| format!("no CSVLK in the catalog activates {}", sku.name())),
+        Err(SkuLookupError::Ambiguous { candidates, .. }) => {
+            let names: Vec<&str> = candidates.iter().take(12).map(|s| s.name()).collect();
+            Err(format!(
+                "{text:?} matches {} products; name one of: {}",
+                candidates.len(),
+                names.join("; ")
+            ))
+        }
+        Err(e) => Err(format!(
+            "{text:?} is neither a CSVLK ID, a KMS ID with a CSVLK nor a product: {e}"
+        )),
+    }
+}
+
+fn new_epid(args: &Args, text: &str) -> ExitCode {
+    let csvlk = match csvlk_named(text) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
     };
     let build = match args.build {
         Some(b) => b,
@@ -254,8 +310,8 @@ fn main() -> ExitCode {
     if let Some(e) = &args.epid {
         return check_epid(&args, e);
     }
-    if let Some(id) = args.new_epid {
-        return new_epid(&args, id);
+    if let Some(text) = &args.new_epid {
+        return new_epid(&args, text);
     }
     list_skus(&args)
 }

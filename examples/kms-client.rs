@@ -1,43 +1,80 @@
-//! A blocking KMS client for probing hosts: sends activation requests and
-//! prints each verified response (or the host's HRESULT) as a JSON line.
+//! A KMS client for probing hosts the way Windows and Office clients do
+//! (`slmgr /ato`, `ospp.vbs /act`), with a verdict monitoring can read.
 //!
 //! ```text
-//! cargo run --example kms-client -- 127.0.0.1:1688
-//! cargo run --example kms-client -- kms.example.org:1688 --product "office ltsc 2021 proplus" --requests 3
-//! cargo run --example kms-client -- 127.0.0.1:1688 --protocol 4 --no-ndr64 --no-btfn
+//! kms-client                                   # 127.0.0.1:1688, Windows 10/11 Enterprise
+//! kms-client kms.example.org                   # port 1688, as vlmcs assumes
+//! kms-client 10.0.0.5:1700 --product "office ltsc professional plus 2021" -n 3
+//! kms-client 127.0.0.1 --protocol 4 --no-ndr64 --no-btfn --json
+//! kms-client 127.0.0.1 --charge 25             # 25 distinct CMIDs first, then the probe
+//! kms-client .example.org                      # SRV discovery (feature `dns`)
+//! kms-client --print-srv kms1.example.org:1688 # the SRV record that host should publish
 //! ```
 //!
-//! The product (application, SKU and KMS IDs, N policy and protocol version)
-//! comes from the crate's catalog. Exit status: 0 when every request was
-//! answered with a verified response, 1 on refusals or failures, 2 on bad
+//! The product (`--product`: a name, a SKU ID or a GVLK) comes from the
+//! crate's catalog and is requested with its own default protocol version
+//! unless `--protocol` says otherwise; an ambiguous name lists the
+//! candidates. Each answer is judged as a real client would
+//! ([`ActivationOutcome`]): activated, or the HRESULT it would show
+//! (0xC004F038 when the count is below the product's threshold, the host's
+//! refusal, 0xC004F074 when no host answered). The host's ePID is checked,
+//! including whether its CSVLK activates the requested product.
+//!
+//! With `.DOMAIN` the hosts come from the `_vlmcs._tcp.DOMAIN` SRV records
+//! (lowest priority first, weighted within a priority; `--random-order`
+//! ignores priority and weight), the next host is tried when one refuses,
+//! cannot be reached or times out, and the host that answered is reused for
+//! the following requests unless `--no-host-caching`.
+//!
+//! Exit status: 0 when every probe request was activated, 1 when one was not
+//! (refused, count too low, no host), 3 when a host accepted the connection
+//! and never answered (reported as "timed out after N s"), 2 for bad
 //! arguments.
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::fmt::Write as _;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
-use kms_activation::client::{ClientConfig, ClientConnection, ClientEvent};
+use kms_activation::client::{
+    ActivationOutcome, ClientConfig, ClientConnection, ClientEvent, EpidCheck, FailedAttempt,
+    KmsHostName, KmsLocator, LocatorConfig, MachineIdentity, ProductRequest, ProductRequestError,
+    SrvSelection, srv_zone_line,
+};
+use kms_activation::license::LicenseTimeline;
 use kms_activation::message::{RequestBody, Version};
-use kms_activation::product;
-use kms_activation::{FileTime, LicenseStatus, RandomSource, Uuid};
-use serde_json::json;
+use kms_activation::product::SkuLookupError;
+use kms_activation::{FileTime, HResult, OsRandom};
+use serde::Serialize;
+
+/// Exit status when a host accepted and never answered.
+const EXIT_TIMEOUT: u8 = 3;
 
 #[derive(Debug, Parser)]
-#[command(about = "Probe a KMS host with activation requests")]
+#[command(about = "Probe KMS hosts as Windows and Office clients do")]
+#[expect(
+    clippy::struct_excessive_bools,
+    reason = "independent command-line switches"
+)]
 struct Args {
-    /// Host and port, e.g. 127.0.0.1:1688.
-    host: String,
-    /// Product to request, searched by name in the catalog.
+    /// HOST[:PORT] (port 1688 when left out), or .DOMAIN for SRV discovery.
+    #[arg(default_value = "127.0.0.1:1688")]
+    target: String,
+    /// Product to request: a name, a SKU ID or a GVLK.
     #[arg(long, default_value = "windows 10/11 enterprise")]
     product: String,
-    /// Protocol major version (4, 5 or 6; default: the product's).
-    #[arg(long)]
+    /// Protocol major version (4, 5 or 6; default: the product's own).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(4..=6))]
     protocol: Option<u16>,
-    /// Requests to send over the connection.
-    #[arg(long, default_value_t = 1)]
-    requests: usize,
+    /// Probe requests to send over one connection.
+    #[arg(short = 'n', default_value_t = 1)]
+    requests: u32,
+    /// Send N requests with distinct CMIDs first, to bring a host to its
+    /// threshold.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    charge: u32,
     /// Do not offer NDR64.
     #[arg(long)]
     no_ndr64: bool,
@@ -50,155 +87,556 @@ struct Args {
     /// Seconds to wait for the host at each step.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
+    /// One JSON object per response on stdout.
+    #[arg(long)]
+    json: bool,
+    /// SRV discovery: ignore priority and weight and try hosts in random order.
+    #[arg(long)]
+    random_order: bool,
+    /// SRV discovery: do not reuse the host that answered.
+    #[arg(long)]
+    no_host_caching: bool,
+    /// SRV discovery: ask this DNS server (IP:PORT) instead of the system's.
+    #[arg(long, value_name = "IP:PORT")]
+    dns_server: Option<SocketAddr>,
+    /// Print the SRV record HOST[:PORT] should publish (in .DOMAIN, or the
+    /// domain of its name) and exit.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    print_srv: Option<String>,
 }
 
-/// Randomness from the operating system.
-struct OsRandom;
+/// One line of `--json` output.
+#[derive(Debug, Serialize)]
+struct Report {
+    host: String,
+    product: &'static str,
+    sku_id: String,
+    protocol: String,
+    epid: Option<String>,
+    epid_valid: Option<bool>,
+    hwid: Option<String>,
+    count: Option<u32>,
+    activation_interval: Option<u32>,
+    renewal_interval: Option<u32>,
+    latency_ms: Option<u64>,
+    outcome: &'static str,
+    hresult: String,
+    description: String,
+}
 
-impl RandomSource for OsRandom {
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        if let Err(e) = getrandom::fill(dest) {
-            eprintln!("kms-client: no OS randomness: {e}");
-            std::process::exit(1);
-        }
-    }
+/// Why one attempt at one host gave no verified response.
+#[derive(Debug)]
+enum AttemptError {
+    /// The host answered with an HRESULT.
+    Refused(HResult),
+    /// No connection, or the connection broke.
+    Unreachable(String),
+    /// Connected, but nothing came back in time.
+    TimedOut(u64),
+}
+
+/// A connection to one host.
+struct Session {
+    host: KmsHostName,
+    addresses: Vec<SocketAddr>,
+    stream: TcpStream,
+    client: ClientConnection,
+    answered: u32,
+}
+
+struct Probe {
+    args: Args,
+    product: ProductRequest,
+    config: ClientConfig,
+    timeout: Duration,
+    rng: OsRandom,
+    session: Option<Session>,
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the client tool measures latency"
+)]
+fn monotonic_clock() -> Instant {
+    Instant::now()
 }
 
 #[expect(
     clippy::disallowed_methods,
     reason = "the client tool reads the wall clock"
 )]
-fn now() -> FileTime {
-    FileTime::try_from(chrono::Utc::now())
-        .unwrap_or_default()
-        .truncated_to_seconds()
+fn wall_clock() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
 }
 
-fn request(args: &Args, rng: &mut OsRandom) -> Result<RequestBody, String> {
-    let sku = *product::search_skus(&args.product)
-        .first()
-        .ok_or_else(|| format!("no product matches {:?}", args.product))?;
-    let item = sku.kms_item().ok_or("the product has no KMS ID")?;
-    let major = args.protocol.unwrap_or(item.default_protocol_major());
-    let mut cmid = [0u8; 16];
-    rng.fill_bytes(&mut cmid);
-    eprintln!(
-        "kms-client: requesting {} (KMS ID {}), protocol {major}.0",
-        sku.name(),
-        item.id()
+impl Probe {
+    /// The request `machine` sends now: a fresh installation in its grace
+    /// period, as the timeline of the product's licence policy says.
+    fn request(&self, machine: &MachineIdentity) -> RequestBody {
+        let now = wall_clock();
+        let timeline = LicenseTimeline::new(now, self.product.license_policy());
+        let time = FileTime::try_from(now)
+            .unwrap_or_default()
+            .truncated_to_seconds();
+        self.product.build(machine, &timeline.state_at(now), time)
+    }
+
+    fn connect(
+        &self,
+        host: &KmsHostName,
+        addresses: &[SocketAddr],
+    ) -> Result<Session, AttemptError> {
+        let mut last = format!("{host} has no address");
+        for address in addresses {
+            match TcpStream::connect_timeout(address, self.timeout) {
+                Ok(stream) => {
+                    let set = stream
+                        .set_read_timeout(Some(self.timeout))
+                        .and_then(|()| stream.set_write_timeout(Some(self.timeout)));
+                    set.map_err(|e| AttemptError::Unreachable(e.to_string()))?;
+                    return Ok(Session {
+                        host: host.clone(),
+                        addresses: addresses.to_vec(),
+                        stream,
+                        client: ClientConnection::new(&self.config),
+                        answered: 0,
+                    });
+                }
+                Err(e) if e.kind() == ErrorKind::TimedOut => {
+                    last = format!("connect {address}: no answer in {} s", self.args.timeout);
+                }
+                Err(e) => last = format!("connect {address}: {e}"),
+            }
+        }
+        Err(AttemptError::Unreachable(last))
+    }
+
+    /// Sends `request` to `host` (reusing the open connection to it) and
+    /// waits for the answer; reconnects once when the host closed the
+    /// connection after an earlier request, as py-kms does.
+    fn ask(
+        &mut self,
+        host: &KmsHostName,
+        addresses: &[SocketAddr],
+        request: &RequestBody,
+    ) -> Result<(ActivationOutcome, Duration), AttemptError> {
+        if self.session.as_ref().is_some_and(|s| s.host != *host) {
+            self.session = None;
+        }
+        if self.session.is_none() {
+            self.session = Some(self.connect(host, addresses)?);
+        }
+        match self.exchange(request) {
+            Err(AttemptError::Unreachable(why))
+                if self.session.as_ref().is_some_and(|s| s.answered > 0) =>
+            {
+                eprintln!(
+                    "kms-client: {host} closed the connection after a request ({why}); reconnecting"
+                );
+                let addresses = self.session.take().map(|s| s.addresses).unwrap_or_default();
+                self.session = Some(self.connect(host, &addresses)?);
+                self.exchange(request)
+            }
+            other => other,
+        }
+    }
+
+    /// One request over the open session.
+    fn exchange(
+        &mut self,
+        request: &RequestBody,
+    ) -> Result<(ActivationOutcome, Duration), AttemptError> {
+        let timeout_secs = self.args.timeout;
+        let Some(session) = self.session.as_mut() else {
+            return Err(AttemptError::Unreachable("no connection".into()));
+        };
+        let started = monotonic_clock();
+        session
+            .client
+            .send_request(request.clone(), &mut self.rng)
+            .map_err(|e| AttemptError::Unreachable(e.to_string()))?;
+        let mut buf = [0u8; 4096];
+        let (mut start, mut end) = (0, 0);
+        let outcome = loop {
+            let queued = session.client.transmit();
+            if !queued.is_empty() {
+                let n = queued.len();
+                session
+                    .stream
+                    .write_all(queued)
+                    .map_err(|e| AttemptError::Unreachable(format!("send: {e}")))?;
+                session.client.advance_transmit(n);
+            }
+            let mut answer = None;
+            while let Some(event) = session.client.poll_event() {
+                match event {
+                    ClientEvent::Activated(response) => {
+                        answer = Some(ActivationOutcome::from_response(
+                            request,
+                            &response.body,
+                            wall_clock(),
+                        ));
+                    }
+                    ClientEvent::Refused(hresult) => {
+                        answer = Some(ActivationOutcome::refused(hresult));
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(outcome) = answer {
+                break outcome;
+            }
+            if start == end {
+                end = match session.stream.read(&mut buf) {
+                    Ok(0) => {
+                        return Err(AttemptError::Unreachable(
+                            "the host closed the connection".into(),
+                        ));
+                    }
+                    Ok(n) => n,
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                        return Err(AttemptError::TimedOut(timeout_secs));
+                    }
+                    Err(e) => return Err(AttemptError::Unreachable(format!("receive: {e}"))),
+                };
+                start = 0;
+            }
+            start += session
+                .client
+                .handle_input(buf.get(start..end).unwrap_or_default(), &mut self.rng)
+                .map_err(|e| AttemptError::Unreachable(format!("bad reply: {e}")))?;
+        };
+        session.answered += 1;
+        let latency = started.elapsed();
+        match outcome.response() {
+            Some(_) => Ok((outcome, latency)),
+            None => Err(AttemptError::Refused(outcome.hresult())),
+        }
+    }
+
+    /// Asks the hosts the target names until one answers `request`.
+    fn activate(
+        &mut self,
+        locator: &mut KmsLocator,
+        request: &RequestBody,
+    ) -> Result<(KmsHostName, ActivationOutcome, Duration), Vec<FailedAttempt<AttemptError>>> {
+        let result = if self.is_srv() {
+            self.activate_srv(locator, request)
+        } else {
+            let hosts = locator.candidates(&[], &mut self.rng);
+            locator.try_hosts(hosts, |host| {
+                let addresses = resolve(host)?;
+                self.ask(host, &addresses, request)
+            })
+        };
+        let (host, (outcome, latency), failures) = result?;
+        for failure in &failures {
+            eprintln!(
+                "kms-client: {}: {}; trying the next host",
+                failure.host,
+                describe(&failure.error)
+            );
+        }
+        Ok((host, outcome, latency))
+    }
+
+    fn is_srv(&self) -> bool {
+        self.args.target.starts_with('.')
+    }
+
+    #[cfg(feature = "dns")]
+    #[expect(clippy::type_complexity, reason = "mirrors try_hosts")]
+    fn activate_srv(
+        &mut self,
+        locator: &mut KmsLocator,
+        request: &RequestBody,
+    ) -> Result<
+        (
+            KmsHostName,
+            (ActivationOutcome, Duration),
+            Vec<FailedAttempt<AttemptError>>,
+        ),
+        Vec<FailedAttempt<AttemptError>>,
+    > {
+        use kms_activation::client::discovery::{
+            AttemptFailure, DnsSettings, SrvResolver, activate_through,
+        };
+        let mut settings = DnsSettings::system().with_timeout(self.timeout, 2);
+        if let Some(server) = self.args.dns_server {
+            settings = settings.with_name_servers([server]);
+        }
+        let resolver = SrvResolver::new(&settings).map_err(|e| {
+            vec![FailedAttempt {
+                host: KmsHostName::new(self.args.target.clone(), 0),
+                error: AttemptError::Unreachable(e.to_string()),
+            }]
+        })?;
+        let mut rng = OsRandom;
+        let result = activate_through(
+            locator,
+            &resolver,
+            &mut rng,
+            |e| AttemptError::Unreachable(e.to_string()),
+            |host, addresses| self.ask(host, addresses, request),
+        );
+        result.map_err(|failure| match failure {
+            AttemptFailure::AllHostsFailed(failures) => failures,
+            AttemptFailure::Discovery(e) => {
+                eprintln!("kms-client: discovery failed: {e} ({:#})", e.hresult());
+                vec![FailedAttempt {
+                    host: KmsHostName::new(self.args.target.clone(), 0),
+                    error: AttemptError::Unreachable(e.to_string()),
+                }]
+            }
+            _ => Vec::new(),
+        })
+    }
+
+    #[cfg(not(feature = "dns"))]
+    #[expect(clippy::type_complexity, reason = "mirrors try_hosts")]
+    fn activate_srv(
+        &mut self,
+        _locator: &mut KmsLocator,
+        _request: &RequestBody,
+    ) -> Result<
+        (
+            KmsHostName,
+            (ActivationOutcome, Duration),
+            Vec<FailedAttempt<AttemptError>>,
+        ),
+        Vec<FailedAttempt<AttemptError>>,
+    > {
+        Err(vec![FailedAttempt {
+            host: KmsHostName::new(self.args.target.clone(), 0),
+            error: AttemptError::Unreachable("SRV discovery needs the `dns` feature".into()),
+        }])
+    }
+}
+
+fn resolve(host: &KmsHostName) -> Result<Vec<SocketAddr>, AttemptError> {
+    (host.host.as_str(), host.port)
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .map_err(|e| AttemptError::Unreachable(format!("cannot resolve {}: {e}", host.host)))
+}
+
+fn describe(error: &AttemptError) -> String {
+    match error {
+        AttemptError::Refused(h) => format!("refused with {h}"),
+        AttemptError::Unreachable(why) => why.clone(),
+        AttemptError::TimedOut(secs) => format!("timed out after {secs} s"),
+    }
+}
+
+/// The locator the target calls for.
+fn locator(args: &Args) -> Result<KmsLocator, String> {
+    let config = if let Some(domain) = args.target.strip_prefix('.') {
+        if domain.is_empty() {
+            return Err("`.` needs a domain, e.g. .example.org".into());
+        }
+        let selection = if args.random_order {
+            SrvSelection::Random
+        } else {
+            SrvSelection::PriorityWeight
+        };
+        LocatorConfig::discover(domain)
+            .with_caching(!args.no_host_caching)
+            .with_selection(selection)
+    } else {
+        let host = KmsHostName::parse(&args.target)
+            .ok_or_else(|| format!("{:?} is not HOST[:PORT]", args.target))?;
+        LocatorConfig::fixed(host)
+    };
+    Ok(KmsLocator::new(config))
+}
+
+fn print_srv(args: &Args, text: &str) -> ExitCode {
+    let Some(host) = KmsHostName::parse(text) else {
+        eprintln!("kms-client: {text:?} is not HOST[:PORT]");
+        return ExitCode::from(2);
+    };
+    let domain = match args.target.strip_prefix('.') {
+        Some(domain) => domain.to_owned(),
+        None => match host.host.split_once('.') {
+            Some((_, domain)) if !domain.is_empty() => domain.to_owned(),
+            _ => {
+                eprintln!(
+                    "kms-client: {} has no domain; give one as .DOMAIN",
+                    host.host
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    println!(
+        "{}",
+        srv_zone_line(&domain, &host.host, host.port, 0, 0, 3600)
     );
-    Ok(RequestBody {
-        version: Version::new(major, 0),
-        vm_info: 0,
-        license_status: LicenseStatus::OobGrace,
-        binding_expiration: 43_200,
-        application_id: item.application_id(),
-        sku_id: sku.id(),
-        kms_id: item.id(),
-        cmid: uuid_v4(cmid),
-        previous_cmid: Uuid::nil(),
-        n_policy: item.n_count_policy(),
-        client_time: now(),
-        workstation: args.workstation.clone(),
+    ExitCode::SUCCESS
+}
+
+fn product(args: &Args) -> Result<ProductRequest, String> {
+    let product = ProductRequest::for_product(&args.product).map_err(|e| match e {
+        ProductRequestError::Lookup(SkuLookupError::Ambiguous { query, candidates }) => {
+            let mut text = format!(
+                "{} products match {query:?}; name one of them:",
+                candidates.len()
+            );
+            for sku in candidates.iter().take(40) {
+                let _ = write!(text, "\n  {:<60} {}", sku.name(), sku.id());
+            }
+            text
+        }
+        other => other.to_string(),
+    })?;
+    Ok(match args.protocol {
+        Some(major) => product.with_version(Version::new(major, 0)),
+        None => product,
     })
 }
 
-/// A random (version 4) UUID from 16 random bytes.
-fn uuid_v4(bytes: [u8; 16]) -> Uuid {
-    uuid::Builder::from_random_bytes(bytes).into_uuid()
-}
-
-fn run(args: &Args) -> Result<bool, String> {
-    let mut rng = OsRandom;
-    let body = request(args, &mut rng)?;
-    let addr = args
-        .host
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {}: {e}", args.host))?
-        .next()
-        .ok_or_else(|| format!("{} has no address", args.host))?;
-    let timeout = Duration::from_secs(args.timeout);
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-
-    let mut config = ClientConfig::default();
-    config.set_ndr64(!args.no_ndr64).set_btfn(!args.no_btfn);
-    let mut client = ClientConnection::new(&config);
-    for _ in 0..args.requests {
-        client
-            .send_request(body.clone(), &mut rng)
-            .map_err(|e| e.to_string())?;
-    }
-    let mut all_activated = true;
-    let mut buf = [0u8; 2048];
-    // Received bytes the client has not consumed yet: `buf[start..end]`.
-    let (mut start, mut end) = (0, 0);
-    while !client.is_idle() {
-        let queued = client.transmit();
-        if !queued.is_empty() {
-            let sent = queued.len();
-            stream.write_all(queued).map_err(|e| format!("send: {e}"))?;
-            client.advance_transmit(sent);
+fn report(
+    args: &Args,
+    probe: &Probe,
+    host: &str,
+    outcome: &ActivationOutcome,
+    latency: Option<Duration>,
+) -> bool {
+    let response = outcome.response();
+    let line = Report {
+        host: host.to_owned(),
+        product: probe.product.sku().name(),
+        sku_id: probe.product.sku().id().to_string(),
+        protocol: probe.product.version().to_string(),
+        epid: response.map(|r| r.epid.clone()),
+        epid_valid: response.map(|r| r.epid_check.is_valid()),
+        hwid: response.and_then(|r| r.hwid).map(|h| h.to_string()),
+        count: response.map(|r| r.count),
+        activation_interval: response.map(|r| r.activation_interval),
+        renewal_interval: response.map(|r| r.renewal_interval),
+        latency_ms: latency.map(|l| u64::try_from(l.as_millis()).unwrap_or(u64::MAX)),
+        outcome: if outcome.is_activated() {
+            "activated"
+        } else {
+            "failed"
+        },
+        hresult: format!("{:#}", outcome.hresult()),
+        description: outcome.description(),
+    };
+    let text = if args.json {
+        serde_json::to_string(&line).unwrap_or_default()
+    } else {
+        let mut text = format!(
+            "{host}: {} ({}) protocol {}: {} {}: {}",
+            line.product, line.sku_id, line.protocol, line.outcome, line.hresult, line.description
+        );
+        if let Some(r) = response {
+            let _ = write!(
+                text,
+                "\n  ePID {} ({})\n  HWID {}  count {}  intervals {} / {} min  {} ms",
+                r.epid,
+                match &r.epid_check {
+                    EpidCheck::Valid(_) => "consistent".to_owned(),
+                    check => format!("problems: {}", check.problems().join("; ")),
+                },
+                line.hwid.as_deref().unwrap_or("-"),
+                r.count,
+                r.activation_interval,
+                r.renewal_interval,
+                line.latency_ms.unwrap_or_default(),
+            );
         }
-        if start == end {
-            end = stream.read(&mut buf).map_err(|e| format!("receive: {e}"))?;
-            start = 0;
-            if end == 0 {
-                return Err("host closed the connection".into());
-            }
-        }
-        start += client
-            .handle_input(buf.get(start..end).unwrap_or_default(), &mut rng)
-            .map_err(|e| format!("bad reply: {e}"))?;
-        while let Some(event) = client.poll_event() {
-            let line = match event {
-                ClientEvent::Bound { ndr32, ndr64, btfn } => {
-                    json!({"kind": "bound", "ndr32": ndr32, "ndr64": ndr64, "btfn": btfn})
-                }
-                ClientEvent::Activated(r) => {
-                    let b = &r.body;
-                    all_activated &= b.count >= body.n_policy;
-                    json!({
-                        "kind": "response",
-                        "version": b.version.to_string(),
-                        "epid": b.epid,
-                        "hwid": b.hwid.map(|h| h.to_string()),
-                        "count": b.count,
-                        "enough_clients": b.count >= body.n_policy,
-                        "activation_interval": b.activation_interval,
-                        "renewal_interval": b.renewal_interval,
-                        "size_mismatch": r.warnings.size_mismatch,
-                        "iv_reused": r.warnings.iv_reused,
-                    })
-                }
-                ClientEvent::Refused(h) => {
-                    all_activated = false;
-                    json!({"kind": "error", "hresult": format!("{h:#}"), "meaning": h.to_string()})
-                }
-                other => json!({"kind": "event", "event": format!("{other:?}")}),
-            };
-            if writeln!(std::io::stdout(), "{line}").is_err() {
-                return Ok(all_activated);
-            }
-        }
-    }
-    Ok(all_activated)
+        text
+    };
+    // A closed stdout (`| head`) is not an error of the host.
+    writeln!(std::io::stdout(), "{text}").is_ok()
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    match run(&args) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+    if let Some(text) = &args.print_srv {
+        return print_srv(&args, text);
+    }
+    let (product, mut locator) = match product(&args).and_then(|p| Ok((p, locator(&args)?))) {
+        Ok(found) => found,
         Err(e) => {
             eprintln!("kms-client: {e}");
-            ExitCode::FAILURE
+            return ExitCode::from(2);
         }
+    };
+    let mut config = ClientConfig::default();
+    config.set_ndr64(!args.no_ndr64).set_btfn(!args.no_btfn);
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let mut probe = Probe {
+        product,
+        config,
+        timeout,
+        rng: OsRandom,
+        session: None,
+        args,
+    };
+    eprintln!(
+        "kms-client: {} ({}), KMS ID {}, protocol {}",
+        probe.product.sku().name(),
+        probe.product.sku().id(),
+        probe.product.kms_item().id(),
+        probe.product.version()
+    );
+
+    // Charging: distinct clients the host counts, reported on stderr.
+    for i in 1..=probe.args.charge {
+        let machine = MachineIdentity::random(format!("charge{i}.example.org"), &mut probe.rng);
+        let request = probe.request(&machine);
+        match probe.activate(&mut locator, &request) {
+            Ok((_, outcome, _)) if i == probe.args.charge => eprintln!(
+                "kms-client: charged {i} clients; the host counts {}",
+                outcome.response().map_or(0, |r| r.count)
+            ),
+            Ok(_) => {}
+            Err(failures) => {
+                let why = failures
+                    .last()
+                    .map_or_else(|| "no host".to_owned(), |f| describe(&f.error));
+                eprintln!("kms-client: charge request {i} failed: {why}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+
+    let machine = MachineIdentity::random(probe.args.workstation.clone(), &mut probe.rng);
+    let mut all_activated = true;
+    let mut timed_out = false;
+    for _ in 0..probe.args.requests {
+        let request = probe.request(&machine);
+        let (host, outcome, latency) = match probe.activate(&mut locator, &request) {
+            Ok((host, outcome, latency)) => (host.to_string(), outcome, Some(latency)),
+            Err(failures) => {
+                for failure in &failures {
+                    eprintln!("kms-client: {}: {}", failure.host, describe(&failure.error));
+                }
+                let last = failures.last();
+                timed_out |= matches!(last.map(|f| &f.error), Some(AttemptError::TimedOut(_)));
+                let outcome = match last.map(|f| &f.error) {
+                    Some(AttemptError::Refused(h)) => ActivationOutcome::refused(*h),
+                    _ => ActivationOutcome::no_host(),
+                };
+                let host = last.map_or_else(|| probe.args.target.clone(), |f| f.host.to_string());
+                (host, outcome, None)
+            }
+        };
+        all_activated &= outcome.is_activated();
+        if !report(&probe.args, &probe, &host, &outcome, latency) {
+            break;
+        }
+        if timed_out {
+            break;
+        }
+    }
+    if timed_out {
+        ExitCode::from(EXIT_TIMEOUT)
+    } else if all_activated {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

@@ -1,4 +1,6 @@
-//! The KMS cryptographic primitives (PROTOCOL.md §5).
+//! The KMS cryptographic primitives. The public description is in
+//! `crate::message`: "Ciphers and keys", the V4/V5/V6 framing sections,
+//! "Salt hash" and "V6 HMAC".
 //!
 //! * V4: a CBC-MAC over Rijndael with a 160-bit key (Nk = 5, 11 rounds).
 //! * V5: AES-128-CBC with a fixed key.
@@ -9,7 +11,7 @@
 //! over one small key schedule of our own, built on the AES round functions of
 //! the `aes` crate's `hazmat` module. The V5 schedule is cross-checked against
 //! `aes::Aes128` in the tests, and every primitive is pinned by the
-//! known-answer values of PROTOCOL.md §5.7 and the worked example of §9.
+//! known-answer values and by a complete captured V6 exchange (tests below).
 //!
 //! The keys are public constants of the protocol: this module provides
 //! interoperability, not secrecy.
@@ -26,26 +28,28 @@ pub(crate) const BLOCK_LEN: usize = 16;
 /// One 16-byte block.
 pub(crate) type Block = [u8; BLOCK_LEN];
 
-/// The V4 MAC key: 160 bits (PROTOCOL.md §5.1).
+/// The V4 MAC key: 160 bits (see "Ciphers and keys" in `crate::message`).
 const KEY_V4: [u8; 20] = [
     0x05, 0x3D, 0x83, 0x07, 0xF9, 0xE5, 0xF0, 0x88, 0xEB, 0x5E, 0xA6, 0x68, 0x6C, 0xF0, 0x37, 0xC7,
     0xE4, 0xEF, 0xD2, 0xD6,
 ];
 
-/// The V5 AES-128 key (PROTOCOL.md §5.1).
+/// The V5 AES-128 key (see "Ciphers and keys" in `crate::message`).
 const KEY_V5: [u8; 16] = [
     0xCD, 0x7E, 0x79, 0x6F, 0x2A, 0xB2, 0x5D, 0xCB, 0x55, 0xFF, 0xC8, 0xEF, 0x83, 0x64, 0xC4, 0x70,
 ];
 
-/// The V6 AES-128 key, before the schedule tweak (PROTOCOL.md §5.1).
+/// The V6 AES-128 key, before the schedule tweak (see "Ciphers and keys" in
+/// `crate::message`).
 const KEY_V6: [u8; 16] = [
     0xA9, 0x4A, 0x41, 0x95, 0xE2, 0x01, 0x43, 0x2D, 0x9B, 0xCB, 0x46, 0x04, 0x05, 0xD8, 0x4A, 0x21,
 ];
 
-/// The V6 schedule tweak: (expanded-key byte, XOR mask), PROTOCOL.md §5.2.
+/// The V6 schedule tweak: (expanded-key byte, XOR mask); see "Ciphers and
+/// keys" in `crate::message`.
 const V6_TWEAK: [(usize, u8); 3] = [(64, 0x73), (96, 0x09), (128, 0xE4)];
 
-/// HMAC time-slot constants (PROTOCOL.md §5.6).
+/// HMAC time-slot constants (see "V6 HMAC" in `crate::message`).
 const HMAC_C1: u64 = 0x0000_0022_8168_89BD;
 const HMAC_C2: u64 = 0x0000_0020_8CBA_B5ED;
 const HMAC_C3: u64 = 0x3156_CD5A_C628_477A;
@@ -88,7 +92,7 @@ impl Cbc {
     }
 
     /// `D(IV)`: the raw block decryption of the IV bytes as a ciphertext
-    /// block, without the CBC XOR (PROTOCOL.md §5.4).
+    /// block, without the CBC XOR (see "Ciphers and keys" in `crate::message`).
     pub(crate) fn decrypt_iv(self, iv: &Block) -> Block {
         let mut out = *iv;
         self.schedule().decrypt(&mut out);
@@ -125,7 +129,7 @@ impl Cbc {
 }
 
 /// The V4 MAC: CBC-MAC with Rijndael-160 over `msg ‖ 0x80 ‖ 0x00…`
-/// (PROTOCOL.md §5.3).
+/// (see "V4 framing" in `crate::message`).
 pub(crate) fn v4_mac(msg: &[u8]) -> Block {
     let schedule = &*SCHEDULE_V4;
     let mut h = [0u8; BLOCK_LEN];
@@ -148,13 +152,15 @@ pub(crate) fn v4_mac(msg: &[u8]) -> Block {
     h
 }
 
-/// The salt hash of V5/V6 responses: `SHA-256(R)` (PROTOCOL.md §5.5).
+/// The salt hash of V5/V6 responses: `SHA-256(R)` (see "Salt hash" in
+/// `crate::message`).
 pub(crate) fn salt_hash(salt: &Block) -> [u8; 32] {
     Sha256::digest(salt).into()
 }
 
 /// The V6 HMAC key for `client_time`, with `slot_offset` added to the time
-/// slot value `T` (0 for a host; the client also tries ±C1, §5.6).
+/// slot value `T` (0 for a host; the client also tries ±C1, see "V6 HMAC"
+/// in `crate::message`).
 fn hmac_key(client_time: u64, slot_offset: u64) -> Block {
     let t = (client_time / HMAC_C1)
         .wrapping_mul(HMAC_C2)
@@ -175,7 +181,7 @@ fn hmac_for_key(key: &Block, msg: &[u8]) -> Hmac<Sha256> {
 }
 
 /// The V6 response HMAC a host sends: the last 16 bytes of
-/// HMAC-SHA256(key(client_time), msg) (PROTOCOL.md §5.6).
+/// HMAC-SHA256(key(client_time), msg) (see "V6 HMAC" in `crate::message`).
 pub(crate) fn v6_hmac(client_time: u64, msg: &[u8]) -> Block {
     let full: [u8; 32] = hmac_for_key(&hmac_key(client_time, 0), msg)
         .finalize()
@@ -185,7 +191,8 @@ pub(crate) fn v6_hmac(client_time: u64, msg: &[u8]) -> Block {
 }
 
 /// Checks a V6 response HMAC in constant time, accepting the time-slot values
-/// `T`, `T + C1` and `T − C1` as vlmcs does (PROTOCOL.md §5.6, §10).
+/// `T`, `T + C1` and `T − C1` as vlmcs does (see "V6 HMAC" in
+/// `crate::message`).
 pub(crate) fn v6_hmac_verify(client_time: u64, msg: &[u8], tag: &Block) -> bool {
     [0, HMAC_C1, HMAC_C1.wrapping_neg()]
         .into_iter()
@@ -500,7 +507,7 @@ mod tests {
                 with_iv.extend_from_slice(&buf);
                 cbc.decrypt(&iv, &mut buf);
                 prop_assert_eq!(&buf, &data);
-                // Decrypting IV ‖ C with a zero IV yields D(IV) ‖ P (§5.4).
+                // Decrypting IV ‖ C with a zero IV yields D(IV) ‖ P.
                 cbc.decrypt(&[0; 16], &mut with_iv);
                 prop_assert_eq!(&with_iv[..16], &cbc.decrypt_iv(&iv)[..]);
                 prop_assert_eq!(&with_iv[16..], &data[..]);

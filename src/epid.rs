@@ -1,5 +1,5 @@
 //! Extended product IDs (ePIDs) of KMS hosts: parse, format, generate and
-//! check for consistency with the product tables (PROTOCOL.md §7.1).
+//! check for consistency with the product tables.
 //!
 //! An ePID reads `PPPPP-GGGGG-KKK-KKKKKK-CC-LCID-BUILD.0000-DDDYYYY`:
 //! platform ID of the host build, group ID and key ID of the host's CSVLK,
@@ -46,9 +46,12 @@ pub const VOLUME_CHANNEL: u8 = 3;
 /// characters; the wire field holds up to 64 UTF-16 units).
 pub const MAX_EPID_LEN: usize = 64;
 
-/// Common Windows language IDs (LCID, decimal) and their language tags,
-/// sorted by LCID. Generated ePIDs take their LCID from here, and the
-/// validator flags any other as unknown.
+/// Windows language IDs (LCID, decimal) and their language tags, sorted by
+/// LCID: every LCID of four or five decimal digits (the width an ePID
+/// allows) in the Windows locale table that `CPython` maintains
+/// (`locale.windows_locale`, after Microsoft's LCID reference). Generated
+/// ePIDs take their LCID from here, and the validator flags any other as
+/// unknown.
 pub const KNOWN_LCIDS: &[(u32, &str)] = &[
     (1025, "ar-SA"),
     (1026, "bg-BG"),
@@ -59,6 +62,7 @@ pub const KNOWN_LCIDS: &[(u32, &str)] = &[
     (1031, "de-DE"),
     (1032, "el-GR"),
     (1033, "en-US"),
+    (1034, "es-ES"),
     (1035, "fi-FI"),
     (1036, "fr-FR"),
     (1037, "he-IL"),
@@ -71,6 +75,7 @@ pub const KNOWN_LCIDS: &[(u32, &str)] = &[
     (1044, "nb-NO"),
     (1045, "pl-PL"),
     (1046, "pt-BR"),
+    (1047, "rm-CH"),
     (1048, "ro-RO"),
     (1049, "ru-RU"),
     (1050, "hr-HR"),
@@ -87,37 +92,176 @@ pub const KNOWN_LCIDS: &[(u32, &str)] = &[
     (1061, "et-EE"),
     (1062, "lv-LV"),
     (1063, "lt-LT"),
+    (1064, "tg-TJ"),
     (1065, "fa-IR"),
     (1066, "vi-VN"),
     (1067, "hy-AM"),
     (1068, "az-Latn-AZ"),
     (1069, "eu-ES"),
+    (1070, "wen-DE"),
     (1071, "mk-MK"),
+    (1074, "tn-ZA"),
+    (1076, "xh-ZA"),
+    (1077, "zu-ZA"),
+    (1078, "af-ZA"),
+    (1079, "ka-GE"),
+    (1080, "fo-FO"),
     (1081, "hi-IN"),
+    (1082, "mt-MT"),
+    (1083, "se-NO"),
     (1086, "ms-MY"),
     (1087, "kk-KZ"),
+    (1088, "ky-KG"),
+    (1089, "sw-KE"),
+    (1090, "tk-TM"),
+    (1091, "uz-UZ"),
+    (1092, "tt-RU"),
+    (1093, "bn-IN"),
+    (1094, "pa-IN"),
+    (1095, "gu-IN"),
+    (1096, "or-IN"),
+    (1097, "ta-IN"),
+    (1098, "te-IN"),
+    (1099, "kn-IN"),
+    (1100, "ml-IN"),
+    (1101, "as-IN"),
+    (1102, "mr-IN"),
+    (1103, "sa-IN"),
+    (1104, "mn-MN"),
+    (1105, "bo-CN"),
+    (1106, "cy-GB"),
+    (1107, "kh-KH"),
+    (1108, "lo-LA"),
     (1110, "gl-ES"),
+    (1111, "kok-IN"),
+    (1114, "syr-SY"),
+    (1115, "si-LK"),
+    (1117, "iu-CA"),
+    (1118, "am-ET"),
+    (1121, "ne-NP"),
+    (1122, "fy-NL"),
+    (1123, "ps-AF"),
+    (1124, "fil-PH"),
+    (1125, "div-MV"),
+    (1128, "ha-NG"),
+    (1130, "yo-NG"),
+    (1131, "quz-BO"),
+    (1132, "ns-ZA"),
+    (1133, "ba-RU"),
+    (1134, "lb-LU"),
+    (1135, "kl-GL"),
+    (1144, "ii-CN"),
+    (1146, "arn-CL"),
+    (1148, "moh-CA"),
+    (1150, "br-FR"),
+    (1152, "ug-CN"),
+    (1153, "mi-NZ"),
+    (1154, "oc-FR"),
+    (1155, "co-FR"),
+    (1156, "gsw-FR"),
+    (1157, "sah-RU"),
+    (1158, "qut-GT"),
+    (1159, "rw-RW"),
+    (1160, "wo-SN"),
+    (1164, "gbz-AF"),
+    (2049, "ar-IQ"),
     (2052, "zh-CN"),
     (2055, "de-CH"),
     (2057, "en-GB"),
     (2058, "es-MX"),
     (2060, "fr-BE"),
+    (2064, "it-CH"),
     (2067, "nl-BE"),
+    (2068, "nn-NO"),
     (2070, "pt-PT"),
     (2074, "sr-Latn-CS"),
+    (2077, "sv-FI"),
+    (2080, "ur-IN"),
+    (2092, "az-AZ"),
+    (2094, "dsb-DE"),
+    (2107, "se-SE"),
+    (2108, "ga-IE"),
+    (2110, "ms-BN"),
+    (2115, "uz-UZ"),
+    (2128, "mn-CN"),
+    (2129, "bo-BT"),
+    (2141, "iu-CA"),
+    (2143, "tmz-DZ"),
+    (2155, "quz-EC"),
+    (3073, "ar-EG"),
     (3076, "zh-HK"),
     (3079, "de-AT"),
     (3081, "en-AU"),
     (3082, "es-ES"),
     (3084, "fr-CA"),
+    (3098, "sr-SP"),
+    (3131, "se-FI"),
+    (3179, "quz-PE"),
+    (4097, "ar-LY"),
     (4100, "zh-SG"),
+    (4103, "de-LU"),
     (4105, "en-CA"),
+    (4106, "es-GT"),
     (4108, "fr-CH"),
+    (4122, "hr-BA"),
+    (4155, "smj-NO"),
+    (5121, "ar-DZ"),
+    (5124, "zh-MO"),
+    (5127, "de-LI"),
     (5129, "en-NZ"),
+    (5130, "es-CR"),
+    (5132, "fr-LU"),
+    (5146, "bs-BA"),
+    (5179, "smj-SE"),
+    (6145, "ar-MA"),
     (6153, "en-IE"),
+    (6154, "es-PA"),
+    (6156, "fr-MC"),
+    (6170, "sr-BA"),
+    (6203, "sma-NO"),
+    (7169, "ar-TN"),
+    (7177, "en-ZA"),
+    (7178, "es-DO"),
+    (7194, "sr-BA"),
+    (7227, "sma-SE"),
+    (8193, "ar-OM"),
+    (8201, "en-JA"),
+    (8202, "es-VE"),
+    (8218, "bs-BA"),
+    (8251, "sms-FI"),
+    (9217, "ar-YE"),
+    (9225, "en-CB"),
+    (9226, "es-CO"),
     (9242, "sr-Latn-RS"),
+    (9275, "smn-FI"),
+    (10241, "ar-SY"),
+    (10249, "en-BZ"),
+    (10250, "es-PE"),
     (10266, "sr-Cyrl-RS"),
+    (11265, "ar-JO"),
+    (11273, "en-TT"),
+    (11274, "es-AR"),
+    (12289, "ar-LB"),
+    (12297, "en-ZW"),
+    (12298, "es-EC"),
+    (13313, "ar-KW"),
+    (13321, "en-PH"),
+    (13322, "es-CL"),
+    (14337, "ar-AE"),
+    (14346, "es-UR"),
     (15361, "ar-BH"),
+    (15370, "es-PY"),
+    (16385, "ar-QA"),
+    (16393, "en-IN"),
+    (16394, "es-BO"),
+    (17417, "en-MY"),
+    (17418, "es-SV"),
+    (18441, "en-IN"),
+    (18442, "es-HN"),
+    (19466, "es-NI"),
+    (20490, "es-PR"),
+    (21514, "es-US"),
+    (31748, "zh-CHT"),
 ];
 
 /// The language tag of a known LCID (see [`KNOWN_LCIDS`]).
@@ -481,9 +625,12 @@ impl Epid {
     /// assert!(!server_2019.can_activate(office_2021));
     /// # Ok::<(), kms_activation::epid::EpidError>(())
     /// ```
+    ///
+    /// Coverage is [`Csvlk::covers_kms`]: a newer Windows Server key also
+    /// activates older Windows products the catalog lists under other keys.
     #[must_use]
     pub fn can_activate(&self, kms_id: Uuid) -> bool {
-        self.candidate_csvlks().any(|c| c.activates_kms(kms_id))
+        self.candidate_csvlks().any(|c| c.covers_kms(kms_id))
     }
 
     /// The CSVLK this ePID most likely belongs to: one whose group and key
@@ -515,9 +662,9 @@ impl Epid {
     /// the CSVLK it most likely belongs to ([`Epid::likely_csvlk`]). Empty
     /// means consistent.
     ///
-    /// Checks: channel is 03; LCID is in [`KNOWN_LCIDS`]; the build is known
-    /// (at or above the oldest build) and the platform ID is that of the
-    /// largest known build at or below it; the group is known and some range
+    /// Checks: channel is 03; LCID is in [`KNOWN_LCIDS`]; the build is a
+    /// Windows build of the catalog ([`product::build`]) and the platform ID
+    /// is that build's; the group is known and some range
     /// of the group holds the key ID; the date is not before the build's or
     /// the CSVLK's release and not after `now`.
     #[must_use]
@@ -547,6 +694,35 @@ impl Epid {
                 date: self.activation_date,
                 release,
             });
+        }
+        out
+    }
+
+    /// Every inconsistency of this ePID ([`Epid::problems`]) plus, when no
+    /// CSVLK its group and key range can belong to activates `kms_id`,
+    /// [`EpidProblem::DoesNotActivate`]: what a monitoring probe checks in
+    /// the ePID a host answered a request for `kms_id` with. (A Windows or
+    /// Office client does not look at the ePID; emulated hosts that answer
+    /// every product with one Windows Server ePID are caught here.)
+    ///
+    /// ```
+    /// use kms_activation::{Epid, Uuid};
+    /// use kms_activation::epid::EpidProblem;
+    /// use chrono::{TimeZone, Utc};
+    /// let server_2019 = Epid::parse("05426-00206-565-184251-03-1068-9200.0000-1222025")?;
+    /// let office_2021: Uuid = "86d50b16-4808-41af-b83b-b338274318b2".parse().unwrap();
+    /// let now = Utc.with_ymd_and_hms(2025, 6, 1, 0, 0, 0).unwrap();
+    /// assert_eq!(
+    ///     server_2019.problems_for_kms(office_2021, now),
+    ///     [EpidProblem::DoesNotActivate { kms_id: office_2021 }]
+    /// );
+    /// # Ok::<(), kms_activation::epid::EpidError>(())
+    /// ```
+    #[must_use]
+    pub fn problems_for_kms(&self, kms_id: Uuid, now: DateTime<Utc>) -> Vec<EpidProblem> {
+        let mut out = self.problems(now);
+        if !self.can_activate(kms_id) {
+            out.push(EpidProblem::DoesNotActivate { kms_id });
         }
         out
     }
@@ -604,7 +780,7 @@ impl Epid {
         if lcid_tag(self.lcid).is_none() {
             out.push(EpidProblem::UnknownLcid { lcid: self.lcid });
         }
-        match product::build_at_or_below(self.build) {
+        match product::build(self.build) {
             None => out.push(EpidProblem::UnknownBuild { build: self.build }),
             Some(known) => {
                 if known.platform_id() != self.platform_id {
@@ -673,7 +849,7 @@ pub enum EpidProblem {
         /// LCID found.
         lcid: u32,
     },
-    /// The build is below every known build.
+    /// The build is not a Windows build of the catalog.
     UnknownBuild {
         /// Build found.
         build: u32,
@@ -682,7 +858,7 @@ pub enum EpidProblem {
     PlatformMismatch {
         /// Build found.
         build: u32,
-        /// Platform ID of the largest known build at or below it.
+        /// Platform ID of that build.
         expected: u32,
         /// Platform ID found.
         found: u32,
@@ -736,6 +912,12 @@ pub enum EpidProblem {
         /// The caller's today.
         today: NaiveDate,
     },
+    /// No CSVLK this ePID can belong to activates the product the request
+    /// named ([`Epid::problems_for_kms`]).
+    DoesNotActivate {
+        /// The KMS ID of the request.
+        kms_id: Uuid,
+    },
 }
 
 impl fmt::Display for EpidProblem {
@@ -773,6 +955,12 @@ impl fmt::Display for EpidProblem {
                 write!(f, "activated {date}, before the csvlk's release {release}")
             }
             Self::InFuture { date, today } => write!(f, "activated {date}, after today {today}"),
+            Self::DoesNotActivate { kms_id } => {
+                write!(
+                    f,
+                    "its csvlk does not activate the requested kms id {kms_id}"
+                )
+            }
         }
     }
 }
@@ -787,8 +975,8 @@ pub enum GenerateError {
         /// The CSVLK's display name.
         name: &'static str,
     },
-    /// The host build is below every known build.
-    #[error("unknown host build {build}")]
+    /// The host build is not a Windows build of the catalog.
+    #[error("unknown host build {build}: not a Windows build of the catalog")]
     UnknownBuild {
         /// The build asked for.
         build: u32,
@@ -816,8 +1004,8 @@ fn below<R: RandomSource + ?Sized>(rng: &mut R, n: u64) -> u64 {
 }
 
 /// Makes an ePID a host holding `csvlk` and running build `host_build`
-/// could send: the platform ID of the largest known build at or below
-/// `host_build`, the CSVLK's group and a key ID in its range, a random LCID
+/// could send: the platform ID of `host_build` (a Windows build of the
+/// catalog; any other is refused), the CSVLK's group and a key ID in its range, a random LCID
 /// from [`KNOWN_LCIDS`], channel 03, and an activation date between the
 /// later of the CSVLK's and the build's release date and `now` (both
 /// inclusive). All randomness comes from `rng`.
@@ -848,8 +1036,8 @@ pub fn generate<R: RandomSource + ?Sized>(
     let (Some(group_id), Some(range)) = (csvlk.group_id(), csvlk.key_ids()) else {
         return Err(GenerateError::CsvlkLacksEpidData { name: csvlk.name() });
     };
-    let known = product::build_at_or_below(host_build)
-        .ok_or(GenerateError::UnknownBuild { build: host_build })?;
+    let known =
+        product::build(host_build).ok_or(GenerateError::UnknownBuild { build: host_build })?;
     let earliest = csvlk
         .release_date()
         .map_or(known.release_date(), |r| r.max(known.release_date()));

@@ -459,7 +459,7 @@ pub fn product_key(data: &[u8]) -> Depth {
     let again = ProductKey::parse(&key.to_string()).expect("a formatted key parses");
     assert_eq!(again, key, "product key changed in a round trip");
     let _ = key.partial();
-    depth_if(key.checksum_ok())
+    depth_if(key.checksum_ok() == Some(true))
 }
 
 /// Parses an ePID; one that parses must format and parse back to itself,

@@ -1,7 +1,7 @@
 //! HRESULT status codes: what a KMS host returns instead of a response.
 //!
 //! A host that refuses an activation answers the RPC call successfully with a
-//! non-zero HRESULT and no KMS message (PROTOCOL.md §3.3); KMS errors never
+//! non-zero HRESULT and no KMS message (see [the error stub](crate::rpc#output-stub-on-error)); KMS errors never
 //! travel as RPC faults.
 //!
 //! The module also carries a small catalogue of the codes met around volume
@@ -79,6 +79,17 @@ impl HResult {
     pub const MACHINE_NOT_BOUND: Self = Self(0xC004_F056);
     /// `SL_REMAPPING_SP_PUB_TS_MAX_REARM_REACHED`: no rearm left.
     pub const MAX_REARM_REACHED: Self = Self(0xC004_D307);
+    /// `HRESULT_FROM_WIN32(DNS_ERROR_RCODE_NAME_ERROR)`: the DNS name of the
+    /// `_vlmcs._tcp` SRV lookup does not exist.
+    pub const DNS_NAME_DOES_NOT_EXIST: Self = Self(0x8007_232B);
+    /// `HRESULT_FROM_WIN32(DNS_INFO_NO_RECORDS)`: the domain has no
+    /// `_vlmcs._tcp` SRV record.
+    pub const DNS_NO_RECORDS: Self = Self(0x8007_251D);
+    /// `HRESULT_FROM_WIN32(RPC_S_SERVER_UNAVAILABLE)`: the KMS host did not
+    /// accept the connection.
+    pub const RPC_SERVER_UNAVAILABLE: Self = Self(0x8007_06BA);
+    /// `HRESULT_FROM_WIN32(ERROR_TIMEOUT)`: the host did not answer in time.
+    pub const TIMEOUT: Self = Self(0x8007_05B4);
 
     /// Wraps a raw code.
     #[must_use]
@@ -125,7 +136,7 @@ impl HResult {
     /// Every catalogued code, sorted by code.
     #[must_use]
     pub fn catalog() -> &'static [HResultInfo] {
-        &CATALOG
+        CATALOG
     }
 }
 
@@ -261,7 +272,7 @@ const fn entry(
 
 /// The catalogue, sorted by code (a test keeps it so). Names and codes come
 /// from the Windows SDK's `slerror.h` and `winerror.h`; the prose is ours.
-static CATALOG: [HResultInfo; 29] = [
+static CATALOG: &[HResultInfo] = &[
     entry(
         0x4004_F040,
         Some("SL_E_VL_INFO_PRODUCT_USER_RIGHT"),
@@ -285,6 +296,84 @@ static CATALOG: [HResultInfo; 29] = [
         Some("HRESULT_FROM_WIN32(ERROR_INVALID_DATA)"),
         "The data is invalid. A KMS host returns this when it cannot decode a request: unsupported protocol version, wrong size, or an N policy above 1000.",
         "Use a client that speaks a protocol version the host supports (4, 5 or 6) and check that nothing on the path alters the traffic.",
+    ),
+    entry(
+        0x8007_007B,
+        Some("HRESULT_FROM_WIN32(ERROR_INVALID_NAME)"),
+        "The file name, directory name or volume label syntax is incorrect. slmgr shows it when the KMS host name it was given or discovered is not a valid name, or when no KMS host was named and none could be discovered.",
+        "Name the host correctly with slmgr /skms host:port (ospp.vbs /sethst), or publish the _vlmcs._tcp SRV record in the client's DNS domain; a product activated with a MAK needs its GVLK installed again first (slmgr /ipk).",
+    ),
+    entry(
+        0x8007_0422,
+        Some("HRESULT_FROM_WIN32(ERROR_SERVICE_DISABLED)"),
+        "The licensing service cannot start because it is disabled (Software Protection, sppsvc, or the Office Software Protection Platform service).",
+        "Set the service back to its default start type in services.msc (or sc config sppsvc start= delayed-auto), start it, then activate again.",
+    ),
+    entry(
+        0x8007_0426,
+        Some("HRESULT_FROM_WIN32(ERROR_SERVICE_NOT_ACTIVE)"),
+        "The service has not been started: the Software Protection service (sppsvc), or the Office Software Protection Platform service for Office 2010, is not running.",
+        "Start the service (net start sppsvc) and check that its start type is not Disabled, then activate again.",
+    ),
+    entry(
+        0x8007_05B4,
+        Some("HRESULT_FROM_WIN32(ERROR_TIMEOUT)"),
+        "The operation timed out: the KMS host accepted the connection but did not answer in time.",
+        "Check the load and health of the host (its event log, the Software Protection service) and anything on the path that holds TCP 1688 connections open, then try again or use another host.",
+    ),
+    entry(
+        0x8007_06BA,
+        Some("HRESULT_FROM_WIN32(RPC_S_SERVER_UNAVAILABLE)"),
+        "The RPC server is unavailable: the named or discovered KMS host did not accept the connection (host down, wrong name or port, or TCP 1688 blocked).",
+        "Check that the host runs its KMS service and listens on TCP 1688 (or the port set with slmgr /sprt), that firewalls on both sides let the port through, and that the host name resolves to the right address.",
+    ),
+    entry(
+        0x8007_06BE,
+        Some("HRESULT_FROM_WIN32(RPC_S_CALL_FAILED)"),
+        "The remote procedure call failed: the connection to the KMS host broke during the activation call.",
+        "Look for network devices or security software that reset TCP 1688 connections, and at the host's event log; then activate again.",
+    ),
+    entry(
+        0x8007_232A,
+        Some("HRESULT_FROM_WIN32(DNS_ERROR_RCODE_SERVER_FAILURE)"),
+        "The DNS server failed while the client looked up the _vlmcs._tcp SRV records of its domain.",
+        "Check that the client's DNS server is reachable and healthy, or name the KMS host directly with slmgr /skms.",
+    ),
+    entry(
+        0x8007_232B,
+        Some("HRESULT_FROM_WIN32(DNS_ERROR_RCODE_NAME_ERROR)"),
+        "The DNS name does not exist: the client found no _vlmcs._tcp SRV record in its DNS domain, so it could not discover a KMS host.",
+        "Publish the SRV record (a KMS host does so itself when it may update the zone; its event 12293 reports a failure), make the client search the domain that holds it (primary DNS suffix, or slmgr /skms-domain), or name the host with slmgr /skms.",
+    ),
+    entry(
+        0x8007_251D,
+        Some("HRESULT_FROM_WIN32(DNS_INFO_NO_RECORDS)"),
+        "No records were found for the DNS query: the client's domain exists but holds no _vlmcs._tcp SRV record.",
+        "Publish the _vlmcs._tcp SRV record of the KMS host in the domain the clients search, or point them at a host with slmgr /skms (ospp.vbs /sethst).",
+    ),
+    entry(
+        0x8007_267C,
+        Some("HRESULT_FROM_WIN32(DNS_ERROR_NO_DNS_SERVERS)"),
+        "No DNS server is configured on the client, so it cannot look up a KMS host.",
+        "Configure a DNS server in the network settings (or through DHCP), or name the KMS host by address with slmgr /skms.",
+    ),
+    entry(
+        0x8007_274C,
+        Some("HRESULT_FROM_WIN32(WSAETIMEDOUT)"),
+        "The connection to the KMS host timed out: nothing answered on TCP 1688 at that address.",
+        "Check the address the host name resolves to and that a firewall does not silently drop TCP 1688 on the path or on the host.",
+    ),
+    entry(
+        0x8007_274D,
+        Some("HRESULT_FROM_WIN32(WSAECONNREFUSED)"),
+        "The KMS host's address actively refused the connection: nothing listens on the KMS port there.",
+        "Start the KMS service on the host, or correct the port (slmgr /skms host:port on the client, slmgr /sprt on the host).",
+    ),
+    entry(
+        0x8007_2AF9,
+        Some("HRESULT_FROM_WIN32(WSAHOST_NOT_FOUND)"),
+        "No such host is known: the KMS host name (set with slmgr /skms or taken from the SRV record) does not resolve to an address.",
+        "Correct the host name, or add its A/AAAA record to DNS (an SRV record must point at a name that resolves).",
     ),
     entry(
         0xC004_C003,
@@ -323,6 +412,12 @@ static CATALOG: [HResultInfo; 29] = [
         "Activate the installation (for Office, a KMS activation grants one more rearm) or rebuild the image; while generalising an image repeatedly, set SkipRearm so that only the last run rearms.",
     ),
     entry(
+        0xC004_E003,
+        Some("SL_E_EVALUATION_FAILED"),
+        "The Software Licensing Service reported that licence evaluation failed, usually because licence files or system files the licensing relies on were changed or damaged.",
+        "Undo the change (System Restore, or remove the software that altered the files), run sfc /scannow, reinstall the licence files with slmgr /rilc, then activate again.",
+    ),
+    entry(
         0xC004_F009,
         Some("SL_E_GRACE_TIME_EXPIRED"),
         "The grace period has expired; the product is in notification mode.",
@@ -333,6 +428,12 @@ static CATALOG: [HResultInfo; 29] = [
         Some("SL_E_OUT_OF_TOLERANCE"),
         "The hardware has changed beyond what the licence tolerates (out-of-tolerance state).",
         "Activate again; a KMS client does so by itself at its next contact with a host.",
+    ),
+    entry(
+        0xC004_F012,
+        Some("SL_E_VALUE_NOT_FOUND"),
+        "The Software Licensing Service could not find a value it looked up; the licensing store is often damaged.",
+        "Rebuild the licensing store: stop the Software Protection service, rename its tokens.dat, restart the service, reinstall the licence files (slmgr /rilc) and the GVLK (slmgr /ipk), then activate.",
     ),
     entry(
         0xC004_F014,
@@ -509,6 +610,22 @@ mod tests {
             (0xC004_F081, Some("SL_E_VL_AD_AO_NOT_FOUND")),
             (0xC004_F082, Some("SL_E_VL_AD_AO_NAME_TOO_LONG")),
             (0xC004_F083, Some("SL_E_VL_AD_SCHEMA_VERSION_NOT_SUPPORTED")),
+            // Codes admins meet while clients look for and reach a host.
+            (
+                0x8007_232B,
+                Some("HRESULT_FROM_WIN32(DNS_ERROR_RCODE_NAME_ERROR)"),
+            ),
+            (0x8007_251D, Some("HRESULT_FROM_WIN32(DNS_INFO_NO_RECORDS)")),
+            (
+                0x8007_06BA,
+                Some("HRESULT_FROM_WIN32(RPC_S_SERVER_UNAVAILABLE)"),
+            ),
+            (0x8007_007B, Some("HRESULT_FROM_WIN32(ERROR_INVALID_NAME)")),
+            (
+                0x8007_0426,
+                Some("HRESULT_FROM_WIN32(ERROR_SERVICE_NOT_ACTIVE)"),
+            ),
+            (0xC004_E003, Some("SL_E_EVALUATION_FAILED")),
             // Codes the crate's own constants name.
             (0xC004_D104, Some("SL_REMAPPING_SP_STATUS_INVALIDARG")),
             (
@@ -537,6 +654,10 @@ mod tests {
             HResult::INVALID_PRODUCT_KEY,
             HResult::MACHINE_NOT_BOUND,
             HResult::MAX_REARM_REACHED,
+            HResult::DNS_NAME_DOES_NOT_EXIST,
+            HResult::DNS_NO_RECORDS,
+            HResult::RPC_SERVER_UNAVAILABLE,
+            HResult::TIMEOUT,
         ] {
             assert!(constant.info().is_some(), "{constant:#}");
         }

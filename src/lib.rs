@@ -71,8 +71,15 @@
 //! * `pcap`: the `dissect` module (reads pcap and pcapng files with `pcap-parser`).
 //! * `serde`: `serde::Serialize` on the public value types (messages, catalog
 //!   entries, ePIDs, activation and dissector records).
+//! * `dns`: `client::discovery`, DNS SRV discovery of KMS hosts
+//!   (`_vlmcs._tcp`) with `hickory-resolver`, failover and host caching.
 //! * `tracing`: every [`host::ActivationRecord`] is also emitted as a
 //!   `tracing` event (target `kms_activation::activation`).
+//! * `sqlite`: `host::store::SqliteStore`, the host's clients, activation
+//!   log and ePIDs in one SQLite file (`rusqlite` with the bundled library),
+//!   with group commit.
+//! * `postgres`: `host::store::PostgresStore`, one PostgreSQL database
+//!   shared by a fleet of hosts (`tokio-postgres`; needs a Tokio runtime).
 //!
 //! ## Minimum supported Rust version
 //!

@@ -1,10 +1,12 @@
-//! Product keys of Windows 8 and later: parsing, formatting and checksum.
+//! Product keys: parsing, formatting, and the checksum of the Windows 8 format.
 //!
 //! A product key is written as 25 characters in five groups of five,
-//! `XXXXX-XXXXX-XXXXX-XXXXX-XXXXX`. This module reads keys of the format
-//! introduced with Windows 8 / Windows Server 2012 / Office 2013 (the format
-//! of every GVLK from that generation on), checks their checksum, and exposes
-//! the fields they carry. It never creates keys.
+//! `XXXXX-XXXXX-XXXXX-XXXXX-XXXXX`. This module reads keys of both formats
+//! in use by GVLKs ([`KeyFormat`]): the one introduced with Windows 8 /
+//! Windows Server 2012 / Office 2013, whose checksum it verifies and whose
+//! fields it exposes, and the older one of Windows Vista, Windows 7, Windows
+//! Server 2008 (R2) and Office 2010, which it recognises and formats. It
+//! never creates keys.
 //!
 //! # Text form
 //!
@@ -13,16 +15,19 @@
 //! * 24 of the 25 characters are base-24 digits from the alphabet
 //!   `BCDFGHJKMPQRTVWXY2346789` (no vowels and none of `0`, `1`, `5`, `L`, `N`,
 //!   `S`, `Z`, so that no word and no look-alike pair can appear).
-//! * Exactly one character is an `N`. It is not a digit: the place where it
-//!   stands (0 to 24, counted over the 25 key characters) is the most
-//!   significant base-24 digit of the value, and the other 24 characters
-//!   follow it in order.
+//! * A key of the Windows 8 format ([`KeyFormat::Checksummed`]) has exactly
+//!   one `N`. It is not a digit: the place where it stands (0 to 24, counted
+//!   over the 25 key characters) is the most significant base-24 digit of
+//!   the value, and the other 24 characters follow it in order.
+//! * A key without `N` is of the older format ([`KeyFormat::Signed`]): all
+//!   25 characters are base-24 digits, most significant first. What they
+//!   encode is protected by a digital signature that only Microsoft's key
+//!   tables can check, not by a checksum, so nothing about such a key can be
+//!   verified offline; [`ProductKey::checksum_ok`] is `None` and the field
+//!   accessors return `None`. The catalog still maps such GVLKs to their
+//!   products ([`crate::product::sku_by_gvlk`]).
 //!
-//! Keys of Windows 7, Windows Server 2008 R2 and earlier have no `N`; they
-//! use an older encoding protected by a digital signature rather than a
-//! checksum and are rejected with [`ProductKeyError::MissingN`].
-//!
-//! # Payload
+//! # Payload of the Windows 8 format
 //!
 //! The 25 digits make a number below 2¹¹⁴, read as a little-endian 128-bit
 //! integer with these fields (bit 0 is the least significant):
@@ -59,14 +64,14 @@
 //! checksum and ask [`ProductKey::checksum_ok`].
 //!
 //! ```
-//! use kms_activation::product_key::{ProductKey, ProductKeyError};
+//! use kms_activation::product_key::{KeyFormat, ProductKey, ProductKeyError};
 //!
 //! // The GVLK of Windows 10/11 Pro, typed carelessly.
 //! let key: ProductKey = "w269nwfgwxyvc9b4j6c9t83gx".parse()?;
 //! assert_eq!(key.to_string(), "W269N-WFGWX-YVC9B-4J6C9-T83GX");
 //! assert_eq!(key.partial(), "T83GX");
-//! assert_eq!(key.group_id(), 3311);
-//! assert!(key.checksum_ok());
+//! assert_eq!(key.group_id(), Some(3311));
+//! assert_eq!(key.checksum_ok(), Some(true));
 //!
 //! // One character changed: the syntax is fine, the checksum is not.
 //! let typo = "W269N-WFGWX-YVC9B-4J6C9-T83GY";
@@ -74,7 +79,12 @@
 //!     ProductKey::parse(typo),
 //!     Err(ProductKeyError::ChecksumMismatch { .. })
 //! ));
-//! assert!(!ProductKey::decode(typo)?.checksum_ok());
+//! assert_eq!(ProductKey::decode(typo)?.checksum_ok(), Some(false));
+//!
+//! // The Windows 7 Professional GVLK: recognised, nothing to verify.
+//! let win7: ProductKey = "FJ82H-XT6CR-J8D7P-XQJJ2-GPDD4".parse()?;
+//! assert_eq!(win7.format(), KeyFormat::Signed);
+//! assert_eq!(win7.checksum_ok(), None);
 //! # Ok::<(), ProductKeyError>(())
 //! ```
 
@@ -106,9 +116,10 @@ const PAYLOAD_BITS: u32 = 114;
 /// CRC-32/MPEG-2 generator polynomial.
 const CRC_POLY: u32 = 0x04C1_1DB7;
 
-/// A product key of the Windows 8 and later format.
+/// A product key of either format ([`KeyFormat`]).
 ///
-/// The value is the 114-bit payload; the text form is derived from it, so two
+/// The value is the key's number (for the Windows 8 format, the 114-bit
+/// payload) and its format; the text form is derived from them, so two
 /// spellings of the same key (case, dashes) compare equal. A value obtained
 /// from [`ProductKey::decode`] may have a wrong checksum; one from
 /// [`ProductKey::parse`] never has.
@@ -125,6 +136,20 @@ const CRC_POLY: u32 = 0x04C1_1DB7;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProductKey {
     payload: u128,
+    format: KeyFormat,
+}
+
+/// The two encodings of product keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyFormat {
+    /// Windows 8, Windows Server 2012, Office 2013 and later: one `N`,
+    /// fields and a 10-bit checksum that can be verified offline.
+    Checksummed,
+    /// Windows Vista, Windows 7, Windows Server 2008 (R2), Office 2010 and
+    /// earlier: no `N`; the key carries a digital signature rather than a
+    /// checksum, so it cannot be verified offline.
+    Signed,
 }
 
 /// Why a string is not a product key.
@@ -160,10 +185,6 @@ pub enum ProductKeyError {
         /// Where the dash should stand.
         position: usize,
     },
-    /// No `N`: not a key of the Windows 8 and later format (keys of
-    /// Windows 7 and earlier look like this).
-    #[error("the key has no 'N'; only keys of the Windows 8 and later format are supported")]
-    MissingN,
     /// More than one `N`.
     #[error("the key has more than one 'N' (positions {first} and {second})")]
     MultipleN {
@@ -188,7 +209,9 @@ pub enum ProductKeyError {
 }
 
 impl ProductKey {
-    /// Parses a key and verifies its checksum.
+    /// Parses a key and verifies its checksum (a key of the
+    /// [`KeyFormat::Signed`] format has none to verify and is accepted when
+    /// well formed).
     ///
     /// Accepts upper or lower case, with all four dashes or none.
     ///
@@ -210,12 +233,11 @@ impl ProductKey {
     /// ```
     pub fn parse(text: &str) -> Result<Self, ProductKeyError> {
         let key = Self::decode(text)?;
-        let computed = key.computed_checksum();
-        let stored = key.checksum();
-        if stored == computed {
-            Ok(key)
-        } else {
-            Err(ProductKeyError::ChecksumMismatch { stored, computed })
+        match (key.checksum(), key.computed_checksum()) {
+            (Some(stored), Some(computed)) if stored != computed => {
+                Err(ProductKeyError::ChecksumMismatch { stored, computed })
+            }
+            _ => Ok(key),
         }
     }
 
@@ -230,7 +252,6 @@ impl ProductKey {
     /// [`InvalidCharacter`](ProductKeyError::InvalidCharacter),
     /// [`UnexpectedDash`](ProductKeyError::UnexpectedDash),
     /// [`MissingDash`](ProductKeyError::MissingDash),
-    /// [`MissingN`](ProductKeyError::MissingN),
     /// [`MultipleN`](ProductKeyError::MultipleN) or
     /// [`PayloadOverflow`](ProductKeyError::PayloadOverflow), checked in
     /// that order.
@@ -242,13 +263,13 @@ impl ProductKey {
     /// // the value grows by one, so the group ID does too (3311 → 3312),
     /// // while the stored checksum no longer matches.
     /// let key = ProductKey::decode("W269N-WFGWX-YVC9B-4J6C9-T83GY")?;
-    /// assert_eq!(key.group_id(), 3312);
-    /// assert_eq!(key.checksum(), 0x25e);
-    /// assert!(!key.checksum_ok());
+    /// assert_eq!(key.group_id(), Some(3312));
+    /// assert_eq!(key.checksum(), Some(0x25e));
+    /// assert_eq!(key.checksum_ok(), Some(false));
     /// # Ok::<(), kms_activation::product_key::ProductKeyError>(())
     /// ```
     pub fn decode(text: &str) -> Result<Self, ProductKeyError> {
-        let digits = scan(text)?;
+        let (format, digits) = scan(text)?;
         let mut value: u128 = 0;
         for digit in digits {
             value = value
@@ -256,59 +277,78 @@ impl ProductKey {
                 .and_then(|v| v.checked_add(u128::from(digit)))
                 .ok_or(ProductKeyError::PayloadOverflow)?;
         }
-        if value >> PAYLOAD_BITS != 0 {
+        if format == KeyFormat::Checksummed && value >> PAYLOAD_BITS != 0 {
             return Err(ProductKeyError::PayloadOverflow);
         }
-        Ok(Self { payload: value })
+        Ok(Self {
+            payload: value,
+            format,
+        })
+    }
+
+    /// Which of the two key formats this key has.
+    #[must_use]
+    pub const fn format(self) -> KeyFormat {
+        self.format
     }
 
     /// The group ID (20 bits): which key configuration in Microsoft's
-    /// `pkeyconfig` tables the key belongs to.
+    /// `pkeyconfig` tables the key belongs to. `None` for a
+    /// [`KeyFormat::Signed`] key, whose fields are not readable offline.
     #[must_use]
-    pub fn group_id(self) -> u32 {
-        narrow_u32(self.field(GROUP_FIELD))
+    pub fn group_id(self) -> Option<u32> {
+        self.field(GROUP_FIELD).map(narrow_u32)
     }
 
-    /// The key ID or serial (30 bits), unique within the group.
+    /// The key ID or serial (30 bits), unique within the group; `None` for
+    /// a [`KeyFormat::Signed`] key.
     #[must_use]
-    pub fn key_id(self) -> u32 {
-        narrow_u32(self.field(KEY_ID_FIELD))
+    pub fn key_id(self) -> Option<u32> {
+        self.field(KEY_ID_FIELD).map(narrow_u32)
     }
 
-    /// The security value (53 bits).
+    /// The security value (53 bits); `None` for a [`KeyFormat::Signed`] key.
     #[must_use]
-    pub fn security_value(self) -> u64 {
+    pub fn security_value(self) -> Option<u64> {
         self.field(SECURITY_FIELD)
     }
 
-    /// The checksum stored in the key (10 bits).
+    /// The checksum stored in the key (10 bits); `None` for a
+    /// [`KeyFormat::Signed`] key, which has none.
     #[must_use]
-    pub fn checksum(self) -> u16 {
-        narrow_u16(self.field(CHECKSUM_FIELD))
+    pub fn checksum(self) -> Option<u16> {
+        self.field(CHECKSUM_FIELD).map(narrow_u16)
     }
 
-    /// The checksum the other fields call for (10 bits).
+    /// The checksum the other fields call for (10 bits); `None` for a
+    /// [`KeyFormat::Signed`] key.
     #[must_use]
-    pub fn computed_checksum(self) -> u16 {
+    pub fn computed_checksum(self) -> Option<u16> {
+        if self.format != KeyFormat::Checksummed {
+            return None;
+        }
         let (shift, width) = CHECKSUM_FIELD;
         let zeroed = self.payload & !(mask(width) << shift);
         let crc = crc32_mpeg2(&zeroed.to_le_bytes());
-        narrow_u16(u64::from(!crc) & mask_u64(width))
+        Some(narrow_u16(u64::from(!crc) & mask_u64(width)))
     }
 
-    /// True when the stored checksum matches the computed one.
+    /// Whether the stored checksum matches the computed one; `None` for a
+    /// [`KeyFormat::Signed`] key, which carries a signature instead.
     #[must_use]
-    pub fn checksum_ok(self) -> bool {
-        self.checksum() == self.computed_checksum()
+    pub fn checksum_ok(self) -> Option<bool> {
+        Some(self.checksum()? == self.computed_checksum()?)
     }
 
-    /// The upgrade flag (bit 113).
+    /// The upgrade flag (bit 113); `None` for a [`KeyFormat::Signed`] key.
     #[must_use]
-    pub fn is_upgrade(self) -> bool {
-        self.field(UPGRADE_FIELD) != 0
+    pub fn is_upgrade(self) -> Option<bool> {
+        self.field(UPGRADE_FIELD).map(|bit| bit != 0)
     }
 
-    /// The 114-bit payload as an integer.
+    /// The key's number: the 114-bit payload of a
+    /// [`KeyFormat::Checksummed`] key, the plain base-24 value of the 25
+    /// characters of a [`KeyFormat::Signed`] one.
     #[must_use]
     pub const fn payload(self) -> u128 {
         self.payload
@@ -344,6 +384,9 @@ impl ProductKey {
 
     /// The 25 key characters, most significant first, `N` included.
     fn chars(self) -> [char; KEY_CHARS] {
+        if self.format == KeyFormat::Signed {
+            return self.plain_chars();
+        }
         // Base-24 digits, most significant first.
         let mut digits = [0u8; KEY_CHARS];
         let mut rest = self.payload;
@@ -368,9 +411,26 @@ impl ProductKey {
         out
     }
 
-    fn field(self, (shift, width): (u32, u32)) -> u64 {
+    /// The 25 characters of a key without `N`: base-24 digits, most
+    /// significant first.
+    fn plain_chars(self) -> [char; KEY_CHARS] {
+        let mut out = ['?'; KEY_CHARS];
+        let mut rest = self.payload;
+        for slot in out.iter_mut().rev() {
+            let digit = usize::try_from(rest % 24).unwrap_or(0);
+            *slot = ALPHABET.get(digit).map_or('?', |&b| char::from(b));
+            rest /= 24;
+        }
+        out
+    }
+
+    /// A field of the Windows 8 layout; `None` for a signed key.
+    fn field(self, (shift, width): (u32, u32)) -> Option<u64> {
+        if self.format != KeyFormat::Checksummed {
+            return None;
+        }
         let bits = (self.payload >> shift) & mask(width);
-        u64::try_from(bits).unwrap_or(u64::MAX)
+        Some(u64::try_from(bits).unwrap_or(u64::MAX))
     }
 }
 
@@ -398,9 +458,10 @@ impl FromStr for ProductKey {
     }
 }
 
-/// Checks the text and returns the 25 base-24 digits, most significant first
-/// (the first one being the place of the `N`).
-fn scan(text: &str) -> Result<[u8; KEY_CHARS], ProductKeyError> {
+/// Checks the text and returns its format and 25 base-24 digits, most
+/// significant first (for the Windows 8 format, the first one is the place of
+/// the `N`).
+fn scan(text: &str) -> Result<(KeyFormat, [u8; KEY_CHARS]), ProductKeyError> {
     // Pass 1: the characters themselves.
     let mut key_chars = 0usize;
     let mut has_dash = false;
@@ -431,8 +492,16 @@ fn scan(text: &str) -> Result<[u8; KEY_CHARS], ProductKeyError> {
             }
         }
     }
-    // Pass 3: exactly one N, and the digits.
+    // Pass 3: at most one N, and the digits.
+    let has_n = text.chars().any(|c| c.eq_ignore_ascii_case(&N_MARKER));
     let mut digits = [0u8; KEY_CHARS];
+    if !has_n {
+        let key_digits = text.chars().filter(|&c| c != '-').filter_map(digit_of);
+        for (slot, digit) in digits.iter_mut().zip(key_digits) {
+            *slot = digit;
+        }
+        return Ok((KeyFormat::Signed, digits));
+    }
     let mut n_seen: Option<(usize, usize)> = None; // (input position, key place)
     let mut fill = digits.iter_mut().skip(1);
     for (place, (position, character)) in text
@@ -453,11 +522,11 @@ fn scan(text: &str) -> Result<[u8; KEY_CHARS], ProductKeyError> {
             *slot = digit_of(character).unwrap_or(0);
         }
     }
-    let (_, n_place) = n_seen.ok_or(ProductKeyError::MissingN)?;
+    let n_place = n_seen.map_or(0, |(_, place)| place);
     if let Some(first) = digits.first_mut() {
         *first = u8::try_from(n_place).unwrap_or(u8::MAX);
     }
-    Ok(digits)
+    Ok((KeyFormat::Checksummed, digits))
 }
 
 /// The base-24 value of a key character (case-insensitive), `None` for `N`
@@ -542,11 +611,12 @@ mod tests {
             modern += 1;
             let key = ProductKey::parse(&text)
                 .unwrap_or_else(|e| panic!("{section} / {edition}: {text}: {e}"));
-            assert!(key.checksum_ok(), "{text}");
+            assert_eq!(key.checksum_ok(), Some(true), "{text}");
+            assert_eq!(key.format(), KeyFormat::Checksummed);
             assert_eq!(key.to_string(), text);
             assert_eq!(format!("{key:#}"), text.replace('-', ""));
             assert_eq!(key.partial(), text[24..]);
-            assert!(!key.is_upgrade(), "{text}");
+            assert_eq!(key.is_upgrade(), Some(false), "{text}");
             assert_eq!(ProductKey::parse(&text.to_lowercase()), Ok(key));
             assert_eq!(ProductKey::parse(&text.replace('-', "")), Ok(key));
         }
@@ -556,7 +626,7 @@ mod tests {
     /// The 21 GVLKs of Windows 7 / Server 2008 / 2008 R2 use the older,
     /// signature-protected encoding without an N.
     #[test]
-    fn pre_windows_8_gvlks_are_recognised_as_missing_n() {
+    fn pre_windows_8_gvlks_are_recognised_as_signed() {
         let legacy: Vec<_> = seed()
             .into_iter()
             .filter(|(_, _, k)| !k.contains('N'))
@@ -567,7 +637,16 @@ mod tests {
                 section.starts_with("Windows 7") || section.starts_with("Windows Server 2008"),
                 "{section}"
             );
-            assert_eq!(ProductKey::decode(&text), Err(ProductKeyError::MissingN));
+            let key = ProductKey::parse(&text).unwrap();
+            assert_eq!(key.format(), KeyFormat::Signed);
+            assert_eq!(key.checksum_ok(), None);
+            assert_eq!(key.group_id(), None);
+            assert_eq!(key.to_string(), text);
+            assert_eq!(
+                ProductKey::parse(&text.to_lowercase().replace('-', "")),
+                Ok(key)
+            );
+            assert_eq!(key.partial(), text[24..]);
         }
     }
 
@@ -579,12 +658,12 @@ mod tests {
     fn fields_of_windows_10_pro_gvlk() {
         let key = ProductKey::parse("W269N-WFGWX-YVC9B-4J6C9-T83GX").unwrap();
         assert_eq!(key.payload(), 0x0001_2f6e_bd4e_39c5_3d34_0000_0010_0cef);
-        assert_eq!(key.group_id(), 3311);
-        assert_eq!(key.key_id(), 1);
-        assert_eq!(key.security_value(), 0x001b_af53_8e71_4f4d);
-        assert_eq!(key.checksum(), 0x25e);
-        assert_eq!(key.computed_checksum(), 0x25e);
-        assert!(!key.is_upgrade());
+        assert_eq!(key.group_id(), Some(3311));
+        assert_eq!(key.key_id(), Some(1));
+        assert_eq!(key.security_value(), Some(0x001b_af53_8e71_4f4d));
+        assert_eq!(key.checksum(), Some(0x25e));
+        assert_eq!(key.computed_checksum(), Some(0x25e));
+        assert_eq!(key.is_upgrade(), Some(false));
         assert_eq!(key.partial(), "T83GX");
     }
 
@@ -652,8 +731,8 @@ mod tests {
             })
         );
         assert_eq!(
-            ProductKey::parse("FJ82H-XT6CR-J8D7P-XQJJ2-GPDD4"),
-            Err(E::MissingN)
+            ProductKey::parse("FJ82H-XT6CR-J8D7P-XQJJ2-GPDD4").map(ProductKey::format),
+            Ok(KeyFormat::Signed)
         );
         // N in the last place: first digit 24, far above 2^114.
         assert_eq!(
@@ -672,6 +751,7 @@ mod tests {
                 computed: ProductKey::decode("W269N-WFGWX-YVC9B-4J6C9-T83GY")
                     .unwrap()
                     .computed_checksum()
+                    .unwrap()
             })
         );
     }
@@ -711,9 +791,9 @@ mod tests {
                     changed[place] = replacement;
                     let changed: String = changed.into_iter().collect();
                     match ProductKey::parse(&changed) {
+                        Ok(key) if key.format() == KeyFormat::Signed => missing_n += 1,
                         Ok(_) => undetected.push(changed),
                         Err(ProductKeyError::ChecksumMismatch { .. }) => checksum += 1,
-                        Err(ProductKeyError::MissingN) => missing_n += 1,
                         Err(ProductKeyError::MultipleN { .. }) => multiple_n += 1,
                         Err(ProductKeyError::PayloadOverflow) => overflow += 1,
                         Err(e) => panic!("{changed}: unexpected {e}"),
@@ -774,15 +854,23 @@ mod tests {
         }
 
         #[test]
+        fn signed_keys_round_trip(payload in 0u128..24u128.pow(25)) {
+            let key = ProductKey { payload, format: KeyFormat::Signed };
+            let text = key.to_string();
+            prop_assert!(!text.contains('N'));
+            prop_assert_eq!(ProductKey::parse(&text), Ok(key));
+        }
+
+        #[test]
         fn payload_fields_round_trip(payload in 0u128..(1u128 << 114)) {
-            let key = ProductKey { payload };
+            let key = ProductKey { payload, format: KeyFormat::Checksummed };
             let back = ProductKey::decode(&key.to_string()).unwrap();
             prop_assert_eq!(back, key);
-            let rebuilt = u128::from(back.group_id())
-                | u128::from(back.key_id()) << 20
-                | u128::from(back.security_value()) << 50
-                | u128::from(back.checksum()) << 103
-                | u128::from(back.is_upgrade()) << 113;
+            let rebuilt = u128::from(back.group_id().unwrap())
+                | u128::from(back.key_id().unwrap()) << 20
+                | u128::from(back.security_value().unwrap()) << 50
+                | u128::from(back.checksum().unwrap()) << 103
+                | u128::from(back.is_upgrade().unwrap()) << 113;
             prop_assert_eq!(rebuilt, payload);
         }
     }

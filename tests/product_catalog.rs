@@ -294,8 +294,16 @@ fn name_search() {
     assert_eq!(hits[0].name(), "Windows 10/11 Enterprise");
     let hits = product::search_skus("office ltsc 2024 proplus");
     assert_eq!(hits[0].name(), "Office LTSC Professional Plus 2024");
-    let hits = product::search_skus("microsoft office ltsc 2024 proplus volume");
-    assert_eq!(hits[0].name(), "Office LTSC Professional Plus 2024");
+    // Every word must match: words no name holds match nothing.
+    assert!(product::search_skus("microsoft office ltsc 2024 proplus volume").is_empty());
+    // Only names with every word, never Windows 7, Vista or Server 2008.
+    let hits = product::search_skus("windows 11 enterprise");
+    assert!(hits.len() < 20, "{} hits", hits.len());
+    for sku in &hits {
+        let name = sku.name();
+        assert!(name.contains("11") && name.contains("Enterprise"), "{name}");
+        assert!(!name.contains("Windows 7") && !name.contains("Vista") && !name.contains("2008"));
+    }
     let hits = product::search_skus("server 2022 datacenter");
     assert_eq!(hits[0].name(), "Windows Server 2022 Datacenter");
     assert!(product::search_skus("").is_empty());

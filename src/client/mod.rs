@@ -1,8 +1,18 @@
-//! The client side: one sans-IO [`ClientConnection`] per TCP connection.
+//! The client side: one sans-IO [`ClientConnection`] per TCP connection,
+//! and what a real client does around it.
+//!
+//! * [`ProductRequest`] and [`MachineIdentity`] build requests from a
+//!   catalog product and a machine; the licence fields come from
+//!   [`LicenseTimeline`](crate::license::LicenseTimeline).
+//! * [`ActivationOutcome`] is what the client concludes from the answer
+//!   (activated, or the HRESULT it shows), and feeds the timeline back.
+//! * [`KmsLocator`] and [`order_srv_records`] choose hosts the way clients
+//!   do (SRV priority and weight, failover, host caching); with the `dns`
+//!   feature, `discovery` looks the SRV records up.
 //!
 //! A client connection binds to the KMS interface, sends activation requests
 //! one at a time and verifies each response against the request it answers
-//! (every check of PROTOCOL.md §6.3). It is driven like the host connection:
+//! (every check listed under [what a client verifies](crate::message#what-a-client-verifies)). It is driven like the host connection:
 //! feed received bytes to [`ClientConnection::handle_input`] (which says how
 //! many it consumed; offer the rest again after draining), send what
 //! [`ClientConnection::transmit`] holds (dropping what was sent with
@@ -59,9 +69,21 @@
 
 mod config;
 mod connection;
+#[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
+pub mod discovery;
+mod outcome;
+mod request;
+mod srv;
 
 pub use config::ClientConfig;
 pub use connection::{
     BindAckProblem, CallMismatch, ClientConnection, ClientError, ClientEvent, MAX_PENDING_EVENTS,
     MAX_PENDING_OUTPUT, MAX_QUEUED_REQUESTS,
+};
+pub use outcome::{ActivationOutcome, EpidCheck, ResponseReport};
+pub use request::{MachineIdentity, ProductRequest, ProductRequestError};
+pub use srv::{
+    DEFAULT_KMS_PORT, FailedAttempt, HostSource, KMS_SRV_LABEL, KmsHostName, KmsLocator,
+    LocatorConfig, SrvRecord, SrvSelection, order_srv_records, srv_query_name, srv_zone_line,
 };

@@ -61,6 +61,18 @@ pub struct RequestEvent {
 }
 
 impl RequestEvent {
+    /// An event that belongs to no connection, for exercising a policy
+    /// (tests, benchmarks, replays) without the engine: its id names no
+    /// request, so [`answer`](super::HostConnection::answer) refuses it.
+    #[must_use]
+    pub const fn detached(context: RequestContext, body: RequestBody) -> Self {
+        Self {
+            id: RequestId(u64::MAX),
+            context,
+            body,
+        }
+    }
+
     /// The request's protocol version.
     #[must_use]
     pub const fn version(&self) -> Version {

@@ -238,7 +238,9 @@ pub struct Decision {
 /// A ready-made host policy that behaves like a Microsoft KMS host.
 ///
 /// * **CSVLKs and ePIDs**: it holds a set of CSVLKs (all in the catalog by
-///   default) and activates exactly the KMS IDs they cover; other KMS IDs,
+///   default) and activates exactly the KMS IDs they cover
+///   ([`Csvlk::covers_kms`]: a Windows Server key also covers the older
+///   Windows products); other KMS IDs,
 ///   retail and pre-release groups, and KMS IDs of another application are
 ///   refused with [`HResult::KMS_ID_MISMATCH`]. It answers each KMS ID with
 ///   the ePID of the CSVLK that covers it, given in the configuration or
@@ -345,15 +347,15 @@ impl<S: CountStore> KmsHost<S> {
 
     fn assemble(config: KmsHostConfig, store: S, keys: Vec<HeldKey>) -> Self {
         let mut by_kms_id: HashMap<Uuid, usize> = HashMap::new();
-        for (index, key) in keys.iter().enumerate() {
-            for &kms_id in key.csvlk.activates() {
-                let better = by_kms_id
-                    .get(&kms_id)
-                    .and_then(|&i| keys.get(i))
-                    .is_none_or(|current| preference(key.csvlk) > preference(current.csvlk));
-                if better {
-                    by_kms_id.insert(kms_id, index);
-                }
+        for item in product::kms_items() {
+            let kms_id = item.id();
+            let best = keys
+                .iter()
+                .enumerate()
+                .filter(|(_, key)| key.csvlk.covers_kms(kms_id))
+                .max_by_key(|(_, key)| preference(key.csvlk, kms_id));
+            if let Some((index, _)) = best {
+                by_kms_id.insert(kms_id, index);
             }
         }
         Self {
@@ -633,10 +635,14 @@ fn capped_count(clients: u64, max_n_policy: u32) -> u32 {
     u32::try_from(clients.min(cap)).unwrap_or(u32::MAX)
 }
 
-/// Ranks CSVLKs covering the same KMS ID: production keys first, then the
-/// most recent release.
-fn preference(csvlk: &Csvlk) -> (bool, Option<chrono::NaiveDate>) {
-    (!csvlk.is_lab() && !csvlk.is_preview(), csvlk.release_date())
+/// Ranks CSVLKs covering the same KMS ID: keys the catalog lists for it
+/// first, then production keys, then the most recent release.
+fn preference(csvlk: &Csvlk, kms_id: Uuid) -> (bool, bool, Option<chrono::NaiveDate>) {
+    (
+        csvlk.activates_kms(kms_id),
+        !csvlk.is_lab() && !csvlk.is_preview(),
+        csvlk.release_date(),
+    )
 }
 
 fn duration_ticks(duration: Duration) -> u64 {

@@ -1,7 +1,7 @@
 //! License states of a KMS client.
 //!
 //! [`LicenseStatus`] is the wire value a client reports in every request
-//! (PROTOCOL.md §8); it lives with the message types and is re-exported
+//! (see [license status](crate::message#license-status-and-bindingexpiration)); it lives with the message types and is re-exported
 //! here. [`LicenseTimeline`] models how a client moves between
 //! those states over time (grace periods, activation validity, renewals,
 //! rearms) and what it reports at any instant; the rules and their sources

@@ -5,7 +5,7 @@
 //! the host sent), failed attempts and rearms. [`LicenseTimeline::state_at`]
 //! then answers, for any instant, the [`LicenseStatus`] the client would
 //! report, the minutes left in that state (the request's
-//! `BindingExpiration`, PROTOCOL.md §8) and when it should next contact a
+//! `BindingExpiration`; see [license status](crate::message#license-status-and-bindingexpiration)) and when it should next contact a
 //! host. Nothing here reads the clock: every instant is an argument.
 //!
 //! # Rules and where they come from
@@ -30,7 +30,7 @@
 //! | rearm | resets the grace timer to 30 days (and the licensing state to initial grace) | Office guide, rearm article ("resets the grace-period timer to 30 days") |
 //! | Office rearm limit | 5; once used up, a KMS activation grants one more | Office guide, rearm article ("you can rearm five times … if you run out, activating through KMS allows one more rearm") |
 //! | Windows rearm limit | 3 | not in the guides: Microsoft's `SkipRearm` reference for Windows Embedded Standard 7 ("typically, a system can be rearmed only three times") and its support article on Sysprep failing with 0xC004D307 ("run more than three times in a single Windows image") |
-//! | `BindingExpiration` | grace minutes left; minutes until the activation lapses when licensed; 0 in notification | PROTOCOL.md §8 |
+//! | `BindingExpiration` | grace minutes left; minutes until the activation lapses when licensed; 0 in notification | the request field, see [license status](crate::message#license-status-and-bindingexpiration); captured vlmcs requests send 43 200 (30 days) |
 //!
 //! # What the model leaves out
 //!
@@ -68,7 +68,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::HResult;
-
+use crate::client::ActivationOutcome;
 use crate::message::LicenseStatus;
 
 /// Length of the initial grace period and of a rearmed one.
@@ -275,6 +275,16 @@ pub enum LicenseEvent {
         /// When.
         at: DateTime<Utc>,
     },
+    /// A host answered but did not activate the client (its count was below
+    /// the threshold); its intervals replace the defaults all the same.
+    AnsweredWithoutActivation {
+        /// When.
+        at: DateTime<Utc>,
+        /// The host's `VLActivationInterval`, minutes.
+        activation_interval: u32,
+        /// The host's `VLRenewalInterval`, minutes.
+        renewal_interval: u32,
+    },
     /// The licensing state was rearmed.
     Rearmed {
         /// When.
@@ -287,7 +297,10 @@ impl LicenseEvent {
     #[must_use]
     pub const fn at(&self) -> DateTime<Utc> {
         match *self {
-            Self::Activated { at, .. } | Self::Failed { at } | Self::Rearmed { at } => at,
+            Self::Activated { at, .. }
+            | Self::Failed { at }
+            | Self::AnsweredWithoutActivation { at, .. }
+            | Self::Rearmed { at } => at,
         }
     }
 }
@@ -456,6 +469,51 @@ impl LicenseTimeline {
         Ok(())
     }
 
+    /// Records what an activation attempt at `at` came to: an activation
+    /// with the host's intervals, an answer without activation (a count
+    /// below the threshold; the host's intervals still apply), or a failure
+    /// (a refusal, no host). [`state_at`](Self::state_at) then says when to
+    /// contact a host next.
+    ///
+    /// # Errors
+    ///
+    /// [`OutOfOrderError`] if `at` is before the latest recorded instant.
+    ///
+    /// ```
+    /// use chrono::{Duration, TimeZone, Utc};
+    /// use kms_activation::client::ActivationOutcome;
+    /// use kms_activation::license::{LicensePolicy, LicenseTimeline};
+    ///
+    /// let installed = Utc.with_ymd_and_hms(2025, 1, 1, 8, 0, 0).unwrap();
+    /// let mut timeline = LicenseTimeline::new(installed, LicensePolicy::windows());
+    /// timeline.record_outcome(installed, &ActivationOutcome::no_host())?;
+    /// assert_eq!(timeline.state_at(installed).next_contact, installed + Duration::hours(2));
+    /// # Ok::<(), kms_activation::license::OutOfOrderError>(())
+    /// ```
+    pub fn record_outcome(
+        &mut self,
+        at: DateTime<Utc>,
+        outcome: &ActivationOutcome,
+    ) -> Result<(), OutOfOrderError> {
+        let Some(response) = outcome.response() else {
+            return self.record_failure(at);
+        };
+        if outcome.is_activated() {
+            return self.record_success(
+                at,
+                response.activation_interval,
+                response.renewal_interval,
+            );
+        }
+        self.check_order(at)?;
+        self.events.push(LicenseEvent::AnsweredWithoutActivation {
+            at,
+            activation_interval: response.activation_interval,
+            renewal_interval: response.renewal_interval,
+        });
+        Ok(())
+    }
+
     /// Rearms at `at`: the licensing state returns to initial grace with a
     /// full grace period, and any activation is discarded.
     ///
@@ -593,6 +651,15 @@ impl LicenseTimeline {
                     }
                 }
                 LicenseEvent::Failed { at } => r.last_attempt = Some(at),
+                LicenseEvent::AnsweredWithoutActivation {
+                    at,
+                    activation_interval,
+                    renewal_interval,
+                } => {
+                    r.last_attempt = Some(at);
+                    r.activation_interval = activation_interval;
+                    r.renewal_interval = renewal_interval;
+                }
                 LicenseEvent::Rearmed { at } => {
                     r.grace_start = at;
                     r.last_success = None;
@@ -958,6 +1025,98 @@ mod tests {
         assert_eq!(s.next_contact, DateTime::<Utc>::MAX_UTC);
     }
 
+    /// A client driven by outcomes on a stepped clock: it asks whenever its
+    /// next contact is due, and a scripted host answers.
+    #[test]
+    fn timeline_fed_outcomes_on_a_stepped_clock() {
+        use crate::message::{RequestBody, ResponseBody, Version};
+        use crate::{FileTime, Uuid};
+
+        let request = RequestBody {
+            version: Version::V6,
+            vm_info: 0,
+            license_status: LicenseStatus::OobGrace,
+            binding_expiration: 0,
+            application_id: Uuid::nil(),
+            sku_id: Uuid::nil(),
+            kms_id: Uuid::nil(),
+            cmid: Uuid::nil(),
+            previous_cmid: Uuid::nil(),
+            n_policy: 25,
+            client_time: FileTime::from_ticks(1),
+            workstation: String::new(),
+        };
+        let answer = |count: u32| {
+            let response = ResponseBody::answering(&request, "x", count, 60, 1440, None);
+            ActivationOutcome::from_response(&request, &response, t0())
+        };
+        let mut tl = windows();
+        // Contacts made while stepping the clock minute by minute.
+        let mut contacts = Vec::new();
+        let mut t = t0();
+        let end = t0() + min(400 * DAY);
+        while t < end {
+            let state = tl.state_at(t);
+            if state.next_contact <= t {
+                let day = (t - t0()).num_days();
+                let outcome = match day {
+                    // Days 0-1: no host; days 1-2: the count is too low.
+                    0 => ActivationOutcome::no_host(),
+                    1 => answer(3),
+                    // Activated and renewed for 30 days, then the host is gone.
+                    2..=31 => answer(30),
+                    _ => ActivationOutcome::refused(HResult::NO_HOST_REACHABLE),
+                };
+                tl.record_outcome(t, &outcome).unwrap();
+                contacts.push((t, state.status, outcome.is_activated()));
+            }
+            // Step in whole minutes; jump ahead to the next due contact.
+            t = tl.state_at(t).next_contact.max(t + min(1));
+        }
+        // Unlicensed: a retry every activation interval (the default 120
+        // minutes until a host sent its own 60).
+        let day0: Vec<_> = contacts.iter().filter(|c| c.0 < t0() + min(DAY)).collect();
+        assert_eq!(day0.len(), 12);
+        assert!(day0.windows(2).all(|w| w[1].0 - w[0].0 == min(120)));
+        let day1: Vec<_> = contacts
+            .iter()
+            .filter(|c| c.0 >= t0() + min(DAY) && c.0 < t0() + min(2 * DAY))
+            .collect();
+        assert!(
+            day1.windows(2).all(|w| w[1].0 - w[0].0 == min(60)),
+            "the host's interval"
+        );
+        // Activated on day 2, then renewals every renewal interval (1440).
+        let first_success = contacts.iter().find(|c| c.2).unwrap().0;
+        assert_eq!(first_success, t0() + min(2 * DAY));
+        let successes: Vec<_> = contacts.iter().filter(|c| c.2).collect();
+        assert!(successes.windows(2).all(|w| w[1].0 - w[0].0 == min(1440)));
+        let last_success = successes.last().unwrap().0;
+        // Licensed until 180 days after the last success, while failures are
+        // retried on the renewal rhythm; then out-of-tolerance grace.
+        assert_eq!(
+            tl.state_at(last_success + min(180 * DAY) - min(1)).status,
+            LicenseStatus::Licensed
+        );
+        assert_eq!(
+            tl.state_at(last_success + min(180 * DAY)).status,
+            LicenseStatus::OotGrace
+        );
+        let oot: Vec<_> = contacts
+            .iter()
+            .filter(|c| c.1 == LicenseStatus::OotGrace)
+            .collect();
+        assert!(!oot.is_empty());
+        assert!(
+            oot.windows(2).all(|w| w[1].0 - w[0].0 == min(60)),
+            "retries every activation interval"
+        );
+        assert_eq!(
+            tl.state_at(last_success + min(210 * DAY)).status,
+            LicenseStatus::Notification
+        );
+    }
+
     proptest::proptest! {
         /// Random histories: queries never panic, `BindingExpiration` matches
         /// the state's end, and the snapshot only depends on events up to
@@ -994,6 +1153,7 @@ mod tests {
                     LicenseEvent::Activated { at, activation_interval, renewal_interval } =>
                         prefix.record_success(at, activation_interval, renewal_interval).unwrap(),
                     LicenseEvent::Failed { at } => prefix.record_failure(at).unwrap(),
+                    LicenseEvent::AnsweredWithoutActivation { .. } => unreachable!("not generated"),
                     LicenseEvent::Rearmed { at } => prefix.rearm(at).unwrap(),
                 }
             }

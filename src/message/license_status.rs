@@ -1,4 +1,5 @@
-//! The `LicenseStatus` field of a request (PROTOCOL.md §8).
+//! The `LicenseStatus` field of a request (see
+//! [license status](crate::message#license-status-and-bindingexpiration)).
 
 use std::fmt;
 

@@ -1,6 +1,7 @@
 //! Responses read without the request they answer, as a packet-capture
 //! dissector sees them; the client's verification starts from the same
-//! parse (PROTOCOL.md §4.7, §5).
+//! parse (see [message sizes](crate::message#message-sizes) and
+//! [ciphers and keys](crate::message#ciphers-and-keys)).
 
 use super::protection::{CLEAR_LEN, Protection, request_version, truncated, unpad};
 use super::response::message_len;

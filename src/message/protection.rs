@@ -1,6 +1,7 @@
 //! What requests and responses share: how each version protects a message
 //! (V4 CBC-MAC, V5/V6 AES-CBC), the request IV state, PKCS#7 padding and
-//! the version in clear (PROTOCOL.md §4.4–§4.6, §5).
+//! the version in clear (see [ciphers and keys](crate::message#ciphers-and-keys)
+//! and the V4, V5 and V6 framing sections of [`crate::message`]).
 
 use super::{Error, Version};
 use crate::crypto::{BLOCK_LEN, Block, Cbc};
@@ -32,7 +33,8 @@ impl Protection {
     /// The protection a sender applies: as [`Protection::of`], plus the V6
     /// cipher for any version above 6.0 and the V5 cipher for 5.x, as the
     /// reference client does, so that hosts can be probed with versions
-    /// they must refuse (PROTOCOL.md §5.2, §6.1 check 1).
+    /// they must refuse (step 1 of
+    /// [what a host checks](crate::message#what-a-host-checks)).
     pub(super) const fn for_sending(version: Version) -> Result<Self, Error> {
         match (version.major, version.minor) {
             (4, 0) => Ok(Self::Mac),

@@ -1,5 +1,6 @@
 //! The host's side of a KMS exchange: decoding a request and encoding the
-//! response to it (PROTOCOL.md §6.1–§6.2).
+//! response to it (see [what a host checks](crate::message#what-a-host-checks)
+//! and [building a response](crate::message#building-a-response)).
 
 use bytes::BytesMut;
 
@@ -10,7 +11,8 @@ use super::{Error, REQUEST_BASE_LEN, RequestBody, ResponseBody, V4_REQUEST_LEN, 
 use crate::crypto::{self, BLOCK_LEN, Block, Cbc};
 use crate::random::RandomSource;
 
-/// Decodes a KMS request as a host receives it (PROTOCOL.md §6.1 steps 1–2).
+/// Decodes a KMS request as a host receives it (steps 1 and 2 of
+/// [what a host checks](crate::message#what-a-host-checks)).
 ///
 /// Checks, in order: at least 4 bytes; version 4.0, 5.0 or 6.0; at least 252
 /// (V4) or 260 (V5/V6) bytes; for V5/V6, decryption and padding, and that the
@@ -115,7 +117,7 @@ impl ReceivedRequest {
     }
 
     /// Encodes the complete KMS response to this request and appends it to
-    /// `out` (PROTOCOL.md §6.2).
+    /// `out` ([building a response](crate::message#building-a-response)).
     ///
     /// Randomness drawn from `rng`, in order: V4 nothing; V5 the 16-byte salt
     /// R; V6 R (16 bytes), then the response `IV_s` (16 bytes), with

@@ -1,5 +1,5 @@
 //! The request base: the 236 bytes every request version carries
-//! (PROTOCOL.md §4.2).
+//! ([layout](crate::message#request-base)).
 
 use uuid::Uuid;
 
@@ -12,7 +12,7 @@ use crate::wire::{DecodeError, DecodeErrorKind, Reader};
 /// Byte length of the workstation field: 64 UTF-16 code units.
 const WORKSTATION_FIELD_LEN: usize = 128;
 
-/// What a KMS client asks for: the `RequestBase` of PROTOCOL.md §4.2,
+/// What a KMS client asks for: the [request base](crate::message#request-base),
 /// identical in V4, V5 and V6.
 ///
 /// ```
@@ -41,7 +41,8 @@ pub struct RequestBody {
     pub version: Version,
     /// `VMInfo`: 0 for a physical machine, 1 for a virtual machine.
     pub vm_info: u32,
-    /// The client's license state (PROTOCOL.md §8).
+    /// The client's license state
+    /// ([codes](crate::message#license-status-and-bindingexpiration)).
     pub license_status: LicenseStatus,
     /// `BindingExpiration`: minutes left in the current license state.
     pub binding_expiration: u32,
@@ -103,7 +104,7 @@ impl RequestBody {
     /// position of `base` in the KMS message.
     ///
     /// The workstation name ends at its first NUL; bytes after the NUL are
-    /// ignored (PROTOCOL.md §4.2). A name without a NUL in its 64 units is
+    /// ignored. A name without a NUL in its 64 units is
     /// refused. Ill-formed UTF-16 (unpaired surrogates) is decoded lossily,
     /// as U+FFFD.
     pub(crate) fn decode_base(base: &[u8], offset: usize) -> Result<Self, DecodeError> {

@@ -1,4 +1,4 @@
-//! The response base (PROTOCOL.md §4.3) and the V6 hardware ID (§7.2).
+//! The [response base](crate::message#response-base) and the V6 hardware ID.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,7 +17,8 @@ const MAX_PID_SIZE: usize = (MAX_EPID_LEN + 1) * 2;
 pub(crate) const RESPONSE_BASE_FIXED_LEN: usize = 44;
 
 /// A KMS host's hardware ID: 8 opaque bytes, sent only in V6 responses
-/// (PROTOCOL.md §7.2). Displayed and parsed as 16 upper-case hex digits in
+/// (see [`crate::message`](crate::message#count-intervals-epid-and-hardware-id)).
+/// Displayed and parsed as 16 upper-case hex digits in
 /// wire order.
 ///
 /// ```
@@ -67,7 +68,8 @@ impl FromStr for Hwid {
     }
 }
 
-/// What a KMS host answers: the `ResponseBase` of PROTOCOL.md §4.3 plus the
+/// What a KMS host answers: the [response base](crate::message#response-base)
+/// plus the
 /// V6 hardware ID.
 ///
 /// ```
@@ -108,7 +110,7 @@ pub struct ResponseBody {
 
 impl ResponseBody {
     /// A response to `request`: version, CMID and client time are copied
-    /// from it (PROTOCOL.md §6.2).
+    /// from it ([building a response](crate::message#building-a-response)).
     ///
     /// ```
     /// # use kms_activation::{FileTime, LicenseStatus, RequestBody, Uuid, Version};
@@ -160,7 +162,8 @@ impl ResponseBody {
     }
 
     /// Length of the complete KMS response message for this body's version
-    /// (PROTOCOL.md §4.7): V4 60 + P; V5/V6 20 + U + PKCS#7 pad. Versions
+    /// ([message sizes](crate::message#message-sizes)): V4 60 + P; V5/V6
+    /// 20 + U + PKCS#7 pad. Versions
     /// other than 4.x and 5.x are computed as V6.
     #[must_use]
     pub fn message_len(&self) -> usize {

@@ -1,5 +1,6 @@
 //! The client's side of a KMS exchange: encoding a request and verifying
-//! the host's response against it (PROTOCOL.md §4.4–§4.6, §6.3).
+//! the host's response against it (see
+//! [what a client verifies](crate::message#what-a-client-verifies)).
 
 use bytes::BytesMut;
 use uuid::Uuid;
@@ -12,7 +13,7 @@ use crate::random::RandomSource;
 use crate::time::FileTime;
 
 /// Encodes a complete KMS request and appends it to `out`: 252 bytes for V4,
-/// 260 bytes for V5 and V6 (PROTOCOL.md §4.4–§4.6).
+/// 260 bytes for V5 and V6 ([message sizes](crate::message#message-sizes)).
 ///
 /// V5 and V6 draw the 16-byte `IV_c` from `rng`; V4 draws nothing. The
 /// returned [`SentRequest`] remembers what is needed to verify the answer.
@@ -110,12 +111,13 @@ pub struct VerifiedResponse {
     pub warnings: ResponseWarnings,
 }
 
-/// Non-fatal oddities of a verified response (PROTOCOL.md §6.3).
+/// Non-fatal oddities of a verified response (see
+/// [what a client verifies](crate::message#what-a-client-verifies)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct ResponseWarnings {
     /// The message length differs from the length computed from its ePID
-    /// size (PROTOCOL.md §4.7).
+    /// size ([message sizes](crate::message#message-sizes)).
     pub size_mismatch: bool,
     /// V6: the response IV equals the request IV, a hint that the host is an
     /// emulator that reuses `IV_c`.
@@ -138,9 +140,10 @@ impl SentRequest {
     }
 
     /// Decodes the host's KMS response to this request and runs every check
-    /// of PROTOCOL.md §6.3 that concerns the KMS message, in this order:
-    /// version in clear, IV (V5), padding, inner version, ePID size and
-    /// terminator, `XoredIVs` (V6), V4 MAC or salt hash, CMID echo, client time
+    /// a client makes on the KMS message
+    /// ([list](crate::message#what-a-client-verifies)), in this order:
+    /// version in clear, IV (V5), padding, ePID size and terminator, inner
+    /// version, `XoredIVs` (V6), V4 MAC or salt hash, CMID echo, client time
     /// echo, HMAC (V6; the time-slot values T, T + C1 and T − C1 are
     /// accepted, as vlmcs does). A length that differs from the computed one
     /// and, in V6, a response IV equal to the request IV are only warnings.

@@ -12,14 +12,15 @@
 //!
 //! | ID | what it names | lookup |
 //! |---|---|---|
-//! | Application ID | Windows, Office 2010, Office 2013+ (PROTOCOL.md §7.5) | [`application`] |
+//! | Application ID | Windows, Office 2010, Office 2013+ ([IDs](crate::message#application-ids)) | [`application`] |
 //! | KMS ID ("KMS counted ID") | a product group a host counts clients for | [`kms_item`] |
 //! | SKU ID (activation ID) | one edition, with its GVLK | [`sku`], [`sku_by_gvlk`] |
 //! | CSVLK ID | a host key group, as shown by `slmgr /dlv` on a host | [`csvlk`] |
 //!
 //! A request names all three of application, KMS ID and SKU ID. A host answers
 //! with the ePID of the CSVLK that covers the KMS ID ([`csvlk_for_kms`]) and
-//! checks the application against [`application_for_kms`] (PROTOCOL.md §6.1).
+//! checks the application against [`application_for_kms`] (see
+//! [what a host checks](crate::message#what-a-host-checks)).
 //!
 //! # Example
 //!
@@ -67,7 +68,7 @@ mod search;
 use chrono::NaiveDate;
 use uuid::Uuid;
 
-pub use search::{search_csvlks, search_kms_items, search_skus};
+pub use search::{SkuLookupError, find_sku, search_csvlks, search_kms_items, search_skus};
 
 /// Where a catalog row comes from.
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -84,7 +85,7 @@ pub enum Source {
 /// An application: Windows, Office 2010 or Office 2013 and later.
 ///
 /// Each KMS ID belongs to one application, and a host keeps one client count
-/// per application (PROTOCOL.md §7.3).
+/// per application ([count semantics](crate::message#count-intervals-epid-and-hardware-id)).
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Application {
@@ -387,10 +388,48 @@ impl Csvlk {
         self.activates
     }
 
-    /// Whether this key activates `kms_id`.
+    /// Whether this key activates `kms_id`, as the catalog lists it.
     #[must_use]
     pub fn activates_kms(&self, kms_id: Uuid) -> bool {
         self.activates.contains(&kms_id)
+    }
+
+    /// Whether a host holding this key activates `kms_id`: what the catalog
+    /// lists ([`activates_kms`](Self::activates_kms)), and for a production
+    /// Windows Server key also every Windows KMS ID that a production key
+    /// released no later than it activates.
+    ///
+    /// The catalog lists only their own server group for the newer Windows
+    /// Server keys (2019, 2022, 2025), while a host holding one activates
+    /// the older Windows clients and servers as well.
+    ///
+    /// ```
+    /// use kms_activation::{product, Uuid};
+    ///
+    /// let server_2022 = product::csvlk(Uuid::from_u128(0x661f7658_7035_4b4c_9f35_010682943ec2)).unwrap();
+    /// let windows_10_11 = Uuid::from_u128(0x58e2134f_8e11_4d17_9cb2_91069c151148);
+    /// assert!(!server_2022.activates_kms(windows_10_11));
+    /// assert!(server_2022.covers_kms(windows_10_11));
+    /// ```
+    #[must_use]
+    pub fn covers_kms(&self, kms_id: Uuid) -> bool {
+        self.activates_kms(kms_id) || self.covers_as_newer_windows_server(kms_id)
+    }
+
+    fn covers_as_newer_windows_server(&self, kms_id: Uuid) -> bool {
+        let Some(release) = self.release_date else {
+            return false;
+        };
+        let windows = application_for_kms(kms_id).is_some_and(|a| a.id() == WINDOWS_APPLICATION);
+        windows
+            && !self.is_lab
+            && !self.is_preview
+            && self.name.starts_with("Windows Server")
+            && csvlks_activating(kms_id).any(|older| {
+                !older.is_lab
+                    && !older.is_preview
+                    && older.release_date.is_some_and(|r| r <= release)
+            })
     }
 
     /// The defined KMS items this key activates.
@@ -633,11 +672,15 @@ pub fn csvlk_for_kms(kms_id: Uuid) -> Option<&'static Csvlk> {
 }
 
 /// The application a KMS ID belongs to; a host compares it with the
-/// request's application ID (PROTOCOL.md §6.1 step 6).
+/// request's application ID (step 6 of
+/// [what a host checks](crate::message#what-a-host-checks)).
 #[must_use]
 pub fn application_for_kms(kms_id: Uuid) -> Option<&'static Application> {
     kms_item(kms_id).and_then(KmsItem::application)
 }
+
+/// The application ID of Windows.
+const WINDOWS_APPLICATION: Uuid = Uuid::from_u128(0x55c9_2734_d682_4d71_983e_d6ec_3f16_059f);
 
 /// The build record with exactly this build number.
 #[must_use]

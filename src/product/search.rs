@@ -4,12 +4,15 @@
 //! ASCII letter or digit (`"Windows 10/11 Pro"` → `windows`, `10`, `11`,
 //! `pro`), a few common abbreviations are expanded (`pro` → `professional`,
 //! `proplus` → `professional plus`, …) and words are compared ignoring ASCII
-//! case. A name matches when it contains more than half of the query's
-//! distinct words, so word order does not matter and extra query words are
-//! tolerated. Matches are ranked by the number of query words found, then by
-//! how few words of the name the query leaves unmatched.
+//! case. A name matches when it contains every word of the query, in any
+//! order. Matches are ranked by how few words of the name the query leaves
+//! unmatched (an exact name first), then in catalog order.
+//!
+//! [`find_sku`] resolves what an admin types for a product (a SKU ID, a GVLK
+//! or a name) to exactly one SKU, or says why it cannot.
 
-use super::{Csvlk, KmsItem, Sku, csvlks, kms_items, skus};
+use super::{Csvlk, KmsItem, Sku, csvlks, kms_items, sku, sku_by_gvlk, skus};
+use crate::{ProductKey, Uuid};
 
 /// Abbreviations and their expansions (both sides are expanded the same way).
 const SYNONYMS: &[(&str, &[&str])] = &[
@@ -75,30 +78,19 @@ fn contains_word(text: &str, word: &str) -> bool {
     Words::new(text).any(|w| w.eq_ignore_ascii_case(word))
 }
 
-/// `(query words found, name words not in the query)`, or `None` when the
-/// name does not match.
-fn score(name: &str, query: &str) -> Option<(usize, usize)> {
-    let mut distinct = 0usize;
-    let mut found = 0usize;
-    for (i, word) in Words::new(query).enumerate() {
-        if Words::new(query)
-            .take(i)
-            .any(|earlier| earlier.eq_ignore_ascii_case(word))
-        {
-            continue;
-        }
-        distinct += 1;
-        if contains_word(name, word) {
-            found += 1;
-        }
-    }
-    if found == 0 || found * 2 <= distinct {
+/// How many words of `name` the query leaves unmatched, or `None` when the
+/// name lacks a word of the query (or the query has no word).
+fn score(name: &str, query: &str) -> Option<usize> {
+    let mut words = Words::new(query).peekable();
+    words.peek()?;
+    if !words.all(|word| contains_word(name, word)) {
         return None;
     }
-    let unmatched = Words::new(name)
-        .filter(|w| !contains_word(query, w))
-        .count();
-    Some((found, unmatched))
+    Some(
+        Words::new(name)
+            .filter(|w| !contains_word(query, w))
+            .count(),
+    )
 }
 
 fn ranked<T>(
@@ -106,25 +98,40 @@ fn ranked<T>(
     name: impl Fn(&T) -> &'static str,
     query: &str,
 ) -> Vec<&'static T> {
-    let mut hits: Vec<((usize, usize), usize, &'static T)> = items
+    scored(items, name, query)
+        .into_iter()
+        .map(|(_, item)| item)
+        .collect()
+}
+
+/// Matches with their score (unmatched name words), best first.
+fn scored<T>(
+    items: &'static [T],
+    name: impl Fn(&T) -> &'static str,
+    query: &str,
+) -> Vec<(usize, &'static T)> {
+    let mut hits: Vec<(usize, usize, &'static T)> = items
         .iter()
         .enumerate()
         .filter_map(|(i, item)| score(name(item), query).map(|s| (s, i, item)))
         .collect();
-    hits.sort_by(|(a, ai, _), (b, bi, _)| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(ai.cmp(bi)));
-    hits.into_iter().map(|(_, _, item)| item).collect()
+    hits.sort_by_key(|&(unmatched, i, _)| (unmatched, i));
+    hits.into_iter()
+        .map(|(unmatched, _, item)| (unmatched, item))
+        .collect()
 }
 
-/// SKUs whose display name matches `query`, best match first (see the
-/// module docs of [`crate::product`] for the matching rules).
+/// SKUs whose display name holds every word of `query` (case-insensitive),
+/// best match first.
 ///
 /// ```
 /// use kms_activation::product;
 /// let hits = product::search_skus("windows 11 enterprise");
 /// assert_eq!(hits[0].name(), "Windows 10/11 Enterprise");
+/// assert!(hits.iter().all(|s| s.name().contains("11") && s.name().contains("Enterprise")));
 /// let hits = product::search_skus("Office LTSC 2024 ProPlus");
 /// assert_eq!(hits[0].gvlk(), "XJ2XN-FW8RK-P4HMP-DKDBV-GCVGB");
-/// assert!(product::search_skus("toaster firmware").is_empty());
+/// assert!(product::search_skus("windows 11 toaster").is_empty());
 /// ```
 #[must_use]
 pub fn search_skus(query: &str) -> Vec<&'static Sku> {
@@ -151,4 +158,78 @@ pub fn search_kms_items(query: &str) -> Vec<&'static KmsItem> {
 #[must_use]
 pub fn search_csvlks(query: &str) -> Vec<&'static Csvlk> {
     ranked(csvlks(), |c| c.name, query)
+}
+
+/// Why [`find_sku`] found no single SKU.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SkuLookupError {
+    /// A SKU ID that is not in the catalog.
+    #[error("no SKU has the ID {0}")]
+    UnknownSkuId(Uuid),
+    /// A well-formed product key that is not a GVLK of the catalog.
+    #[error("{0} is not the GVLK of any product in the catalog")]
+    NotAGvlk(String),
+    /// No SKU name holds every word of the text.
+    #[error("no product name matches {0:?}")]
+    NoMatch(String),
+    /// Several SKUs match equally well; the caller must choose.
+    #[error("{} products match {query:?} equally well", candidates.len())]
+    Ambiguous {
+        /// The text given.
+        query: String,
+        /// The equally good matches, in catalog order, followed by the
+        /// weaker ones.
+        candidates: Vec<&'static Sku>,
+    },
+}
+
+/// The one SKU that `text` names: a SKU (activation) ID, a GVLK (either key
+/// format, any case, with or without dashes) or words of a product name.
+///
+/// A name resolves when a single SKU matches best (its name holds every
+/// word of `text` and the fewest others); a tie is
+/// [`SkuLookupError::Ambiguous`], never a silent pick.
+///
+/// # Errors
+///
+/// A [`SkuLookupError`] saying why no single SKU was found.
+///
+/// ```
+/// use kms_activation::product::{self, SkuLookupError};
+///
+/// let by_name = product::find_sku("windows 10/11 enterprise")?;
+/// let by_key = product::find_sku("nppr9-fwdcx-d2c8j-h872k-2yt43")?;
+/// let by_id = product::find_sku("73111121-5638-40f6-bc11-f1d7b0d64300")?;
+/// assert_eq!(by_name.id(), by_key.id());
+/// assert_eq!(by_key.id(), by_id.id());
+///
+/// // Windows 7 Professional, a key of the older format.
+/// assert_eq!(product::find_sku("FJ82H-XT6CR-J8D7P-XQJJ2-GPDD4")?.name(), "Windows 7 Professional");
+///
+/// let Err(SkuLookupError::Ambiguous { candidates, .. }) = product::find_sku("office 2021") else {
+///     panic!("one Office 2021 product picked silently");
+/// };
+/// assert!(candidates.len() > 1);
+/// # Ok::<(), SkuLookupError>(())
+/// ```
+pub fn find_sku(text: &str) -> Result<&'static Sku, SkuLookupError> {
+    let text = text.trim();
+    if let Ok(id) = text.parse::<Uuid>() {
+        return sku(id).ok_or(SkuLookupError::UnknownSkuId(id));
+    }
+    if let Ok(key) = ProductKey::decode(text) {
+        let canonical = key.to_string();
+        return sku_by_gvlk(&canonical).ok_or(SkuLookupError::NotAGvlk(canonical));
+    }
+    let hits = scored(skus(), |s| s.name, text);
+    match hits.as_slice() {
+        [] => Err(SkuLookupError::NoMatch(text.to_owned())),
+        [(_, only)] => Ok(only),
+        [(best, first), (next, _), ..] if best < next => Ok(first),
+        _ => Err(SkuLookupError::Ambiguous {
+            query: text.to_owned(),
+            candidates: hits.into_iter().map(|(_, sku)| sku).collect(),
+        }),
+    }
 }

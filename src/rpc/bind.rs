@@ -1,5 +1,7 @@
 //! bind / `alter_context`, their acks, `bind_nak`, syntax identifiers and the
-//! host's presentation-context negotiation (PROTOCOL.md §2.2–2.4, §2.8).
+//! host's presentation-context negotiation (see
+//! [bind and `alter_context`](crate::rpc#bind-and-alter_context) and
+//! [context negotiation](crate::rpc#context-negotiation)).
 
 use bytes::{BufMut, BytesMut};
 use uuid::Uuid;
@@ -250,7 +252,8 @@ impl ContextElement {
     }
 }
 
-/// The body of a bind or `alter_context` (PROTOCOL.md §2.2).
+/// The body of a bind or `alter_context`
+/// ([layout](crate::rpc#bind-and-alter_context)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
     /// Largest fragment the client sends (vlmcs: 5840).
@@ -426,7 +429,8 @@ impl ContextResult {
     }
 }
 
-/// The body of a `bind_ack` or `alter_context_resp` (PROTOCOL.md §2.3).
+/// The body of a `bind_ack` or `alter_context_resp`
+/// ([layout](crate::rpc#bind-acknowledgement)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindAck {
     /// Echo of the bind's `max_xmit_frag`.
@@ -559,7 +563,7 @@ impl BindAck {
     }
 }
 
-/// The body of a `bind_nak` (PROTOCOL.md §2.4).
+/// The body of a `bind_nak` ([layout](crate::rpc#bind-refusal)).
 ///
 /// Decoding ignores anything after the version list (MS-RPCE allows a pad,
 /// a signature and extended error information there); encoding writes the
@@ -653,7 +657,8 @@ impl Default for NegotiationPolicy {
 const BTFN_KNOWN_FEATURES: u64 = 0x3;
 
 /// Answers each proposed context of a bind or `alter_context`, in order
-/// (PROTOCOL.md §2.8 item 1, vlmcsd's emulation of Windows ≥ 8 hosts).
+/// (the [context negotiation](crate::rpc#context-negotiation) of Windows ≥ 8
+/// hosts, as vlmcsd emulates it).
 ///
 /// * Abstract syntax other than the KMS UUID, or interface major version
 ///   other than 1: provider rejection, reason 1.
@@ -806,7 +811,7 @@ mod tests {
             ndr64: false,
             btfn: false,
         };
-        // NDR64-only host answers of §2.8.
+        // NDR64-only host answers of the negotiation rules.
         assert_eq!(
             negotiate(
                 &[kms(0, &[NDR32]), kms(1, &[NDR64]), kms(2, &[btfn])],

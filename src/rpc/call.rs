@@ -1,5 +1,6 @@
 //! request, response and fault bodies, and reassembly of fragmented
-//! requests (PROTOCOL.md §2.5–2.7, §2.8 item 5).
+//! requests (see [request, response and fault](crate::rpc#request-response-and-fault)
+//! and [fragments](crate::rpc#fragments)).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
@@ -8,7 +9,7 @@ use super::{Error, PfcFlags, put_zeros};
 use crate::guid;
 use crate::wire::Reader;
 
-/// The body of a request PDU (PROTOCOL.md §2.5).
+/// The body of a request PDU ([layout](crate::rpc#request-body)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// `alloc_hint`: the stub length the client announces (a hint only).
@@ -66,7 +67,7 @@ impl Request {
     }
 }
 
-/// The body of a response PDU (PROTOCOL.md §2.6).
+/// The body of a response PDU ([layout](crate::rpc#response-body)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// `alloc_hint`: the stub length.
@@ -107,7 +108,8 @@ impl Response {
     }
 }
 
-/// The body of a fault PDU (PROTOCOL.md §2.7): 16 bytes, no stub.
+/// The body of a fault PDU ([layout](crate::rpc#fault-body)): 16 bytes, no
+/// stub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
     /// `alloc_hint` (vlmcsd writes 32).
@@ -163,8 +165,8 @@ struct Partial {
     stub: BytesMut,
 }
 
-/// Joins the fragments of a request under a byte cap (PROTOCOL.md §2.8
-/// item 5).
+/// Joins the fragments of a request under a byte cap (see
+/// [fragments](crate::rpc#fragments)).
 ///
 /// KMS clients never fragment; a generous host may still accept fragments
 /// of one call at a time, as DCE allows. On any error the partial call is

@@ -1,5 +1,6 @@
 //! The 16-byte common header every connection-oriented PDU starts with
-//! (C706 §12.6.3.1, MS-RPCE §2.2.2.1; PROTOCOL.md §2.1).
+//! (C706 §12.6.3.1, MS-RPCE §2.2.2.1; the fields KMS uses are listed under
+//! [common header](crate::rpc#common-header)).
 
 use std::fmt;
 use std::ops::{BitOr, BitOrAssign};

@@ -1,4 +1,5 @@
-//! NDR32 / NDR64 stubs of `RequestActivation` (PROTOCOL.md §3).
+//! NDR32 / NDR64 stubs of `RequestActivation` (layouts in
+//! [NDR stubs](crate::rpc#ndr-stubs-of-requestactivation)).
 //!
 //! The `[in]` stub carries `requestSize` and the conformant byte array; the
 //! `[out]` stub carries `*responseSize`, the unique pointer to the response
@@ -163,7 +164,9 @@ pub fn decode_request_stub(ndr: Ndr, stub: &[u8]) -> Result<&[u8], Error> {
     Ok(message)
 }
 
-/// Appends the `[out]` stub of `RequestActivation` (PROTOCOL.md §3.2–3.3).
+/// Appends the `[out]` stub of `RequestActivation` (layouts on
+/// [success](crate::rpc#output-stub-on-success) and
+/// [error](crate::rpc#output-stub-on-error)).
 ///
 /// A message: `*responseSize`, referent `0x00020000`, conformance, the bytes,
 /// zero bytes to the next multiple of 4, HRESULT 0. An error: size 0, a NULL
@@ -219,7 +222,8 @@ pub fn encode_response_stub(ndr: Ndr, reply: StubReply<'_>, out: &mut BytesMut) 
 /// size field is then ignored). Otherwise the size must equal the
 /// conformance and fit in the stub; the alignment bytes before the HRESULT
 /// are skipped whatever they hold, and a non-zero HRESULT gives
-/// [`StubReply::Error`] even though data were present (PROTOCOL.md §3.3).
+/// [`StubReply::Error`] even though data were present (see the
+/// [error stub](crate::rpc#output-stub-on-error)).
 ///
 /// # Errors
 ///

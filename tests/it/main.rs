@@ -13,13 +13,19 @@
 )]
 
 mod catalog_keys;
+mod catalog_tool;
 mod chunking;
 mod corpus;
+#[cfg(feature = "dns")]
+mod discovery;
 #[cfg(feature = "pcap")]
 mod dissect;
 mod engines;
+mod kms_client;
 #[cfg(feature = "pcap")]
 mod kms_dissect;
 mod kms_host;
+mod loopback;
+mod stores;
 mod support;
 mod vectors;

@@ -8,9 +8,29 @@
 //!
 //! * [`MemoryStore`]: in memory, bounded and aging; the default. Its futures
 //!   are ready at once.
-//! * `SqliteStore` (feature `sqlite`): an embedded file for one host.
-//! * `PostgresStore` (feature `postgres`): one database shared by a fleet of
+#![cfg_attr(
+    feature = "sqlite",
+    doc = "* [`SqliteStore`] (feature `sqlite`): an embedded file for one host, with"
+)]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "* `SqliteStore` (feature `sqlite`): an embedded file for one host, with"
+)]
+//!   group commit (one `fsync` for every visit waiting at that moment).
+#![cfg_attr(
+    feature = "postgres",
+    doc = "* [`PostgresStore`] (feature `postgres`): one database shared by a fleet of"
+)]
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "* `PostgresStore` (feature `postgres`): one database shared by a fleet of"
+)]
 //!   hosts behind one SRV name, so they report one count.
+//!
+//! The persistent stores keep, besides the client rows, one counter row per
+//! application (the number of client rows it holds), updated in the same
+//! transaction as the rows it counts: a visit then costs `O(log n)` however
+//! many clients are known, where counting the rows would cost `O(n)`.
 //!
 //! # The counting rule every store implements
 //!
@@ -32,10 +52,20 @@
 //! reports a count it would forget on a crash.
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use std::future::Future;
 
 pub use memory::{MemoryStore, MemoryStoreLimits};
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PostgresOptions, PostgresStore};
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::{SqliteOptions, SqliteStore, SqliteSync};
 
 use super::activation::ActivationRecord;
 use crate::{FileTime, Uuid};
@@ -215,5 +245,57 @@ impl<S: CountStore> CountStore for std::sync::Arc<S> {
 
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         (**self).flush()
+    }
+}
+
+/// Conversions between the store's types and the 64-bit signed integers SQL
+/// databases hold; whatever comes back from a database is checked.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql {
+    use super::StoreError;
+    use crate::FileTime;
+
+    /// A tick count as a database integer; ticks past `i64::MAX` (year
+    /// 30828) are refused rather than wrapped, which would break ordering.
+    pub(super) fn ticks(time: FileTime) -> Result<i64, StoreError> {
+        i64::try_from(time.ticks())
+            .map_err(|_| StoreError::Backend(format!("time {} out of range", time.ticks())))
+    }
+
+    /// A database integer as a tick count.
+    pub(super) fn file_time(value: i64, column: &str) -> Result<FileTime, StoreError> {
+        u64::try_from(value)
+            .map(FileTime::from_ticks)
+            .map_err(|_| bad(column, value))
+    }
+
+    /// A database integer that must fit a `u32`.
+    pub(super) fn u32_of(value: i64, column: &str) -> Result<u32, StoreError> {
+        u32::try_from(value).map_err(|_| bad(column, value))
+    }
+
+    /// A database integer that must be a count (non-negative).
+    pub(super) fn count_of(value: i64, column: &str) -> Result<u64, StoreError> {
+        u64::try_from(value).map_err(|_| bad(column, value))
+    }
+
+    /// A `u64` identifier kept bit for bit in a signed column.
+    pub(super) fn id_to_sql(id: u64) -> i64 {
+        i64::from_ne_bytes(id.to_ne_bytes())
+    }
+
+    /// The inverse of [`id_to_sql`].
+    pub(super) fn id_from_sql(value: i64) -> u64 {
+        u64::from_ne_bytes(value.to_ne_bytes())
+    }
+
+    /// A capacity or a row limit as a database integer (saturating: no
+    /// table holds `i64::MAX` rows).
+    pub(super) fn limit(value: u64) -> i64 {
+        i64::try_from(value).unwrap_or(i64::MAX)
+    }
+
+    pub(super) fn bad(column: &str, value: impl std::fmt::Display) -> StoreError {
+        StoreError::Backend(format!("bad value in column {column}: {value}"))
     }
 }
