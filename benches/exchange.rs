@@ -18,70 +18,18 @@ use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hmac::{Hmac, Mac};
-use kms_activation::client::{ClientConfig, ClientConnection};
 use kms_activation::host::{FixedResponder, HostConfig, HostConnection};
-use kms_activation::message::{self, RequestBody, ResponseBody, Version};
-use kms_activation::{FileTime, LicenseStatus, RandomSource, Uuid, rpc};
+use kms_activation::message::{self, ResponseBody, Version};
+use kms_activation::{FileTime, rpc};
 use sha2::{Digest, Sha256};
 
-/// A cheap deterministic source; the benches measure the protocol, not the RNG.
-struct Counter(u8);
-
-impl RandomSource for Counter {
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for b in dest {
-            self.0 = self.0.wrapping_add(1);
-            *b = self.0;
-        }
-    }
-}
-
-fn request(version: Version) -> RequestBody {
-    RequestBody {
-        version,
-        vm_info: 0,
-        license_status: LicenseStatus::OobGrace,
-        binding_expiration: 43_200,
-        application_id: Uuid::from_u128(0x55c9_2734_d682_4d71_983e_d6ec_3f16_059f),
-        sku_id: Uuid::from_u128(0x7311_1121_5638_40f6_bc11_f1d7_b0d6_4300),
-        kms_id: Uuid::from_u128(0x58e2_134f_8e11_4d17_9cb2_9106_9c15_1148),
-        cmid: Uuid::from_u128(0x1111_1111_2222_3333_4444_5555_5555_5555),
-        previous_cmid: Uuid::nil(),
-        n_policy: 25,
-        client_time: FileTime::from_ticks(134_397_882_570_000_000),
-        workstation: "client01.example.org".into(),
-    }
-}
-
-/// The client's bytes for one bound connection carrying one request:
-/// (bind, request PDU) with NDR32 only, so the host needs no `alter_context`.
-fn client_pdus(version: Version) -> (Vec<u8>, Vec<u8>) {
-    let mut config = ClientConfig::default();
-    config.set_ndr64(false).set_btfn(false);
-    let mut client = ClientConnection::new(&config);
-    let mut rng = Counter(0);
-    let mut bind = Vec::new();
-    let _ = client.poll_transmit(&mut bind);
-    // Let a host accept the bind so the client sends its request.
-    let mut host = HostConnection::new(&HostConfig::default());
-    let mut responder = FixedResponder::default();
-    let now = FileTime::from_ticks(0);
-    host.handle_input_with(now, &bind, &mut responder, &mut rng)
-        .unwrap();
-    let mut ack = Vec::new();
-    let _ = host.poll_transmit(&mut ack);
-    client.send_request(request(version), &mut rng).unwrap();
-    let used = client.handle_input(&ack, &mut rng).unwrap();
-    assert_eq!(used, ack.len());
-    let mut req = Vec::new();
-    let _ = client.poll_transmit(&mut req);
-    (bind, req)
-}
+mod fixtures;
+use fixtures::{Counter, client_pdus, request};
 
 fn host_exchange(c: &mut Criterion) {
     let mut group = c.benchmark_group("host");
     for version in [Version::V4, Version::V5, Version::V6] {
-        let (bind, req) = client_pdus(version);
+        let (bind, _, req) = client_pdus(version);
         let config = HostConfig::default();
         let mut responder = FixedResponder::default();
         let mut rng = Counter(0);
@@ -139,7 +87,7 @@ fn client_messages(c: &mut Criterion) {
 }
 
 fn rpc_frames(c: &mut Criterion) {
-    let (bind, req) = client_pdus(Version::V6);
+    let (bind, _, req) = client_pdus(Version::V6);
     let mut group = c.benchmark_group("rpc");
     group.throughput(Throughput::Bytes(req.len() as u64));
     group.bench_function("frame_len_and_decode_request", |b| {

@@ -2,50 +2,69 @@
 //! packet capture, one JSON object per line.
 //!
 //! ```text
-//! cargo run --features pcap --example kms-dissect -- capture.pcap
+//! cargo run --features pcap,serde --example kms-dissect -- capture.pcapng
 //! ```
 //!
-//! Reads pcap files (Ethernet, Linux cooked, loopback/null and raw IP link
-//! types; IPv4 and IPv6), reassembles each TCP connection and finds KMS
-//! conversations on any port. Damage in the capture shows up as
-//! `{"kind":"warning",…}` lines next to whatever could be decoded.
+//! The capture is read as a stream (memory stays bounded whatever its size)
+//! and each record is printed as soon as it is decoded, in capture order.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use kms_activation::dissect;
+use kms_activation::dissect::ReadRecords;
 
+/// Print the KMS requests, responses and errors of a packet capture as JSON lines.
+///
+/// Reads pcap (either byte order, micro- or nanosecond timestamps) and pcapng
+/// files; link types Ethernet (with VLAN tags), Linux cooked capture v1 and
+/// v2, BSD loopback and raw IP; IPv4 and IPv6. Every TCP connection is
+/// reassembled and KMS conversations are found on any port. Each line is one
+/// record: `packet`, `timestamp`, `conn`, `client`, `server`, `kind`
+/// (`request`, `response`, `error`, `warning`) and the decoded fields. Damage
+/// in the capture shows up as `warning` lines next to whatever could be
+/// decoded.
 #[derive(Debug, Parser)]
-#[command(about = "Print the KMS requests, responses and errors of a pcap file as JSON lines")]
+#[command(verbatim_doc_comment)]
 struct Args {
-    /// The capture file (pcap).
+    /// The capture file (pcap or pcapng); `-` reads standard input.
     capture: PathBuf,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let bytes = match std::fs::read(&args.capture) {
-        Ok(b) => b,
-        Err(e) => {
-            eprintln!("kms-dissect: cannot read {}: {e}", args.capture.display());
-            return ExitCode::from(2);
-        }
-    };
-    let records = match dissect::dissect(&bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("kms-dissect: {}: {e}", args.capture.display());
-            return ExitCode::from(2);
+    let input: Box<dyn std::io::Read> = if args.capture.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        match std::fs::File::open(&args.capture) {
+            Ok(file) => Box::new(file),
+            Err(e) => {
+                eprintln!("kms-dissect: cannot open {}: {e}", args.capture.display());
+                return ExitCode::from(2);
+            }
         }
     };
     let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    for record in records {
-        if writeln!(out, "{record}").is_err() {
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for record in ReadRecords::new(input) {
+        let record = match record {
+            Ok(record) => record,
+            Err(e) => {
+                let _ = out.flush();
+                eprintln!("kms-dissect: {}: {e}", args.capture.display());
+                return ExitCode::from(2);
+            }
+        };
+        let written = serde_json::to_writer(&mut out, &record)
+            .map_err(std::io::Error::from)
+            .and_then(|()| writeln!(out));
+        if written.is_err() {
             return ExitCode::FAILURE;
         }
+    }
+    if out.flush().is_err() {
+        return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }

@@ -384,6 +384,7 @@ pub enum EpidError {
 ///
 /// Holds only values that format into a parseable ePID; the channel and LCID
 /// may still be implausible, which [`Epid::problems`] reports.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Epid {
     platform_id: u32,

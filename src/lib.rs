@@ -68,7 +68,9 @@
 //! ## Crate features
 //!
 //! * *default*: none; the core has no I/O dependencies.
-//! * `pcap`: the `dissect` module (reads pcap files with `pcap-parser`).
+//! * `pcap`: the `dissect` module (reads pcap and pcapng files with `pcap-parser`).
+//! * `serde`: `serde::Serialize` on the public value types (messages, catalog
+//!   entries, ePIDs, activation and dissector records).
 //! * `dns`: `client::discovery`, DNS SRV discovery of KMS hosts
 //!   (`_vlmcs._tcp`) with `hickory-resolver`, failover and host caching.
 //! * `tracing`: every [`host::ActivationRecord`] is also emitted as a

@@ -2,4 +2,6 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| kms_activation::fuzzing::rpc_pdu(data));
+fuzz_target!(|data: &[u8]| {
+    let _ = kms_activation::fuzzing::rpc_pdu(data);
+});

@@ -1,8 +1,9 @@
 //! Capture files (pcap, pcapng) and the link, IP and TCP headers inside them.
 //!
-//! [`for_each_segment`] walks the records of a capture and hands every TCP
-//! segment it can decode to a callback; everything else becomes a warning or
-//! is ignored. Nothing here allocates per packet.
+//! [`RecordReader`] takes a capture file in pieces, frames its records (one
+//! buffered at a time) and hands every TCP segment it can decode to a
+//! callback; everything else becomes a warning or is ignored. Nothing here
+//! allocates per packet.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -13,7 +14,7 @@ use pcap_parser::{
     PcapError, parse_pcap_frame, parse_pcap_frame_be, parse_pcap_frame_modified, parse_pcap_header,
 };
 
-use super::{CaptureError, WarningKind, Warnings};
+use super::{CaptureError, Stamp, WarningKind, Warnings};
 
 /// Legacy pcap magic numbers, as the first four bytes read little-endian.
 /// Microsecond, nanosecond, "modified" (Kuznetzov) format; then the
@@ -68,10 +69,19 @@ const PROTO_SHIM6: u8 = 140;
 const PROTO_EXPERIMENT1: u8 = 253;
 const PROTO_EXPERIMENT2: u8 = 254;
 
+/// The largest pcapng block accepted; a longer one is taken as corruption.
+const MAX_BLOCK_LEN: u32 = 16 << 20;
+/// Interface descriptions kept per pcapng section; packets on later ones
+/// are reported as on an unknown interface.
+const MAX_INTERFACES: usize = 1024;
+/// Length of a legacy pcap file header.
+const LEGACY_HEADER_LEN: usize = 24;
+/// pcapng byte-order magic, read little-endian.
+const PCAPNG_BYTE_ORDER: u32 = 0x1a2b_3c4d;
+
 /// One decoded TCP segment.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Segment<'a> {
-    pub(super) timestamp: DateTime<Utc>,
     pub(super) src: SocketAddr,
     pub(super) dst: SocketAddr,
     pub(super) seq: u32,
@@ -80,34 +90,8 @@ pub(super) struct Segment<'a> {
     pub(super) payload: &'a [u8],
 }
 
-/// Walks every record of `bytes` and calls `on_segment(packet_index, segment,
-/// warnings)` for each TCP segment. Returns the number of packet records read.
-pub(super) fn for_each_segment<F>(
-    bytes: &[u8],
-    warnings: &mut Warnings,
-    on_segment: F,
-) -> Result<usize, CaptureError>
-where
-    F: FnMut(usize, Segment<'_>, &mut Warnings),
-{
-    let Some(magic) = bytes.first_chunk::<4>().map(|m| u32::from_le_bytes(*m)) else {
-        return Err(CaptureError::TruncatedHeader);
-    };
-    let mut walker = Walker {
-        warnings,
-        on_segment,
-        reported_linktypes: Vec::new(),
-        index: 0,
-    };
-    if PCAP_MAGICS.contains(&magic) {
-        walker.read_legacy(bytes)?;
-    } else if magic == PCAPNG_MAGIC {
-        walker.read_pcapng(bytes)?;
-    } else {
-        return Err(CaptureError::UnknownFormat { magic });
-    }
-    Ok(walker.index)
-}
+/// What to do with each decoded segment.
+pub(super) type OnSegment<'f> = dyn FnMut(Stamp, &Segment<'_>, &mut Warnings) + 'f;
 
 fn header_error<I>(e: &nom::Err<PcapError<I>>) -> CaptureError {
     match e {
@@ -142,138 +126,211 @@ struct Interface {
     offset_secs: i64,
 }
 
-struct Walker<'w, F> {
-    warnings: &'w mut Warnings,
-    on_segment: F,
-    reported_linktypes: Vec<u32>,
-    /// Index of the next packet record.
-    index: usize,
+/// A legacy pcap file's settings, from its header.
+#[derive(Debug, Clone, Copy)]
+struct Legacy {
+    big_endian: bool,
+    modified: bool,
+    units_per_sec: u64,
+    linktype: u32,
 }
 
-impl<F> Walker<'_, F>
-where
-    F: FnMut(usize, Segment<'_>, &mut Warnings),
-{
-    fn warn(&mut self, kind: WarningKind) {
-        self.warnings.push(self.index, None, kind);
+impl Legacy {
+    /// Length of a record header.
+    fn record_header_len(self) -> usize {
+        if self.modified { 24 } else { 16 }
+    }
+}
+
+/// Where the reader is in the file.
+#[derive(Debug)]
+enum State {
+    /// Before the first four bytes.
+    Magic,
+    /// Reading a legacy pcap header.
+    LegacyHeader,
+    /// Reading legacy records.
+    Legacy(Legacy),
+    /// Reading the first pcapng section header.
+    PcapngHeader,
+    /// Reading pcapng blocks.
+    Pcapng {
+        big_endian: bool,
+        interfaces: Vec<Interface>,
+    },
+    /// A record could not be framed: the rest of the file is ignored.
+    Stopped,
+}
+
+/// How many bytes the next unit (header, record, block) needs.
+enum Need {
+    /// At least this many bytes before the length is known.
+    Prefix(usize),
+    /// The unit is exactly this long.
+    Whole(usize),
+    /// The unit cannot be framed: stop reading.
+    Corrupt,
+}
+
+fn read_u32(bytes: &[u8], at: usize, big_endian: bool) -> Option<u32> {
+    let end = at.checked_add(4)?;
+    let b = bytes.get(at..end)?.first_chunk::<4>()?;
+    Some(if big_endian {
+        u32::from_be_bytes(*b)
+    } else {
+        u32::from_le_bytes(*b)
+    })
+}
+
+/// A push reader of capture files: bytes in, in pieces of any size; one
+/// callback per decoded TCP segment out. It buffers at most one record.
+#[derive(Debug)]
+pub(super) struct RecordReader {
+    state: State,
+    /// The start of an incomplete unit.
+    buffer: Vec<u8>,
+    /// Link types already reported as unsupported.
+    reported_linktypes: Vec<u32>,
+    /// Index of the next packet record.
+    packets: usize,
+    /// Capture time of the last packet read.
+    last_timestamp: DateTime<Utc>,
+}
+
+impl RecordReader {
+    pub(super) fn new() -> Self {
+        Self {
+            state: State::Magic,
+            buffer: Vec::new(),
+            reported_linktypes: Vec::new(),
+            packets: 0,
+            last_timestamp: DateTime::UNIX_EPOCH,
+        }
     }
 
-    fn read_legacy(&mut self, bytes: &[u8]) -> Result<(), CaptureError> {
-        let (mut rest, header) = parse_pcap_header(bytes).map_err(|e| header_error(&e))?;
-        let big_endian = header.is_bigendian();
-        let modified = header.is_modified_format();
-        let units_per_sec = if header.is_nanosecond_precision() {
-            1_000_000_000
-        } else {
-            1_000_000
-        };
-        let linktype = u32::from_ne_bytes(header.network.0.to_ne_bytes());
-        while !rest.is_empty() {
-            let parsed = if modified {
-                parse_pcap_frame_modified(rest)
-            } else if big_endian {
-                parse_pcap_frame_be(rest)
-            } else {
-                parse_pcap_frame(rest)
-            };
-            match parsed {
-                Ok((next, record)) => {
-                    rest = next;
-                    let ts = timestamp(
-                        i64::from(record.ts_sec),
-                        u64::from(record.ts_usec),
-                        units_per_sec,
-                    );
-                    self.packet(ts, linktype, record.data);
-                }
-                Err(nom::Err::Incomplete(_)) => {
-                    let caplen = rest.get(8..12).and_then(|b| b.first_chunk::<4>()).map(|b| {
-                        if big_endian {
-                            u32::from_be_bytes(*b)
-                        } else {
-                            u32::from_le_bytes(*b)
-                        }
-                    });
-                    if caplen.is_some_and(|len| len > MAX_RECORD_LEN) {
-                        self.warn(WarningKind::CorruptRecord);
-                    } else {
-                        self.warn(WarningKind::TruncatedFile);
-                    }
-                    break;
-                }
-                Err(_) => {
-                    self.warn(WarningKind::CorruptRecord);
-                    break;
+    /// Packet records read so far.
+    pub(super) fn packets(&self) -> usize {
+        self.packets
+    }
+
+    /// Where the next file-level problem would be reported.
+    pub(super) fn stamp(&self) -> Stamp {
+        Stamp {
+            packet: self.packets,
+            timestamp: self.last_timestamp,
+        }
+    }
+
+    fn warn(&self, warnings: &mut Warnings, kind: WarningKind) {
+        warnings.push(self.stamp(), None, kind);
+    }
+
+    /// Whether the file header has been read.
+    pub(super) fn has_header(&self) -> bool {
+        !matches!(
+            self.state,
+            State::Magic | State::LegacyHeader | State::PcapngHeader
+        )
+    }
+
+    /// The length of the unit starting at `bytes`.
+    fn need(&self, bytes: &[u8]) -> Result<Need, CaptureError> {
+        Ok(match &self.state {
+            State::Magic => Need::Prefix(4),
+            State::LegacyHeader => Need::Whole(LEGACY_HEADER_LEN),
+            State::Legacy(legacy) => {
+                let header = legacy.record_header_len();
+                match read_u32(bytes, 8, legacy.big_endian) {
+                    None => Need::Prefix(header),
+                    Some(caplen) if caplen > MAX_RECORD_LEN => Need::Corrupt,
+                    Some(caplen) => Need::Whole(header.saturating_add(caplen as usize)),
                 }
             }
-        }
-        Ok(())
+            State::PcapngHeader => match block_len(bytes, false) {
+                Some(Ok(len)) => Need::Whole(len),
+                Some(Err(())) => return Err(CaptureError::MalformedHeader),
+                None => Need::Prefix(12),
+            },
+            State::Pcapng { big_endian, .. } => match block_len(bytes, *big_endian) {
+                Some(Ok(len)) => Need::Whole(len),
+                Some(Err(())) => Need::Corrupt,
+                None => Need::Prefix(12),
+            },
+            State::Stopped => Need::Prefix(0),
+        })
     }
 
-    fn read_pcapng(&mut self, bytes: &[u8]) -> Result<(), CaptureError> {
-        let (mut rest, section) = parse_sectionheaderblock(bytes).map_err(|e| header_error(&e))?;
-        let mut big_endian = section.big_endian();
-        let mut interfaces: Vec<Interface> = Vec::new();
-        while !rest.is_empty() {
-            let parsed = if big_endian {
-                parse_block_be(rest)
-            } else {
-                parse_block_le(rest)
-            };
-            let block = match parsed {
-                Ok((next, block)) => {
-                    rest = next;
-                    block
-                }
-                Err(nom::Err::Incomplete(_)) => {
-                    self.warn(WarningKind::TruncatedFile);
-                    break;
-                }
-                Err(_) => {
-                    self.warn(WarningKind::CorruptRecord);
-                    break;
-                }
-            };
-            match block {
-                Block::SectionHeader(section) => {
-                    big_endian = section.big_endian();
-                    interfaces.clear();
-                }
-                Block::InterfaceDescription(idb) => interfaces.push(Interface {
-                    linktype: u32::from_ne_bytes(idb.linktype.0.to_ne_bytes()),
-                    units_per_sec: ts_resolution(idb.if_tsresol).unwrap_or(1_000_000),
-                    offset_secs: idb.if_tsoffset,
-                }),
-                Block::EnhancedPacket(epb) => {
-                    let Some(iface) = usize::try_from(epb.if_id)
-                        .ok()
-                        .and_then(|i| interfaces.get(i))
-                        .copied()
-                    else {
-                        self.warn(WarningKind::UnknownInterface(epb.if_id));
-                        self.index = self.index.saturating_add(1);
+    /// Takes the next piece of the file. Every byte is consumed: a unit
+    /// that is not yet whole waits in the buffer for the next piece.
+    ///
+    /// # Errors
+    ///
+    /// When the file header is unreadable.
+    pub(super) fn handle_input(
+        &mut self,
+        mut input: &[u8],
+        warnings: &mut Warnings,
+        on_segment: &mut OnSegment<'_>,
+    ) -> Result<(), CaptureError> {
+        while !input.is_empty() {
+            if matches!(self.state, State::Stopped) {
+                return Ok(());
+            }
+            if self.buffer.is_empty() {
+                // Fast path: whole units straight from the input.
+                match self.need(input)? {
+                    Need::Whole(len) if len <= input.len() => {
+                        let (unit, rest) = input.split_at(len);
+                        self.unit(unit, warnings, on_segment)?;
+                        input = rest;
                         continue;
-                    };
-                    let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                    let units = iface.units_per_sec.max(1);
-                    let ts = i64::try_from(raw / units)
-                        .ok()
-                        .and_then(|secs| secs.checked_add(iface.offset_secs))
-                        .and_then(|secs| timestamp(secs, raw % units, units));
-                    self.packet(ts, iface.linktype, epb.packet_data());
-                }
-                Block::SimplePacket(spb) => {
-                    // Simple packet blocks have no timestamp and belong to interface 0.
-                    let Some(iface) = interfaces.first().copied() else {
-                        self.warn(WarningKind::UnknownInterface(0));
-                        self.index = self.index.saturating_add(1);
+                    }
+                    Need::Corrupt => {
+                        self.stop(warnings);
+                        return Ok(());
+                    }
+                    Need::Prefix(len)
+                        if matches!(self.state, State::Magic) && len <= input.len() =>
+                    {
+                        // Only the magic number is read by prefix alone.
+                        self.magic(input)?;
                         continue;
-                    };
-                    self.packet(
-                        Some(DateTime::UNIX_EPOCH),
-                        iface.linktype,
-                        spb.packet_data(),
-                    );
+                    }
+                    _ => {}
+                }
+            }
+            // Slow path: grow the buffer towards the unit's length.
+            let target = match self.need(&self.buffer)? {
+                Need::Prefix(len) | Need::Whole(len) => len,
+                Need::Corrupt => {
+                    self.stop(warnings);
+                    return Ok(());
+                }
+            };
+            let want = target.saturating_sub(self.buffer.len()).max(1);
+            let (take, rest) = input.split_at(want.min(input.len()));
+            self.buffer.extend_from_slice(take);
+            input = rest;
+            match self.need(&self.buffer)? {
+                Need::Whole(len) if len <= self.buffer.len() => {
+                    let unit = std::mem::take(&mut self.buffer);
+                    let result = self.unit(&unit, warnings, on_segment);
+                    // Keep the allocation for the next unit.
+                    self.buffer = unit;
+                    self.buffer.clear();
+                    result?;
+                }
+                Need::Prefix(len)
+                    if matches!(self.state, State::Magic) && len <= self.buffer.len() =>
+                {
+                    let head = std::mem::take(&mut self.buffer);
+                    self.magic(&head)?;
+                    // The magic number is part of the header that follows.
+                    self.buffer = head;
+                }
+                Need::Corrupt => {
+                    self.stop(warnings);
+                    return Ok(());
                 }
                 _ => {}
             }
@@ -281,34 +338,229 @@ where
         Ok(())
     }
 
+    /// The end of the file.
+    ///
+    /// # Errors
+    ///
+    /// When the file ended inside its header.
+    pub(super) fn finish(&mut self, warnings: &mut Warnings) -> Result<(), CaptureError> {
+        if !self.has_header() {
+            return Err(CaptureError::TruncatedHeader);
+        }
+        if !self.buffer.is_empty() && !matches!(self.state, State::Stopped) {
+            self.buffer.clear();
+            self.warn(warnings, WarningKind::TruncatedFile);
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self, warnings: &mut Warnings) {
+        self.warn(warnings, WarningKind::CorruptRecord);
+        self.state = State::Stopped;
+        self.buffer = Vec::new();
+    }
+
+    /// Picks the format from the first four bytes (not consumed).
+    fn magic(&mut self, head: &[u8]) -> Result<(), CaptureError> {
+        let Some(magic) = head.first_chunk::<4>().map(|m| u32::from_le_bytes(*m)) else {
+            return Err(CaptureError::TruncatedHeader);
+        };
+        self.state = if PCAP_MAGICS.contains(&magic) {
+            State::LegacyHeader
+        } else if magic == PCAPNG_MAGIC {
+            State::PcapngHeader
+        } else {
+            return Err(CaptureError::UnknownFormat { magic });
+        };
+        Ok(())
+    }
+
+    /// One whole header, record or block.
+    fn unit(
+        &mut self,
+        unit: &[u8],
+        warnings: &mut Warnings,
+        on_segment: &mut OnSegment<'_>,
+    ) -> Result<(), CaptureError> {
+        match &mut self.state {
+            State::Magic => self.magic(unit)?,
+            State::LegacyHeader => {
+                let (_, header) = parse_pcap_header(unit).map_err(|e| header_error(&e))?;
+                self.state = State::Legacy(Legacy {
+                    big_endian: header.is_bigendian(),
+                    modified: header.is_modified_format(),
+                    units_per_sec: if header.is_nanosecond_precision() {
+                        1_000_000_000
+                    } else {
+                        1_000_000
+                    },
+                    linktype: u32::from_ne_bytes(header.network.0.to_ne_bytes()),
+                });
+            }
+            State::Legacy(legacy) => {
+                let legacy = *legacy;
+                let parsed = if legacy.modified {
+                    parse_pcap_frame_modified(unit)
+                } else if legacy.big_endian {
+                    parse_pcap_frame_be(unit)
+                } else {
+                    parse_pcap_frame(unit)
+                };
+                let Ok((_, record)) = parsed else {
+                    self.stop(warnings);
+                    return Ok(());
+                };
+                let ts = timestamp(
+                    i64::from(record.ts_sec),
+                    u64::from(record.ts_usec),
+                    legacy.units_per_sec,
+                );
+                self.packet(ts, legacy.linktype, record.data, warnings, on_segment);
+            }
+            State::PcapngHeader => {
+                let (_, section) = parse_sectionheaderblock(unit).map_err(|e| header_error(&e))?;
+                self.state = State::Pcapng {
+                    big_endian: section.big_endian(),
+                    interfaces: Vec::new(),
+                };
+            }
+            State::Pcapng { .. } => self.block(unit, warnings, on_segment),
+            State::Stopped => {}
+        }
+        Ok(())
+    }
+
+    fn block(&mut self, unit: &[u8], warnings: &mut Warnings, on_segment: &mut OnSegment<'_>) {
+        let State::Pcapng {
+            big_endian,
+            interfaces,
+        } = &mut self.state
+        else {
+            return;
+        };
+        let parsed = if *big_endian {
+            parse_block_be(unit)
+        } else {
+            parse_block_le(unit)
+        };
+        let Ok((_, block)) = parsed else {
+            self.stop(warnings);
+            return;
+        };
+        match block {
+            Block::SectionHeader(section) => {
+                *big_endian = section.big_endian();
+                interfaces.clear();
+            }
+            Block::InterfaceDescription(idb) if interfaces.len() < MAX_INTERFACES => {
+                interfaces.push(Interface {
+                    linktype: u32::from_ne_bytes(idb.linktype.0.to_ne_bytes()),
+                    units_per_sec: ts_resolution(idb.if_tsresol).unwrap_or(1_000_000),
+                    offset_secs: idb.if_tsoffset,
+                });
+            }
+            Block::EnhancedPacket(epb) => {
+                let iface = usize::try_from(epb.if_id)
+                    .ok()
+                    .and_then(|i| interfaces.get(i))
+                    .copied();
+                let Some(iface) = iface else {
+                    self.unknown_interface(epb.if_id, warnings);
+                    return;
+                };
+                let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                let units = iface.units_per_sec.max(1);
+                let ts = i64::try_from(raw / units)
+                    .ok()
+                    .and_then(|secs| secs.checked_add(iface.offset_secs))
+                    .and_then(|secs| timestamp(secs, raw % units, units));
+                self.packet(ts, iface.linktype, epb.packet_data(), warnings, on_segment);
+            }
+            // Simple packet blocks have no timestamp and belong to interface 0.
+            Block::SimplePacket(spb) => {
+                let Some(iface) = interfaces.first().copied() else {
+                    self.unknown_interface(0, warnings);
+                    return;
+                };
+                let epoch = Some(DateTime::UNIX_EPOCH);
+                self.packet(
+                    epoch,
+                    iface.linktype,
+                    spb.packet_data(),
+                    warnings,
+                    on_segment,
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// A packet on an interface the section did not describe.
+    fn unknown_interface(&mut self, if_id: u32, warnings: &mut Warnings) {
+        self.warn(warnings, WarningKind::UnknownInterface(if_id));
+        self.packets = self.packets.saturating_add(1);
+    }
+
     /// Decodes one packet record and advances the packet index.
-    fn packet(&mut self, ts: Option<DateTime<Utc>>, linktype: u32, data: &[u8]) {
-        let timestamp = ts.unwrap_or_else(|| {
-            self.warn(WarningKind::BadTimestamp);
-            DateTime::UNIX_EPOCH
-        });
+    fn packet(
+        &mut self,
+        ts: Option<DateTime<Utc>>,
+        linktype: u32,
+        data: &[u8],
+        warnings: &mut Warnings,
+        on_segment: &mut OnSegment<'_>,
+    ) {
+        let at = Stamp {
+            packet: self.packets,
+            timestamp: ts.unwrap_or(DateTime::UNIX_EPOCH),
+        };
+        if ts.is_none() {
+            warnings.push(at, None, WarningKind::BadTimestamp);
+        }
+        self.last_timestamp = at.timestamp;
         match link_payload(linktype, data) {
             Link::Ipv4(ip) => {
-                if let Some(segment) = ipv4(ip, timestamp, self.warnings, self.index) {
-                    (self.on_segment)(self.index, segment, self.warnings);
+                if let Some(segment) = ipv4(ip, warnings, at) {
+                    on_segment(at, &segment, warnings);
                 }
             }
             Link::Ipv6(ip) => {
-                if let Some(segment) = ipv6(ip, timestamp, self.warnings, self.index) {
-                    (self.on_segment)(self.index, segment, self.warnings);
+                if let Some(segment) = ipv6(ip, warnings, at) {
+                    on_segment(at, &segment, warnings);
                 }
             }
             Link::Other => {}
-            Link::Malformed => self.warn(WarningKind::MalformedLinkHeader),
+            Link::Malformed => warnings.push(at, None, WarningKind::MalformedLinkHeader),
             Link::Unsupported => {
                 if !self.reported_linktypes.contains(&linktype) {
                     self.reported_linktypes.push(linktype);
-                    self.warn(WarningKind::UnsupportedLinkType(linktype));
+                    warnings.push(at, None, WarningKind::UnsupportedLinkType(linktype));
                 }
             }
         }
-        self.index = self.index.saturating_add(1);
+        self.packets = self.packets.saturating_add(1);
     }
+}
+
+/// The total length of the pcapng block starting at `bytes`: `None` while
+/// fewer than 12 bytes are there, `Err` when the length is impossible.
+fn block_len(bytes: &[u8], big_endian: bool) -> Option<Result<usize, ()>> {
+    let kind = read_u32(bytes, 0, false)?;
+    // A section header carries its own byte order.
+    let big_endian = if kind == PCAPNG_MAGIC {
+        match read_u32(bytes, 8, false)? {
+            PCAPNG_BYTE_ORDER => false,
+            bom if bom == PCAPNG_BYTE_ORDER.swap_bytes() => true,
+            _ => return Some(Err(())),
+        }
+    } else {
+        big_endian
+    };
+    let len = read_u32(bytes, 4, big_endian)?;
+    if len < 12 || len % 4 != 0 || len > MAX_BLOCK_LEN {
+        return Some(Err(()));
+    }
+    Some(usize::try_from(len).map_err(|_| ()))
 }
 
 /// What the link layer carries.
@@ -426,14 +678,9 @@ fn link_payload(linktype: u32, data: &[u8]) -> Link<'_> {
 }
 
 /// Decodes an IPv4 packet; `Some` for TCP.
-fn ipv4<'a>(
-    data: &'a [u8],
-    timestamp: DateTime<Utc>,
-    warnings: &mut Warnings,
-    index: usize,
-) -> Option<Segment<'a>> {
+fn ipv4<'a>(data: &'a [u8], warnings: &mut Warnings, at: Stamp) -> Option<Segment<'a>> {
     let Some(header) = data.first_chunk::<20>() else {
-        warnings.push(index, None, WarningKind::MalformedIpv4);
+        warnings.push(at, None, WarningKind::MalformedIpv4);
         return None;
     };
     let [
@@ -464,7 +711,7 @@ fn ipv4<'a>(
     // taken on the sender: use the captured length.
     let total = if total == 0 { data.len() } else { total };
     if vihl >> 4 != 4 || ihl < 20 || total < ihl || data.len() < ihl {
-        warnings.push(index, None, WarningKind::MalformedIpv4);
+        warnings.push(at, None, WarningKind::MalformedIpv4);
         return None;
     }
     if proto != PROTO_TCP {
@@ -472,32 +719,27 @@ fn ipv4<'a>(
     }
     let frag = u16::from_be_bytes([ff0, ff1]);
     if frag & 0x1fff != 0 {
-        warnings.push(index, None, WarningKind::IpFragmentSkipped);
+        warnings.push(at, None, WarningKind::IpFragmentSkipped);
         return None;
     }
     if frag & 0x2000 != 0 {
-        warnings.push(index, None, WarningKind::IpFragmentIncomplete);
+        warnings.push(at, None, WarningKind::IpFragmentIncomplete);
     }
     let truncated = total > data.len();
     if truncated {
-        warnings.push(index, None, WarningKind::PacketTruncated);
+        warnings.push(at, None, WarningKind::PacketTruncated);
     }
     let end = total.min(data.len());
     let l4 = data.get(ihl..end)?;
     let src = IpAddr::V4(Ipv4Addr::new(s0, s1, s2, s3));
     let dst = IpAddr::V4(Ipv4Addr::new(d0, d1, d2, d3));
-    tcp(l4, src, dst, timestamp, warnings, index, truncated)
+    tcp(l4, src, dst, warnings, at, truncated)
 }
 
 /// Decodes an IPv6 packet, skipping extension headers; `Some` for TCP.
-fn ipv6<'a>(
-    data: &'a [u8],
-    timestamp: DateTime<Utc>,
-    warnings: &mut Warnings,
-    index: usize,
-) -> Option<Segment<'a>> {
+fn ipv6<'a>(data: &'a [u8], warnings: &mut Warnings, stamp: Stamp) -> Option<Segment<'a>> {
     let Some(header) = data.first_chunk::<40>() else {
-        warnings.push(index, None, WarningKind::MalformedIpv6);
+        warnings.push(stamp, None, WarningKind::MalformedIpv6);
         return None;
     };
     let (fixed, addrs) = header.split_at(8);
@@ -508,7 +750,7 @@ fn ipv6<'a>(
     let src = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(src).ok()?));
     let dst = IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(dst).ok()?));
     if v >> 4 != 6 {
-        warnings.push(index, None, WarningKind::MalformedIpv6);
+        warnings.push(stamp, None, WarningKind::MalformedIpv6);
         return None;
     }
     let payload_len = usize::from(u16::from_be_bytes([pl0, pl1]));
@@ -537,7 +779,7 @@ fn ipv6<'a>(
             | PROTO_EXPERIMENT2 => {
                 // RFC 8200 §4: length in 8-octet units, not counting the first 8.
                 let Some(&[nh, len]) = data.get(at..end).and_then(|e| e.first_chunk::<2>()) else {
-                    return malformed_v6(warnings, index, truncated);
+                    return malformed_v6(warnings, stamp, truncated);
                 };
                 next = nh;
                 (usize::from(len) + 1) * 8
@@ -545,7 +787,7 @@ fn ipv6<'a>(
             PROTO_AH => {
                 // RFC 4302 §2.2: length in 4-octet units, minus 2.
                 let Some(&[nh, len]) = data.get(at..end).and_then(|e| e.first_chunk::<2>()) else {
-                    return malformed_v6(warnings, index, truncated);
+                    return malformed_v6(warnings, stamp, truncated);
                 };
                 next = nh;
                 (usize::from(len) + 2) * 4
@@ -554,11 +796,11 @@ fn ipv6<'a>(
                 let Some(&[nh, _, o0, o1, ..]) =
                     data.get(at..end).and_then(|e| e.first_chunk::<8>())
                 else {
-                    return malformed_v6(warnings, index, truncated);
+                    return malformed_v6(warnings, stamp, truncated);
                 };
                 let offset_flags = u16::from_be_bytes([o0, o1]);
                 if offset_flags >> 3 != 0 {
-                    warnings.push(index, None, WarningKind::IpFragmentSkipped);
+                    warnings.push(stamp, None, WarningKind::IpFragmentSkipped);
                     return None;
                 }
                 fragmented = offset_flags & 1 != 0;
@@ -566,7 +808,7 @@ fn ipv6<'a>(
                 8
             }
             PROTO_ESP => {
-                warnings.push(index, None, WarningKind::UnsupportedIpv6Header(next));
+                warnings.push(stamp, None, WarningKind::UnsupportedIpv6Header(next));
                 return None;
             }
             _ => return None,
@@ -574,22 +816,22 @@ fn ipv6<'a>(
         at = at.saturating_add(ext_len);
     }
     if fragmented {
-        warnings.push(index, None, WarningKind::IpFragmentIncomplete);
+        warnings.push(stamp, None, WarningKind::IpFragmentIncomplete);
     }
     if truncated {
-        warnings.push(index, None, WarningKind::PacketTruncated);
+        warnings.push(stamp, None, WarningKind::PacketTruncated);
     }
     let Some(l4) = data.get(at..end) else {
-        return malformed_v6(warnings, index, truncated);
+        return malformed_v6(warnings, stamp, truncated);
     };
-    tcp(l4, src, dst, timestamp, warnings, index, truncated)
+    tcp(l4, src, dst, warnings, stamp, truncated)
 }
 
-fn malformed_v6<T>(warnings: &mut Warnings, index: usize, truncated: bool) -> Option<T> {
+fn malformed_v6<T>(warnings: &mut Warnings, at: Stamp, truncated: bool) -> Option<T> {
     if truncated {
-        warnings.push(index, None, WarningKind::PacketTruncated);
+        warnings.push(at, None, WarningKind::PacketTruncated);
     } else {
-        warnings.push(index, None, WarningKind::MalformedIpv6);
+        warnings.push(at, None, WarningKind::MalformedIpv6);
     }
     None
 }
@@ -600,9 +842,8 @@ fn tcp<'a>(
     data: &'a [u8],
     src: IpAddr,
     dst: IpAddr,
-    timestamp: DateTime<Utc>,
     warnings: &mut Warnings,
-    index: usize,
+    at: Stamp,
     truncated: bool,
 ) -> Option<Segment<'a>> {
     let header = data.first_chunk::<20>();
@@ -631,7 +872,6 @@ fn tcp<'a>(
             return None;
         };
         Some(Segment {
-            timestamp,
             src: SocketAddr::new(src, u16::from_be_bytes([p0, p1])),
             dst: SocketAddr::new(dst, u16::from_be_bytes([q0, q1])),
             seq: u32::from_be_bytes([s0, s1, s2, s3]),
@@ -641,7 +881,7 @@ fn tcp<'a>(
         })
     });
     if parsed.is_none() && !truncated {
-        warnings.push(index, None, WarningKind::MalformedTcp);
+        warnings.push(at, None, WarningKind::MalformedTcp);
     }
     parsed
 }

@@ -1,219 +1,262 @@
-//! From reassembled TCP conversations to decoded KMS records.
+//! From reassembled TCP bytes to decoded KMS records, as they arrive.
 //!
-//! Each conversation whose client stream starts with a DCE/RPC bind that
-//! offers the KMS interface is walked PDU by PDU, in capture order. The
-//! transfer syntax of each call comes from the bind and `alter_context`
-//! results, as a host would see it; requests are decoded and decrypted, and
-//! responses decrypted and parsed without the request state a client would
-//! have (so echo and hash checks are not made: a capture is evidence, not a
-//! peer to trust or distrust).
+//! A connection whose client stream starts with a DCE/RPC header is walked
+//! PDU by PDU, in capture order, through one [`FrameSplitter`] per direction;
+//! its records are released once a client bind or `alter_context` offers the
+//! KMS interface (the few records before that wait, bounded). The transfer
+//! syntax of each call comes from the bind and `alter_context` results, as a
+//! host would see it; requests are decoded and decrypted, and responses
+//! decrypted and parsed without the request state a client would have (so
+//! echo and hash checks are not made: a capture is evidence, not a peer to
+//! trust or distrust).
 
-use std::fmt;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
 
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
 
-use super::{Capture, CaptureError, Direction, TcpConversation, looks_like_rpc, read_capture};
+use super::tcp::Sink;
+use super::{Direction, Stamp, Warning, Warnings, looks_like_rpc};
 use crate::HResult;
 use crate::message::{self, RequestBody, ResponseBody};
-use crate::rpc::{self, FrameSplitter, Ndr, Pdu, PduBody, ResultKind, StubReply};
+use crate::rpc::{self, ContextTable, FrameSplitter, Ndr, Pdu, PduBody, ResultKind, StubReply};
 
 /// Calls remembered per conversation while waiting for their replies.
 const MAX_PENDING_CALLS: usize = 64;
+/// Records of an RPC conversation kept while it has not yet bound the KMS
+/// interface; past this the conversation is taken as not KMS.
+const MAX_HELD_RECORDS: usize = 16;
+/// Server bytes kept while the client has not yet sent the 16 bytes that
+/// tell whether the conversation is DCE/RPC.
+const MAX_EARLY_SERVER_BYTES: usize = 4096;
+/// Bytes of the client stream that tell whether it is DCE/RPC.
+const RPC_HEADER_LEN: usize = 16;
 
-/// One line of dissector output.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The TCP connection a [`Record`] or [`Warning`] belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
-pub enum Record {
+pub struct Conversation {
+    /// 0-based index, in the order of the connections' first packets.
+    #[cfg_attr(feature = "serde", serde(rename = "conn"))]
+    pub index: usize,
+    /// The client's address and port (see the
+    /// [module docs](super#client-and-server)).
+    pub client: SocketAddr,
+    /// The server's address and port.
+    pub server: SocketAddr,
+}
+
+/// One decoded item of a capture: where and when, and what.
+///
+/// With the `serde` feature it serializes as one flat object: `packet`,
+/// `timestamp` (RFC 3339), `conn`, `client` and `server` (absent for
+/// capture-level warnings), `kind` (`request`, `response`, `error` or
+/// `warning`) and the fields of the [`Event`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Record {
+    /// 0-based index of the packet that completed the record.
+    pub packet: usize,
+    /// Capture time of that packet.
+    pub timestamp: DateTime<Utc>,
+    /// The TCP connection, unless the record is about the capture file.
+    #[cfg_attr(feature = "serde", serde(flatten))]
+    pub conversation: Option<Conversation>,
+    /// What was decoded.
+    #[cfg_attr(feature = "serde", serde(flatten))]
+    pub event: Event,
+}
+
+/// What a [`Record`] holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize),
+    serde(tag = "kind", rename_all = "snake_case")
+)]
+#[non_exhaustive]
+pub enum Event {
     /// A KMS request, decrypted.
-    Request {
-        /// Conversation index (order of first packet, from 0).
-        conn: usize,
-        /// The request.
-        body: RequestBody,
-    },
+    Request(RequestBody),
     /// A KMS response, decrypted (not verified against its request).
-    Response {
-        /// Conversation index.
-        conn: usize,
-        /// The response.
-        body: ResponseBody,
-    },
+    Response(ResponseBody),
     /// A call answered with an HRESULT instead of a response.
     Error {
-        /// Conversation index.
-        conn: usize,
         /// The HRESULT.
+        #[cfg_attr(feature = "serde", serde(serialize_with = "hresult_hex"))]
         hresult: HResult,
     },
     /// Something that could not be decoded, and why.
     Warning {
-        /// Conversation index, when the problem belongs to one.
-        conn: Option<usize>,
-        /// Index of the packet, for capture-level problems.
-        packet: Option<usize>,
         /// What went wrong.
         message: String,
     },
 }
 
-impl Record {
-    /// The record as one JSON object, in the documented line format: GUIDs
-    /// lower-case, times RFC 3339 UTC to the second.
-    ///
-    /// ```
-    /// use kms_activation::HResult;
-    /// use kms_activation::dissect::Record;
-    ///
-    /// let line = Record::Error { conn: 0, hresult: HResult::KMS_ID_MISMATCH }.to_json();
-    /// assert_eq!(line.to_string(), r#"{"conn":0,"kind":"error","hresult":"0xC004F042"}"#);
-    /// ```
-    #[must_use]
-    pub fn to_json(&self) -> Value {
-        match self {
-            Self::Request { conn, body } => json!({
-                "conn": conn,
-                "kind": "request",
-                "version": body.version.to_string(),
-                "vm": body.is_virtual_machine(),
-                "license_status": u32::from(body.license_status),
-                "binding_expiration": body.binding_expiration,
-                "app_id": body.application_id.to_string(),
-                "sku_id": body.sku_id.to_string(),
-                "kms_id": body.kms_id.to_string(),
-                "cmid": body.cmid.to_string(),
-                "previous_cmid": body.previous_cmid.to_string(),
-                "client_time": body.client_time.to_string(),
-                "workstation": body.workstation,
-                "n_policy": body.n_policy,
-            }),
-            Self::Response { conn, body } => {
-                let mut v = json!({
-                    "conn": conn,
-                    "kind": "response",
-                    "version": body.version.to_string(),
-                    "epid": body.epid,
-                    "cmid": body.cmid.to_string(),
-                    "client_time": body.client_time.to_string(),
-                    "count": body.count,
-                    "activation_interval": body.activation_interval,
-                    "renewal_interval": body.renewal_interval,
-                });
-                if let (Some(hwid), Some(map)) = (body.hwid, v.as_object_mut()) {
-                    map.insert("hwid".into(), Value::String(hwid.to_string()));
-                }
-                v
-            }
-            Self::Error { conn, hresult } => json!({
-                "conn": conn,
-                "kind": "error",
-                "hresult": format!("{hresult:#}"),
-            }),
-            Self::Warning {
-                conn,
-                packet,
-                message,
-            } => json!({
-                "conn": conn,
-                "kind": "warning",
-                "packet": packet,
-                "message": message,
-            }),
+/// An HRESULT as `0xC004F042`.
+#[cfg(feature = "serde")]
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's serialize_with passes a reference"
+)]
+fn hresult_hex<S: serde::Serializer>(hresult: &HResult, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format_args!("{hresult:#}"))
+}
+
+impl From<Warning> for Record {
+    fn from(warning: Warning) -> Self {
+        Self {
+            packet: warning.packet_index,
+            timestamp: warning.timestamp,
+            conversation: warning.conversation,
+            event: Event::Warning {
+                message: warning.kind.to_string(),
+            },
         }
     }
 }
 
-impl fmt::Display for Record {
-    /// The JSON line.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.to_json())
+/// The sink of the streaming dissector: decodes each connection's bytes as
+/// they arrive and queues the records.
+#[derive(Debug, Default)]
+pub(super) struct KmsSink {
+    queue: VecDeque<Record>,
+}
+
+/// What the dissector knows of one connection.
+#[derive(Debug)]
+pub(super) enum KmsConn {
+    /// Fewer than 16 client bytes seen.
+    Undecided {
+        head: Vec<u8>,
+        early_server: Vec<u8>,
+    },
+    /// A DCE/RPC conversation.
+    Rpc(Box<Walker>),
+    /// Not DCE/RPC, or not KMS: its bytes are ignored.
+    Ignored,
+}
+
+/// Where the records of one delivery go.
+struct Emit<'a> {
+    at: Stamp,
+    conversation: Conversation,
+    warnings: &'a mut Warnings,
+    queue: &'a mut VecDeque<Record>,
+}
+
+impl Emit<'_> {
+    /// Moves the warnings of the lower layers to the queue, in order.
+    fn flush_warnings(&mut self) {
+        self.queue.extend(self.warnings.take().map(Record::from));
+    }
+
+    fn record(&self, event: Event) -> Record {
+        Record {
+            packet: self.at.packet,
+            timestamp: self.at.timestamp,
+            conversation: Some(self.conversation),
+            event,
+        }
     }
 }
 
-/// Reads a pcap capture and returns every KMS record in it, in order:
-/// capture-level warnings first, then each KMS conversation in the order of
-/// its first packet.
-///
-/// # Errors
-///
-/// Only when the capture's file header is unreadable; later damage becomes
-/// [`Record::Warning`]s next to whatever could be decoded.
-pub fn dissect(capture: &[u8]) -> Result<Vec<Record>, CaptureError> {
-    Ok(dissect_capture(&read_capture(capture)?))
+impl KmsSink {
+    /// Moves the warnings of the lower layers to the queue, in order.
+    pub(super) fn flush_warnings(&mut self, warnings: &mut Warnings) {
+        self.queue.extend(warnings.take().map(Record::from));
+    }
+
+    /// The next record, in capture order.
+    pub(super) fn pop(&mut self) -> Option<Record> {
+        self.queue.pop_front()
+    }
 }
 
-/// The KMS records of an already reassembled capture.
-#[must_use]
-pub fn dissect_capture(capture: &Capture) -> Vec<Record> {
-    let mut out: Vec<Record> = capture
-        .warnings
-        .iter()
-        .map(|w| Record::Warning {
-            conn: w.conn,
-            packet: Some(w.packet_index),
-            message: w.kind.to_string(),
-        })
-        .collect();
-    for conversation in &capture.connections {
-        dissect_conversation(conversation, &mut out);
-    }
-    out
-}
+impl Sink for KmsSink {
+    type State = KmsConn;
 
-/// Appends the KMS records of one TCP conversation to `out`. A
-/// conversation that is not DCE/RPC, or that never binds the KMS interface,
-/// adds nothing.
-pub fn dissect_conversation(conversation: &TcpConversation, out: &mut Vec<Record>) {
-    let client_start = conversation.stream(Direction::ClientToServer);
-    if !looks_like_rpc(&client_start) {
-        return;
+    fn open(&mut self, _: Conversation, _: usize, _: bool) -> KmsConn {
+        KmsConn::Undecided {
+            head: Vec::new(),
+            early_server: Vec::new(),
+        }
     }
-    let mut walker = Walker::new(conversation.index);
-    // One splitter per direction: client (0) and server (1).
-    let mut splitters = [
-        FrameSplitter::new(rpc::MAX_FRAG_LEN),
-        FrameSplitter::new(rpc::MAX_FRAG_LEN),
-    ];
-    for chunk in &conversation.chunks {
-        let side = usize::from(chunk.direction == Direction::ServerToClient);
-        let Some(splitter) = splitters.get_mut(side) else {
-            continue;
+
+    fn deliver(
+        &mut self,
+        state: &mut KmsConn,
+        conversation: Conversation,
+        direction: Direction,
+        bytes: &[u8],
+        at: Stamp,
+        warnings: &mut Warnings,
+    ) {
+        let mut emit = Emit {
+            at,
+            conversation,
+            warnings,
+            queue: &mut self.queue,
         };
-        let mut rest: &[u8] = &chunk.bytes;
-        while !rest.is_empty() && !walker.is_broken(side) {
-            let frame = match splitter.next_frame(rest) {
-                Ok((used, frame)) => {
-                    rest = rest.get(used..).unwrap_or_default();
-                    frame
+        emit.flush_warnings();
+        match state {
+            KmsConn::Ignored => {}
+            KmsConn::Rpc(walker) => {
+                walker.feed(direction, bytes, &mut emit);
+                if walker.abandoned {
+                    *state = KmsConn::Ignored;
                 }
-                Err(e) => {
-                    walker.warn(out, format!("{}: not DCE/RPC: {e}", side_name(side)));
-                    walker.set_broken(side);
-                    break;
+            }
+            KmsConn::Undecided { head, early_server } => {
+                if direction == Direction::ServerToClient {
+                    if early_server.len().saturating_add(bytes.len()) > MAX_EARLY_SERVER_BYTES {
+                        *state = KmsConn::Ignored;
+                    } else {
+                        early_server.extend_from_slice(bytes);
+                    }
+                    return;
                 }
-            };
-            let Some(frame) = frame else {
-                break;
-            };
-            match Pdu::decode(&frame) {
-                Ok(pdu) => walker.pdu(pdu, side == 0, out),
-                Err(e) => walker.warn(out, format!("{}: malformed PDU: {e}", side_name(side))),
+                let want = RPC_HEADER_LEN.saturating_sub(head.len()).min(bytes.len());
+                let (first, rest) = bytes.split_at(want);
+                head.extend_from_slice(first);
+                if head.len() < RPC_HEADER_LEN {
+                    return;
+                }
+                if !looks_like_rpc(head) {
+                    *state = KmsConn::Ignored;
+                    return;
+                }
+                let mut walker = Box::new(Walker::new());
+                walker.feed(Direction::ServerToClient, early_server, &mut emit);
+                walker.feed(Direction::ClientToServer, head, &mut emit);
+                walker.feed(Direction::ClientToServer, rest, &mut emit);
+                *state = if walker.abandoned {
+                    KmsConn::Ignored
+                } else {
+                    KmsConn::Rpc(walker)
+                };
             }
         }
     }
-    if !walker.is_kms {
-        out.truncate(walker.first_record.min(out.len()));
-        return;
-    }
-    for (side, splitter) in splitters.iter().enumerate() {
-        if splitter.buffered() > 0 && !walker.is_broken(side) {
-            walker.warn(
-                out,
-                format!(
-                    "{}: {} bytes of a truncated PDU at the end",
-                    side_name(side),
-                    splitter.buffered()
-                ),
-            );
+
+    fn close(
+        &mut self,
+        state: KmsConn,
+        conversation: Conversation,
+        at: Stamp,
+        warnings: &mut Warnings,
+    ) {
+        let mut emit = Emit {
+            at,
+            conversation,
+            warnings,
+            queue: &mut self.queue,
+        };
+        emit.flush_warnings();
+        if let KmsConn::Rpc(mut walker) = state {
+            walker.finish(&mut emit);
         }
     }
 }
@@ -223,26 +266,35 @@ fn side_name(side: usize) -> &'static str {
 }
 
 /// Per-conversation state: the contexts negotiated and the calls in flight.
-struct Walker {
-    conn: usize,
+#[derive(Debug)]
+pub(super) struct Walker {
+    /// One splitter per direction: client (0) and server (1).
+    splitters: [FrameSplitter; 2],
     is_kms: bool,
-    first_record: usize,
+    /// Records waiting for the conversation to prove KMS.
+    held: Vec<Record>,
+    /// Too many records without a KMS bind: stop looking.
+    abandoned: bool,
     broken: [bool; 2],
     /// Context ids offered in the last bind / `alter_context`, in order.
     offered: Vec<u16>,
-    contexts: Vec<(u16, Ndr)>,
+    contexts: ContextTable,
     pending: Vec<(u32, Ndr)>,
 }
 
 impl Walker {
-    fn new(conn: usize) -> Self {
+    fn new() -> Self {
         Self {
-            conn,
+            splitters: [
+                FrameSplitter::new(rpc::MAX_FRAG_LEN),
+                FrameSplitter::new(rpc::MAX_FRAG_LEN),
+            ],
             is_kms: false,
-            first_record: usize::MAX,
+            held: Vec::new(),
+            abandoned: false,
             broken: [false; 2],
             offered: Vec::new(),
-            contexts: Vec::new(),
+            contexts: ContextTable::new(rpc::MAX_CONTEXTS),
             pending: Vec::new(),
         }
     }
@@ -258,29 +310,83 @@ impl Walker {
         }
     }
 
-    fn push(&mut self, out: &mut Vec<Record>, record: Record) {
-        self.first_record = self.first_record.min(out.len());
-        out.push(record);
+    /// Takes bytes of one direction.
+    fn feed(&mut self, direction: Direction, bytes: &[u8], out: &mut Emit<'_>) {
+        let side = usize::from(direction == Direction::ServerToClient);
+        let mut rest = bytes;
+        while !rest.is_empty() && !self.is_broken(side) && !self.abandoned {
+            let Some(splitter) = self.splitters.get_mut(side) else {
+                return;
+            };
+            let frame = match splitter.next_frame(rest) {
+                Ok((used, frame)) => {
+                    rest = rest.get(used..).unwrap_or_default();
+                    frame
+                }
+                Err(e) => {
+                    self.warn(out, format!("{}: not DCE/RPC: {e}", side_name(side)));
+                    self.set_broken(side);
+                    return;
+                }
+            };
+            let Some(frame) = frame else {
+                return;
+            };
+            match Pdu::decode(&frame) {
+                Ok(pdu) => self.pdu(pdu, side == 0, out),
+                Err(e) => self.warn(out, format!("{}: malformed PDU: {e}", side_name(side))),
+            }
+        }
     }
 
-    fn warn(&mut self, out: &mut Vec<Record>, message: String) {
-        let record = Record::Warning {
-            conn: Some(self.conn),
-            packet: None,
-            message,
-        };
-        self.push(out, record);
+    /// The connection ended: a PDU cut short is worth a warning.
+    fn finish(&mut self, out: &mut Emit<'_>) {
+        for side in 0..2 {
+            let buffered = self.splitters.get(side).map_or(0, FrameSplitter::buffered);
+            if buffered > 0 && !self.is_broken(side) {
+                self.warn(
+                    out,
+                    format!(
+                        "{}: {buffered} bytes of a truncated PDU at the end",
+                        side_name(side)
+                    ),
+                );
+            }
+        }
     }
 
-    fn pdu(&mut self, pdu: Pdu, from_client: bool, out: &mut Vec<Record>) {
+    fn push(&mut self, out: &mut Emit<'_>, event: Event) {
+        let record = out.record(event);
+        if self.is_kms {
+            out.queue.push_back(record);
+        } else if self.held.len() < MAX_HELD_RECORDS {
+            self.held.push(record);
+        } else {
+            self.abandoned = true;
+            self.held = Vec::new();
+        }
+    }
+
+    /// A warning, within the capture's warning budget.
+    fn warn(&mut self, out: &mut Emit<'_>, message: String) {
+        if out.warnings.admit(out.at) {
+            self.push(out, Event::Warning { message });
+        } else {
+            out.flush_warnings();
+        }
+    }
+
+    fn pdu(&mut self, pdu: Pdu, from_client: bool, out: &mut Emit<'_>) {
         match (pdu.body, from_client) {
             (PduBody::Bind(bind) | PduBody::AlterContext(bind), true) => {
                 if bind
                     .contexts
                     .iter()
                     .any(|c| c.abstract_syntax.uuid == rpc::KMS_INTERFACE.uuid)
+                    && !self.is_kms
                 {
                     self.is_kms = true;
+                    out.queue.extend(self.held.drain(..));
                 }
                 self.offered = bind.contexts.iter().map(|c| c.context_id).collect();
             }
@@ -290,10 +396,8 @@ impl Walker {
                         continue;
                     }
                     if let Some(ndr) = Ndr::from_syntax(&result.transfer_syntax) {
-                        self.contexts.retain(|(known, _)| known != id);
-                        if self.contexts.len() < rpc::MAX_CONTEXTS {
-                            self.contexts.push((*id, ndr));
-                        }
+                        // A full table keeps the contexts it has.
+                        let _ = self.contexts.insert(*id, ndr);
                     }
                 }
             }
@@ -310,15 +414,8 @@ impl Walker {
         }
     }
 
-    fn context_ndr(&self, id: u16) -> Option<Ndr> {
-        self.contexts
-            .iter()
-            .find(|(known, _)| *known == id)
-            .map(|&(_, ndr)| ndr)
-    }
-
-    fn request(&mut self, call_id: u32, request: &rpc::Request, out: &mut Vec<Record>) {
-        let Some(ndr) = self.context_ndr(request.context_id) else {
+    fn request(&mut self, call_id: u32, request: &rpc::Request, out: &mut Emit<'_>) {
+        let Some(ndr) = self.contexts.get(request.context_id) else {
             self.warn(
                 out,
                 format!(
@@ -336,42 +433,24 @@ impl Walker {
             .map_err(|e| e.to_string())
             .and_then(|msg| message::decode_request(msg).map_err(|e| e.to_string()));
         match decoded {
-            Ok(received) => {
-                let record = Record::Request {
-                    conn: self.conn,
-                    body: received.body().clone(),
-                };
-                self.push(out, record);
-            }
+            Ok(received) => self.push(out, Event::Request(received.body().clone())),
             Err(e) => self.warn(out, format!("call {call_id}: undecodable KMS request: {e}")),
         }
     }
 
-    fn response(&mut self, call_id: u32, response: &rpc::Response, out: &mut Vec<Record>) {
+    fn response(&mut self, call_id: u32, response: &rpc::Response, out: &mut Emit<'_>) {
         let ndr = match self.pending.iter().position(|(id, _)| *id == call_id) {
             Some(i) => Some(self.pending.remove(i).1),
-            None => self.context_ndr(response.context_id),
+            None => self.contexts.get(response.context_id),
         };
         let Some(ndr) = ndr else {
             self.warn(out, format!("call {call_id}: response to an unknown call"));
             return;
         };
         match rpc::decode_response_stub(ndr, &response.stub) {
-            Ok(StubReply::Error(hresult)) => {
-                let record = Record::Error {
-                    conn: self.conn,
-                    hresult,
-                };
-                self.push(out, record);
-            }
+            Ok(StubReply::Error(hresult)) => self.push(out, Event::Error { hresult }),
             Ok(StubReply::Message(msg)) => match message::decode_response_unverified(msg) {
-                Ok(body) => {
-                    let record = Record::Response {
-                        conn: self.conn,
-                        body,
-                    };
-                    self.push(out, record);
-                }
+                Ok(body) => self.push(out, Event::Response(body)),
                 Err(e) => self.warn(
                     out,
                     format!("call {call_id}: undecodable KMS response: {e}"),

@@ -1,17 +1,27 @@
 //! Packet-capture dissection: the capture half of the `kms-dissect` tool.
 //!
-//! [`read_capture`] takes the bytes of a capture file (the caller reads the
-//! file; this module does no I/O), decodes the link, IP and TCP layers, and
-//! reassembles every TCP connection into two byte streams. The result is a
-//! [`Capture`]: one [`TcpConversation`] per connection, each an ordered list of
-//! [`StreamChunk`]s, plus the [`Warning`]s met on the way. The RPC and KMS
-//! layers of this crate decode the chunks; [`looks_like_rpc`] tells which
-//! conversations are worth handing to them, on any port.
+//! Two ways in, sharing the same decoding and reassembly:
+//!
+//! * [`Dissector`] is the streaming one. Feed it a capture file's bytes in
+//!   pieces of any size ([`Dissector::handle_input`]), call
+//!   [`Dissector::finish`] at the end of the file, and take typed
+//!   [`Record`]s ([`Dissector::poll_record`]) as soon as each KMS request,
+//!   response or error is complete, in capture order. Its memory does not grow
+//!   with the file: it buffers one capture record, the live TCP connections
+//!   (bounded by [`Limits`]) and the records not yet taken. [`ReadRecords`]
+//!   drives it from any [`std::io::Read`]; [`dissect`] from a byte slice.
+//! * [`read_capture`] reassembles every TCP connection into two byte streams
+//!   and returns them all at once, as a [`Capture`]: one [`TcpConversation`]
+//!   per connection, each an ordered list of [`StreamChunk`]s, plus the
+//!   [`Warning`]s met on the way. It keeps the streams, so its memory grows
+//!   with the capture (up to [`Limits::max_stream_bytes`] per connection).
 //!
 //! ```text
 //!  capture bytes ──► capture: pcap / pcapng records ──► link layer ──► IPv4 / IPv6 ──► TCP segment
 //!                                                                                         │
-//!  Capture { connections: [TcpConversation { chunks }], warnings } ◄── tcp: reassembly ◄──┘
+//!                               tcp: reassembly, one connection table ◄───────────────────┘
+//!                                 │                               │
+//!   Dissector: DCE/RPC + KMS per connection ──► Record     read_capture: Capture { connections, warnings }
 //! ```
 //!
 //! # What is read
@@ -57,46 +67,62 @@
 //! starts in the middle of a connection, each side's stream starts at the first
 //! segment seen from that side.
 //!
+//! # Retiring connections
+//!
+//! At most [`Limits::max_connections`] connections are tracked at once. When a
+//! new connection would exceed that, the oldest closed one (both FINs, or a
+//! RST) is retired; failing that, the one idle longest if it has been idle for
+//! [`Limits::idle_timeout`] of capture time. A retired connection's gaps are
+//! given up and its conversation ends, as at the end of the capture. So a
+//! capture of any number of sequential connections decodes all of them.
+//!
 //! # Limits
 //!
 //! Captures are untrusted input, so every buffer is bounded by a [`Limits`]
-//! value ([`Limits::default`] unless [`read_capture_with_limits`] is used);
-//! in addition, at most 4096 segments wait behind a gap in each direction.
-//! Hitting a limit drops data (or gives up a gap) and records a warning; it
-//! never fails the read. Output is bounded by the input: every delivered byte
-//! comes from a distinct captured byte.
+//! value ([`Limits::default`] unless given); in addition, at most 4096
+//! segments wait behind a gap in each direction, and one capture record
+//! (legacy pcap: 256 KiB of packet data; pcapng: a 16 MiB block) is buffered
+//! at a time. Hitting a limit drops data (or gives up a gap) and records a
+//! warning; it never fails the read. Work is linear in the input.
 //!
-//! # Warnings as JSON lines
+//! # Records as JSON
 //!
-//! [`warning_json`] formats one warning as the JSON object the `kms-dissect`
-//! tool prints on its own line.
+//! With the `serde` feature, [`Record`] (and the request and response bodies
+//! inside it) implement `serde::Serialize`; `kms-dissect` prints each record
+//! as one JSON object per line with `serde_json`.
 
 mod capture;
 mod kms;
+mod stream;
 mod tcp;
-pub use kms::{Record, dissect, dissect_capture, dissect_conversation};
+pub use kms::{Conversation, Event, Record};
+pub use stream::{Dissector, ReadError, ReadRecords, dissect, dissect_with_limits};
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-/// Default for [`Limits::max_connections`]: TCP connections tracked per capture.
+/// Default for [`Limits::max_connections`]: TCP connections tracked at once.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 /// Default for [`Limits::max_out_of_order_bytes`]: bytes buffered ahead of a gap,
-/// per direction of a connection (1 MiB).
-pub const DEFAULT_MAX_OUT_OF_ORDER_BYTES: usize = 1 << 20;
-/// Default for [`Limits::max_stream_bytes`]: reassembled bytes kept per
-/// connection, both directions together (16 MiB).
+/// per direction of a connection (256 KiB).
+pub const DEFAULT_MAX_OUT_OF_ORDER_BYTES: usize = 256 << 10;
+/// Default for [`Limits::max_stream_bytes`]: reassembled bytes [`read_capture`]
+/// keeps per connection, both directions together (16 MiB).
 pub const DEFAULT_MAX_STREAM_BYTES: usize = 16 << 20;
 /// Default for [`Limits::max_warnings`]: warnings kept per capture.
 pub const DEFAULT_MAX_WARNINGS: usize = 10_000;
+/// Default for [`Limits::idle_timeout`]: capture time after which a silent
+/// connection may be retired to make room (5 minutes).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The TCP port of KMS, used to tell the server of a connection whose start
 /// was not captured.
 pub const KMS_PORT: u16 = 1688;
 
-/// Bounds on the memory [`read_capture_with_limits`] uses.
+/// Bounds on the memory a [`Dissector`] or [`read_capture_with_limits`] uses.
 ///
 /// Each limit, when exceeded, drops data and adds a [`Warning`]; reading goes
 /// on. Build one with [`Limits::new`] (the defaults) and the `with_*` setters.
@@ -113,6 +139,7 @@ pub struct Limits {
     out_of_order_bytes: usize,
     stream_bytes: usize,
     warnings: usize,
+    idle_timeout: Duration,
 }
 
 impl Limits {
@@ -124,10 +151,13 @@ impl Limits {
             out_of_order_bytes: DEFAULT_MAX_OUT_OF_ORDER_BYTES,
             stream_bytes: DEFAULT_MAX_STREAM_BYTES,
             warnings: DEFAULT_MAX_WARNINGS,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 
-    /// Connections tracked; packets of further connections are ignored
+    /// Connections tracked at once. When a new one would exceed it, a closed
+    /// or idle one is retired (see the [module docs](self#retiring-connections));
+    /// when none can be, packets of the new connection are ignored
     /// ([`WarningKind::ConnectionLimit`], once).
     #[must_use]
     pub const fn max_connections(&self) -> usize {
@@ -156,9 +186,10 @@ impl Limits {
         self
     }
 
-    /// Reassembled bytes kept per connection (both directions together);
-    /// later bytes are dropped ([`WarningKind::StreamLimit`], once per
-    /// connection).
+    /// Reassembled bytes [`read_capture`] keeps per connection (both
+    /// directions together); later bytes are dropped
+    /// ([`WarningKind::StreamLimit`], once per connection). A [`Dissector`]
+    /// keeps no streams and ignores it.
     #[must_use]
     pub const fn max_stream_bytes(&self) -> usize {
         self.stream_bytes
@@ -171,8 +202,9 @@ impl Limits {
         self
     }
 
-    /// Warnings kept; when reached, one last [`WarningKind::WarningLimit`] is
-    /// added and later warnings are dropped.
+    /// Warnings kept (capture, reassembly and KMS warnings together); when
+    /// reached, one last [`WarningKind::WarningLimit`] is added and later
+    /// warnings are dropped.
     #[must_use]
     pub const fn max_warnings(&self) -> usize {
         self.warnings
@@ -184,6 +216,20 @@ impl Limits {
         self.warnings = n;
         self
     }
+
+    /// Capture time without a packet after which a connection may be retired
+    /// when the table is full.
+    #[must_use]
+    pub const fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// Sets [`Limits::idle_timeout`].
+    #[must_use]
+    pub const fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
 }
 
 impl Default for Limits {
@@ -192,7 +238,7 @@ impl Default for Limits {
     }
 }
 
-/// Everything read from one capture file.
+/// Everything [`read_capture`] read from one capture file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capture {
@@ -240,6 +286,7 @@ impl TcpConversation {
 
 /// Which way bytes travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub enum Direction {
     /// From the client to the server (binds, requests).
     ClientToServer,
@@ -278,17 +325,28 @@ pub struct Warning {
     /// 0-based index of the packet concerned (for file-level problems, the
     /// index the next packet would have had).
     pub packet_index: usize,
-    /// The connection concerned ([`TcpConversation::index`]), if any.
-    pub conn: Option<usize>,
+    /// Capture time of that packet (for file-level problems, of the last
+    /// packet read; the Unix epoch before the first).
+    pub timestamp: DateTime<Utc>,
+    /// The connection concerned, if any.
+    pub conversation: Option<Conversation>,
     /// What happened.
     pub kind: WarningKind,
+}
+
+impl Warning {
+    /// The index of the connection concerned ([`TcpConversation::index`]), if any.
+    #[must_use]
+    pub fn conn(&self) -> Option<usize> {
+        self.conversation.map(|c| c.index)
+    }
 }
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "packet {}", self.packet_index)?;
-        if let Some(conn) = self.conn {
-            write!(f, ", connection {conn}")?;
+        if let Some(conversation) = self.conversation {
+            write!(f, ", connection {}", conversation.index)?;
         }
         write!(f, ": {}", self.kind)
     }
@@ -296,6 +354,7 @@ impl fmt::Display for Warning {
 
 /// The kinds of [`Warning`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub enum WarningKind {
     /// The file ends in the middle of a record; what came before was read.
@@ -328,14 +387,14 @@ pub enum WarningKind {
     IpFragmentIncomplete,
     /// An IPv6 extension header this module cannot skip (ESP): packet skipped.
     UnsupportedIpv6Header(u8),
-    /// More connections than [`Limits::max_connections`]: later connections
-    /// are ignored (reported once).
+    /// More live connections than [`Limits::max_connections`], none of them
+    /// closed or idle: the new connection is ignored (reported once).
     ConnectionLimit,
     /// More bytes than [`Limits::max_out_of_order_bytes`] waiting behind a gap:
     /// the gap is given up (a [`WarningKind::MissingBytes`] follows).
     OutOfOrderLimit,
-    /// More bytes than [`Limits::max_stream_bytes`] in one connection: the rest
-    /// is dropped (reported once per connection).
+    /// More bytes than [`Limits::max_stream_bytes`] in one connection kept by
+    /// [`read_capture`]: the rest is dropped (reported once per connection).
     StreamLimit,
     /// Bytes of a stream were never captured: the stream continues after them.
     MissingBytes {
@@ -457,14 +516,17 @@ pub fn read_capture(bytes: &[u8]) -> Result<Capture, CaptureError> {
 /// As [`read_capture`].
 pub fn read_capture_with_limits(bytes: &[u8], limits: &Limits) -> Result<Capture, CaptureError> {
     let mut warnings = Warnings::new(limits.max_warnings());
-    let mut reassembler = tcp::Reassembler::new(*limits);
-    let packets = capture::for_each_segment(bytes, &mut warnings, |index, segment, warnings| {
-        reassembler.handle_segment(index, &segment, warnings);
+    let mut reader = capture::RecordReader::new();
+    let mut reassembler =
+        tcp::Reassembler::new(*limits, tcp::Collector::new(limits.max_stream_bytes()));
+    reader.handle_input(bytes, &mut warnings, &mut |at, segment, warnings| {
+        reassembler.handle_segment(at, segment, warnings);
     })?;
-    let connections = reassembler.finish(&mut warnings);
+    reader.finish(&mut warnings)?;
+    reassembler.finish(&mut warnings);
     Ok(Capture {
-        packets,
-        connections,
+        packets: reader.packets(),
+        connections: reassembler.into_sink().into_conversations(),
         warnings: warnings.into_vec(),
     })
 }
@@ -498,35 +560,20 @@ pub fn looks_like_rpc(first_bytes: &[u8]) -> bool {
         && u16::from_le_bytes([f0, f1]) >= 16
 }
 
-/// Formats a warning as the JSON object `kms-dissect` prints on its own line:
-/// `{"kind":"warning","packet":N,"conn":N|null,"message":"..."}`.
-///
-/// ```
-/// use kms_activation::dissect::{warning_json, read_capture};
-/// let capture = read_capture(&[0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-///     0xff, 0xff, 0, 0, 1, 0, 0, 0, 0, 0, 0])?; // header, then 3 stray bytes
-/// let json = warning_json(&capture.warnings[0]);
-/// assert_eq!(json["kind"], "warning");
-/// assert_eq!(json["packet"], 0);
-/// assert!(json["conn"].is_null());
-/// assert_eq!(json["message"], "capture file truncated: last record incomplete");
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[must_use]
-pub fn warning_json(warning: &Warning) -> serde_json::Value {
-    serde_json::json!({
-        "kind": "warning",
-        "packet": warning.packet_index,
-        "conn": warning.conn,
-        "message": warning.kind.to_string(),
-    })
+/// Where in the capture something happened: a packet's index and capture time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    packet: usize,
+    timestamp: DateTime<Utc>,
 }
 
-/// The bounded warning list shared by the layers.
+/// The bounded warning list shared by the layers. Every warning, whatever
+/// its layer, takes a slot through [`Warnings::admit`].
 #[derive(Debug)]
 struct Warnings {
     list: Vec<Warning>,
     max: usize,
+    count: usize,
     full: bool,
 }
 
@@ -535,28 +582,46 @@ impl Warnings {
         Self {
             list: Vec::new(),
             max,
+            count: 0,
             full: false,
         }
     }
 
-    fn push(&mut self, packet_index: usize, conn: Option<usize>, kind: WarningKind) {
+    /// Takes a slot for one warning; `false` when the limit is reached (the
+    /// first refusal queues the [`WarningKind::WarningLimit`] warning).
+    fn admit(&mut self, at: Stamp) -> bool {
         if self.full {
-            return;
+            return false;
         }
-        if self.list.len() >= self.max {
+        if self.count >= self.max {
             self.full = true;
             self.list.push(Warning {
-                packet_index,
-                conn: None,
+                packet_index: at.packet,
+                timestamp: at.timestamp,
+                conversation: None,
                 kind: WarningKind::WarningLimit,
             });
-            return;
+            return false;
         }
-        self.list.push(Warning {
-            packet_index,
-            conn,
-            kind,
-        });
+        self.count = self.count.saturating_add(1);
+        true
+    }
+
+    fn push(&mut self, at: Stamp, conversation: Option<Conversation>, kind: WarningKind) {
+        if self.admit(at) {
+            self.list.push(Warning {
+                packet_index: at.packet,
+                timestamp: at.timestamp,
+                conversation,
+                kind,
+            });
+        }
+    }
+
+    /// Takes the warnings queued so far (the streaming dissector turns them
+    /// into records as it goes).
+    fn take(&mut self) -> std::vec::Drain<'_, Warning> {
+        self.list.drain(..)
     }
 
     fn into_vec(self) -> Vec<Warning> {

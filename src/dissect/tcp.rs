@@ -7,13 +7,16 @@
 //! turned into 64-bit stream offsets, so wraparound needs no special case.
 //! See the [module docs](super#reassembly) for the rules.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use chrono::{DateTime, Utc};
 
 use super::capture::Segment;
-use super::{Direction, KMS_PORT, Limits, StreamChunk, TcpConversation, WarningKind, Warnings};
+use super::{
+    Conversation, Direction, KMS_PORT, Limits, Stamp, StreamChunk, TcpConversation, WarningKind,
+    Warnings,
+};
 
 /// Segments waiting behind a gap, per direction. Together with
 /// [`Limits::max_out_of_order_bytes`] this bounds the bookkeeping too: a
@@ -39,55 +42,148 @@ fn signed(x: u32) -> i32 {
 /// Where a warning belongs.
 #[derive(Debug, Clone, Copy)]
 struct Ctx {
-    packet: usize,
-    conn: usize,
+    at: Stamp,
+    conversation: Conversation,
 }
 
 impl Ctx {
     fn warn(self, warnings: &mut Warnings, kind: WarningKind) {
-        warnings.push(self.packet, Some(self.conn), kind);
+        warnings.push(self.at, Some(self.conversation), kind);
+    }
+
+    /// This packet, at another capture time (bytes that waited behind a gap).
+    fn at_time(self, timestamp: DateTime<Utc>) -> Stamp {
+        Stamp {
+            packet: self.at.packet,
+            timestamp,
+        }
     }
 }
 
-/// Chunks of one connection, with its byte budget.
+/// Where reassembled bytes go: one call per contiguous run of one direction.
+type Deliver<'a> = dyn FnMut(Direction, &[u8], Stamp, &mut Warnings) + 'a;
+
+/// What the reassembler tells about each connection.
+pub(super) trait Sink {
+    /// Per-connection state of the sink.
+    type State;
+
+    /// A connection starts.
+    fn open(
+        &mut self,
+        conversation: Conversation,
+        first_packet: usize,
+        handshake_seen: bool,
+    ) -> Self::State;
+
+    /// Bytes of one direction became contiguous.
+    fn deliver(
+        &mut self,
+        state: &mut Self::State,
+        conversation: Conversation,
+        direction: Direction,
+        bytes: &[u8],
+        at: Stamp,
+        warnings: &mut Warnings,
+    );
+
+    /// The connection is retired (closed, idle, or the capture ended): no
+    /// more bytes will come.
+    fn close(
+        &mut self,
+        state: Self::State,
+        conversation: Conversation,
+        at: Stamp,
+        warnings: &mut Warnings,
+    );
+}
+
+/// The sink of [`super::read_capture`]: keeps every connection's chunks.
+#[derive(Debug, Default)]
+pub(super) struct Collector {
+    finished: Vec<TcpConversation>,
+    max_stream_bytes: usize,
+}
+
+/// What [`Collector`] keeps of one connection.
 #[derive(Debug)]
-struct Output {
+pub(super) struct Collected {
+    first_packet: usize,
+    handshake_seen: bool,
     chunks: Vec<StreamChunk>,
     total: usize,
     limit_hit: bool,
-    max: usize,
 }
 
-impl Output {
+impl Collector {
+    pub(super) fn new(max_stream_bytes: usize) -> Self {
+        Self {
+            finished: Vec::new(),
+            max_stream_bytes,
+        }
+    }
+
+    /// The conversations, in the order of their first packet.
+    pub(super) fn into_conversations(mut self) -> Vec<TcpConversation> {
+        self.finished.sort_by_key(|c| c.index);
+        self.finished
+    }
+}
+
+impl Sink for Collector {
+    type State = Collected;
+
+    fn open(&mut self, _: Conversation, first_packet: usize, handshake_seen: bool) -> Collected {
+        Collected {
+            first_packet,
+            handshake_seen,
+            chunks: Vec::new(),
+            total: 0,
+            limit_hit: false,
+        }
+    }
+
     fn deliver(
         &mut self,
+        state: &mut Collected,
+        conversation: Conversation,
         direction: Direction,
         bytes: &[u8],
-        timestamp: DateTime<Utc>,
+        at: Stamp,
         warnings: &mut Warnings,
-        ctx: Ctx,
     ) {
-        let room = self.max.saturating_sub(self.total);
+        let room = self.max_stream_bytes.saturating_sub(state.total);
         let take = room.min(bytes.len());
-        if take < bytes.len() && !self.limit_hit {
-            self.limit_hit = true;
-            ctx.warn(warnings, WarningKind::StreamLimit);
+        if take < bytes.len() && !state.limit_hit {
+            state.limit_hit = true;
+            warnings.push(at, Some(conversation), WarningKind::StreamLimit);
         }
         let Some(bytes) = bytes.get(..take).filter(|b| !b.is_empty()) else {
             return;
         };
-        self.total = self.total.saturating_add(take);
-        match self.chunks.last_mut() {
+        state.total = state.total.saturating_add(take);
+        match state.chunks.last_mut() {
             Some(last) if last.direction == direction => {
                 last.bytes.extend_from_slice(bytes);
-                last.timestamp = timestamp;
+                last.timestamp = at.timestamp;
             }
-            _ => self.chunks.push(StreamChunk {
+            _ => state.chunks.push(StreamChunk {
                 direction,
-                timestamp,
+                timestamp: at.timestamp,
                 bytes: bytes.to_vec(),
             }),
         }
+    }
+
+    fn close(&mut self, state: Collected, conversation: Conversation, _: Stamp, _: &mut Warnings) {
+        self.finished.push(TcpConversation {
+            index: conversation.index,
+            first_packet: state.first_packet,
+            client: conversation.client,
+            server: conversation.server,
+            handshake_seen: state.handshake_seen,
+            chunks: state.chunks,
+        });
     }
 }
 
@@ -155,7 +251,7 @@ impl Half {
     fn drain(
         &mut self,
         timestamp: Option<DateTime<Utc>>,
-        out: &mut Output,
+        out: &mut Deliver<'_>,
         warnings: &mut Warnings,
         ctx: Ctx,
     ) {
@@ -168,8 +264,8 @@ impl Half {
             self.pending_bytes = self.pending_bytes.saturating_sub(pending.bytes.len());
             let skip = usize::try_from(self.delivered.saturating_sub(start)).unwrap_or(usize::MAX);
             if let Some(fresh) = pending.bytes.get(skip..).filter(|b| !b.is_empty()) {
-                let ts = timestamp.unwrap_or(pending.timestamp);
-                out.deliver(self.direction, fresh, ts, warnings, ctx);
+                let at = ctx.at_time(timestamp.unwrap_or(pending.timestamp));
+                out(self.direction, fresh, at, warnings);
                 self.advance(fresh.len() as u64);
             }
         }
@@ -186,7 +282,7 @@ impl Half {
         payload: &[u8],
         timestamp: DateTime<Utc>,
         limits: &Limits,
-        out: &mut Output,
+        out: &mut Deliver<'_>,
         warnings: &mut Warnings,
         ctx: Ctx,
     ) {
@@ -211,7 +307,7 @@ impl Half {
                 let Some(fresh) = payload.get(skip..).filter(|b| !b.is_empty()) else {
                     return; // retransmission of delivered bytes
                 };
-                out.deliver(self.direction, fresh, timestamp, warnings, ctx);
+                out(self.direction, fresh, ctx.at_time(timestamp), warnings);
                 self.advance(fresh.len() as u64);
                 self.drain(Some(timestamp), out, warnings, ctx);
                 return;
@@ -273,7 +369,7 @@ impl Half {
         &mut self,
         ack: u32,
         timestamp: DateTime<Utc>,
-        out: &mut Output,
+        out: &mut Deliver<'_>,
         warnings: &mut Warnings,
         ctx: Ctx,
     ) {
@@ -290,51 +386,34 @@ impl Half {
     }
 
     /// Gives up every gap and delivers what is left (end of capture or RST).
-    fn flush(&mut self, out: &mut Output, warnings: &mut Warnings, ctx: Ctx) {
+    fn flush(&mut self, out: &mut Deliver<'_>, warnings: &mut Warnings, ctx: Ctx) {
         while let Some((&first, _)) = self.pending.first_key_value() {
             self.skip_to(first, warnings, ctx);
             self.drain(None, out, warnings, ctx);
         }
     }
+    /// Whether the sender's FIN was seen and everything before it delivered.
+    fn is_finished(&self) -> bool {
+        self.fin.is_some_and(|fin| self.delivered >= fin) && self.pending.is_empty()
+    }
 }
 
 /// Per-connection state.
 #[derive(Debug)]
-struct Conn {
-    index: usize,
-    first_packet: usize,
-    client: SocketAddr,
-    server: SocketAddr,
-    handshake_seen: bool,
+struct Conn<T> {
+    conversation: Conversation,
     client_half: Half,
     server_half: Half,
-    out: Output,
     reset: bool,
-    last_packet: usize,
+    /// Whether the connection is in the closed queue.
+    queued_closed: bool,
+    last: Stamp,
+    state: T,
 }
 
-impl Conn {
-    fn finish(mut self, warnings: &mut Warnings) -> TcpConversation {
-        let ctx = Ctx {
-            packet: self.last_packet,
-            conn: self.index,
-        };
-        for half in [&mut self.client_half, &mut self.server_half] {
-            half.flush(&mut self.out, warnings, ctx);
-            if !self.reset
-                && let Some(fin) = half.fin
-            {
-                half.skip_to(fin, warnings, ctx);
-            }
-        }
-        TcpConversation {
-            index: self.index,
-            first_packet: self.first_packet,
-            client: self.client,
-            server: self.server,
-            handshake_seen: self.handshake_seen,
-            chunks: self.out.chunks,
-        }
+impl<T> Conn<T> {
+    fn is_closed(&self) -> bool {
+        self.reset || (self.client_half.is_finished() && self.server_half.is_finished())
     }
 }
 
@@ -363,103 +442,181 @@ fn roles(segment: &Segment<'_>) -> (SocketAddr, SocketAddr, bool) {
     }
 }
 
-/// Reassembles every connection of a capture.
+/// Reassembles the connections of a capture, at most
+/// [`Limits::max_connections`] at a time, and hands their bytes to a [`Sink`].
 #[derive(Debug)]
-pub(super) struct Reassembler {
+pub(super) struct Reassembler<S: Sink> {
     limits: Limits,
-    conns: Vec<Conn>,
-    by_key: HashMap<Key, usize>,
+    sink: S,
+    conns: HashMap<Key, Conn<S::State>>,
+    /// Closed connections in the order they closed (entries of connections
+    /// retired or reopened since are skipped).
+    closed: VecDeque<(Key, usize)>,
+    next_index: usize,
     limit_reported: bool,
 }
 
-impl Reassembler {
-    pub(super) fn new(limits: Limits) -> Self {
+impl<S: Sink> Reassembler<S> {
+    pub(super) fn new(limits: Limits, sink: S) -> Self {
         Self {
             limits,
-            conns: Vec::new(),
-            by_key: HashMap::new(),
+            sink,
+            conns: HashMap::new(),
+            closed: VecDeque::new(),
+            next_index: 0,
             limit_reported: false,
         }
     }
 
+    /// The sink, to take what it produced so far.
+    pub(super) fn sink_mut(&mut self) -> &mut S {
+        &mut self.sink
+    }
+
     /// Whether `segment` opens a new connection on the 4-tuple of `conn`: a
     /// SYN without ACK that is not a retransmission of the client's SYN.
-    fn reopens(conn: &Conn, segment: &Segment<'_>) -> bool {
+    fn reopens(conn: &Conn<S::State>, segment: &Segment<'_>) -> bool {
         segment.flags & (SYN | ACK) == SYN
-            && (segment.src != conn.client || conn.client_half.isn != Some(segment.seq))
+            && (segment.src != conn.conversation.client
+                || conn.client_half.isn != Some(segment.seq))
+    }
+
+    /// Ends a connection: gives up its gaps and tells the sink.
+    fn retire(&mut self, key: &Key, warnings: &mut Warnings) {
+        let Some(mut conn) = self.conns.remove(key) else {
+            return;
+        };
+        let ctx = Ctx {
+            at: conn.last,
+            conversation: conn.conversation,
+        };
+        let sink = &mut self.sink;
+        let state = &mut conn.state;
+        let conversation = conn.conversation;
+        let mut out = |direction: Direction, bytes: &[u8], at: Stamp, warnings: &mut Warnings| {
+            sink.deliver(state, conversation, direction, bytes, at, warnings);
+        };
+        for half in [&mut conn.client_half, &mut conn.server_half] {
+            half.flush(&mut out, warnings, ctx);
+            if !conn.reset
+                && let Some(fin) = half.fin
+            {
+                half.skip_to(fin, warnings, ctx);
+            }
+        }
+        self.sink
+            .close(conn.state, conversation, conn.last, warnings);
+    }
+
+    /// Retires the oldest closed connection, or else the one idle longest if
+    /// it has been idle long enough; `false` when neither exists.
+    fn make_room(&mut self, now: Stamp, warnings: &mut Warnings) -> bool {
+        while let Some((key, index)) = self.closed.pop_front() {
+            if self
+                .conns
+                .get(&key)
+                .is_some_and(|c| c.conversation.index == index)
+            {
+                self.retire(&key, warnings);
+                return true;
+            }
+        }
+        let idle = self
+            .conns
+            .iter()
+            .min_by_key(|(_, c)| (c.last.timestamp, c.conversation.index))
+            .filter(|(_, c)| {
+                now.timestamp
+                    .signed_duration_since(c.last.timestamp)
+                    .to_std()
+                    .is_ok_and(|idle| idle >= self.limits.idle_timeout())
+            })
+            .map(|(key, _)| *key);
+        match idle {
+            Some(key) => {
+                self.retire(&key, warnings);
+                true
+            }
+            None => false,
+        }
     }
 
     fn lookup_or_open(
         &mut self,
-        packet: usize,
+        at: Stamp,
         segment: &Segment<'_>,
         warnings: &mut Warnings,
-    ) -> Option<usize> {
+    ) -> Option<Key> {
         let key = key(segment.src, segment.dst);
-        if let Some(&i) = self.by_key.get(&key)
-            && let Some(conn) = self.conns.get(i)
-            && !Self::reopens(conn, segment)
-        {
-            return Some(i);
+        if let Some(conn) = self.conns.get(&key) {
+            if !Self::reopens(conn, segment) {
+                return Some(key);
+            }
+            self.retire(&key, warnings);
         }
-        if self.conns.len() >= self.limits.max_connections() {
+        if self.conns.len() >= self.limits.max_connections() && !self.make_room(at, warnings) {
             if !self.limit_reported {
                 self.limit_reported = true;
-                warnings.push(packet, None, WarningKind::ConnectionLimit);
+                warnings.push(at, None, WarningKind::ConnectionLimit);
             }
             return None;
         }
-        let index = self.conns.len();
         let (client, server, handshake_seen) = roles(segment);
-        self.conns.push(Conn {
-            index,
-            first_packet: packet,
+        let conversation = Conversation {
+            index: self.next_index,
             client,
             server,
-            handshake_seen,
-            client_half: Half::new(Direction::ClientToServer),
-            server_half: Half::new(Direction::ServerToClient),
-            out: Output {
-                chunks: Vec::new(),
-                total: 0,
-                limit_hit: false,
-                max: self.limits.max_stream_bytes(),
+        };
+        self.next_index = self.next_index.saturating_add(1);
+        let state = self.sink.open(conversation, at.packet, handshake_seen);
+        self.conns.insert(
+            key,
+            Conn {
+                conversation,
+                client_half: Half::new(Direction::ClientToServer),
+                server_half: Half::new(Direction::ServerToClient),
+                reset: false,
+                queued_closed: false,
+                last: at,
+                state,
             },
-            reset: false,
-            last_packet: packet,
-        });
-        self.by_key.insert(key, index);
-        Some(index)
+        );
+        Some(key)
     }
 
     /// Takes one segment, in capture order.
     pub(super) fn handle_segment(
         &mut self,
-        packet: usize,
+        at: Stamp,
         segment: &Segment<'_>,
         warnings: &mut Warnings,
     ) {
-        let Some(index) = self.lookup_or_open(packet, segment, warnings) else {
+        let Some(key) = self.lookup_or_open(at, segment, warnings) else {
             return;
         };
         let limits = self.limits;
-        let Some(conn) = self.conns.get_mut(index) else {
+        let Some(conn) = self.conns.get_mut(&key) else {
             return;
         };
-        conn.last_packet = packet;
+        conn.last = at;
         let ctx = Ctx {
-            packet,
-            conn: index,
+            at,
+            conversation: conn.conversation,
         };
         let Conn {
-            client,
+            conversation,
             client_half,
             server_half,
-            out,
             reset,
+            state,
             ..
         } = conn;
-        let (half, other) = if segment.src == *client {
+        let conversation = *conversation;
+        let sink = &mut self.sink;
+        let mut out = |direction: Direction, bytes: &[u8], at: Stamp, warnings: &mut Warnings| {
+            sink.deliver(state, conversation, direction, bytes, at, warnings);
+        };
+        let (half, other) = if segment.src == conversation.client {
             (client_half, server_half)
         } else {
             (server_half, client_half)
@@ -473,49 +630,64 @@ impl Reassembler {
         }
         if flags & RST != 0 {
             *reset = true;
-            half.flush(out, warnings, ctx);
-            other.flush(out, warnings, ctx);
-            return;
-        }
-        let syn = flags & SYN != 0;
-        if syn && half.isn.is_none() && half.delivered == 0 {
-            half.isn = Some(segment.seq);
-            half.next_seq = Some(segment.seq.wrapping_add(1));
-        }
-        if half.next_seq.is_none() {
-            half.next_seq = Some(segment.seq);
-        }
-        let data_seq = if syn {
-            segment.seq.wrapping_add(1)
+            half.flush(&mut out, warnings, ctx);
+            other.flush(&mut out, warnings, ctx);
         } else {
-            segment.seq
-        };
-        // The acknowledgement is about the other direction's earlier bytes:
-        // settle them before this segment's data.
-        if flags & ACK != 0 {
-            other.acknowledged(segment.ack, segment.timestamp, out, warnings, ctx);
+            let syn = flags & SYN != 0;
+            if syn && half.isn.is_none() && half.delivered == 0 {
+                half.isn = Some(segment.seq);
+                half.next_seq = Some(segment.seq.wrapping_add(1));
+            }
+            if half.next_seq.is_none() {
+                half.next_seq = Some(segment.seq);
+            }
+            let data_seq = if syn {
+                segment.seq.wrapping_add(1)
+            } else {
+                segment.seq
+            };
+            // The acknowledgement is about the other direction's earlier bytes:
+            // settle them before this segment's data.
+            if flags & ACK != 0 {
+                other.acknowledged(segment.ack, at.timestamp, &mut out, warnings, ctx);
+            }
+            half.accept(
+                data_seq,
+                segment.payload,
+                at.timestamp,
+                &limits,
+                &mut out,
+                warnings,
+                ctx,
+            );
+            if flags & FIN != 0 && half.fin.is_none() {
+                half.fin = half
+                    .offset_of(data_seq)
+                    .map(|o| o.saturating_add(segment.payload.len() as u64));
+            }
         }
-        half.accept(
-            data_seq,
-            segment.payload,
-            segment.timestamp,
-            &limits,
-            out,
-            warnings,
-            ctx,
-        );
-        if flags & FIN != 0 && half.fin.is_none() {
-            half.fin = half
-                .offset_of(data_seq)
-                .map(|o| o.saturating_add(segment.payload.len() as u64));
+        if !conn.queued_closed && conn.is_closed() {
+            conn.queued_closed = true;
+            self.closed.push_back((key, conn.conversation.index));
         }
     }
 
-    /// Ends the capture: flushes every gap and returns the conversations.
-    pub(super) fn finish(self, warnings: &mut Warnings) -> Vec<TcpConversation> {
-        self.conns
-            .into_iter()
-            .map(|conn| conn.finish(warnings))
-            .collect()
+    /// Ends the capture: retires every connection, in the order of their
+    /// first packet.
+    pub(super) fn finish(&mut self, warnings: &mut Warnings) {
+        let mut live: Vec<(usize, Key)> = self
+            .conns
+            .iter()
+            .map(|(key, conn)| (conn.conversation.index, *key))
+            .collect();
+        live.sort_unstable();
+        for (_, key) in live {
+            self.retire(&key, warnings);
+        }
+    }
+
+    /// The sink, once the capture is finished.
+    pub(super) fn into_sink(self) -> S {
+        self.sink
     }
 }

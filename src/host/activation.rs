@@ -13,6 +13,7 @@ use crate::{FileTime, HResult, LicenseStatus, Uuid};
 /// [`KmsHost`](super::KmsHost) returns one per request, appends it to the
 /// store's activation log and, with the `tracing` feature, emits it as a
 /// `tracing` event at target `kms_activation::activation`.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ActivationRecord {

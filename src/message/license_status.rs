@@ -20,6 +20,7 @@ use std::fmt;
 ///     kms_activation::license::LicenseStatus::Licensed;
 /// assert_eq!(status, LicenseStatus::Licensed);
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize), serde(into = "u32"))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum LicenseStatus {

@@ -34,6 +34,7 @@ const WORKSTATION_FIELD_LEN: usize = 128;
 /// };
 /// assert!(!body.is_virtual_machine());
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestBody {
     /// Protocol version (inside the base; equals the version in clear).

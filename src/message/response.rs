@@ -29,6 +29,7 @@ pub(crate) const RESPONSE_BASE_FIXED_LEN: usize = 44;
 /// assert_eq!(id.to_string(), "3A1C049600B60076");
 /// assert!("3A1C".parse::<Hwid>().is_err());
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Hwid(pub [u8; 8]);
 
@@ -86,6 +87,7 @@ impl FromStr for Hwid {
 /// };
 /// assert_eq!(body.message_len(), 260);
 /// ```
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseBody {
     /// Protocol version: a copy of the request's.

@@ -329,7 +329,9 @@ fn tampering_any_byte_of_a_captured_response_is_detected() {
             let pid_size = if version == Version::V4 {
                 u32_at(response, 4)
             } else {
-                98
+                // The ePID in UTF-16 with its NUL, from the decrypted response.
+                let body = sent.verify_response(response).unwrap().body;
+                (body.epid.encode_utf16().count() + 1) * 2
             };
             for pos in 0..response.len() {
                 for mask in [0x01, 0x80, 0xff] {

@@ -71,6 +71,7 @@ use uuid::Uuid;
 pub use search::{SkuLookupError, find_sku, search_csvlks, search_kms_items, search_skus};
 
 /// Where a catalog row comes from.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Source {
@@ -85,6 +86,7 @@ pub enum Source {
 ///
 /// Each KMS ID belongs to one application, and a host keeps one client count
 /// per application ([count semantics](crate::message#count-intervals-epid-and-hardware-id)).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Application {
     id: Uuid,
@@ -128,6 +130,7 @@ impl Application {
 
 /// A KMS counted ID ("KmsItem"): the product group a host counts and
 /// activates as one.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KmsItem {
     id: Uuid,
@@ -214,6 +217,7 @@ impl KmsItem {
 }
 
 /// A SKU: one edition's activation ID, with its GVLK.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Sku {
     id: Uuid,
@@ -276,6 +280,7 @@ impl Sku {
 }
 
 /// An inclusive range of CSVLK key IDs (the `KKK-KKKKKK` part of an ePID).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct KeyIdRange {
     min: u32,
@@ -304,6 +309,7 @@ impl KeyIdRange {
 
 /// A CSVLK: a KMS host key group, with what it activates and how its
 /// ePIDs look.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Csvlk {
     id: Option<Uuid>,
@@ -445,6 +451,7 @@ impl Csvlk {
 }
 
 /// A known Windows build a KMS host may run.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WinBuild {
     build: u32,

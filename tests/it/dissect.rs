@@ -12,8 +12,8 @@
 use std::net::SocketAddr;
 
 use kms_activation::dissect::{
-    CaptureError, Direction, Limits, TcpConversation, WarningKind, looks_like_rpc, read_capture,
-    read_capture_with_limits, warning_json,
+    CaptureError, Direction, Dissector, Event, Limits, Record, TcpConversation, WarningKind,
+    dissect_with_limits, looks_like_rpc, read_capture, read_capture_with_limits,
 };
 use proptest::prelude::*;
 
@@ -326,7 +326,7 @@ fn kinds(capture: &kms_activation::dissect::Capture) -> Vec<(usize, Option<usize
     capture
         .warnings
         .iter()
-        .map(|w| (w.packet_index, w.conn, w.kind))
+        .map(|w| (w.packet_index, w.conn(), w.kind))
         .collect()
 }
 
@@ -1049,20 +1049,240 @@ fn unreadable_headers() {
 }
 
 #[test]
-fn warning_as_json_line() {
+fn warning_display() {
     let mut f = Flow::new(L2::NullLe, "127.0.0.1:50000", "127.0.0.1:1688");
     f.handshake(1000, 5000);
     f.c(1005, 5001, ACK, b"bbbb");
     let capture = read_capture(&f.bytes()).unwrap();
-    let json = warning_json(&capture.warnings[0]);
+    let warning = &capture.warnings[0];
     assert_eq!(
-        json,
-        serde_json::json!({"kind": "warning", "packet": 3, "conn": 0, "message": "4 bytes never captured: skipped"})
-    );
-    assert_eq!(
-        capture.warnings[0].to_string(),
+        warning.to_string(),
         "packet 3, connection 0: 4 bytes never captured: skipped"
     );
+    let conversation = warning.conversation.unwrap();
+    assert_eq!(conversation.client.to_string(), "127.0.0.1:50000");
+    assert_eq!(conversation.server.to_string(), "127.0.0.1:1688");
+    assert_eq!(warning.timestamp, ms(3));
+}
+
+/// `n` connections one after the other, each opened and closed cleanly.
+fn sequential_connections(n: u16) -> Vec<u8> {
+    let mut p = Pcap::new(101);
+    let s: SocketAddr = "10.0.0.2:1688".parse().unwrap();
+    for i in 0..n {
+        let c = SocketAddr::new("10.0.0.1".parse().unwrap(), 10_000 + i % 50_000);
+        let at = u32::from(i);
+        p.record(at, 0, &tcp_ip(c, s, 100, 0, SYN, b""));
+        p.record(at, 1, &tcp_ip(s, c, 900, 101, SYN | ACK, b""));
+        p.record(at, 2, &tcp_ip(c, s, 101, 901, ACK | PSH, b"hi"));
+        p.record(at, 3, &tcp_ip(c, s, 103, 901, FIN | ACK, b""));
+        p.record(at, 4, &tcp_ip(s, c, 901, 104, FIN | ACK, b""));
+    }
+    p.buf
+}
+
+#[test]
+fn closed_connections_are_retired_so_all_sequential_ones_decode() {
+    let capture = read_capture(&sequential_connections(20_000)).unwrap();
+    assert!(capture.warnings.is_empty(), "{:?}", &capture.warnings[..1]);
+    assert_eq!(capture.connections.len(), 20_000);
+    for (i, conv) in capture.connections.iter().enumerate() {
+        assert_eq!(conv.index, i);
+        assert_eq!(conv.stream(C2S), b"hi");
+    }
+}
+
+#[test]
+fn idle_connections_are_retired_when_the_table_is_full() {
+    let s: SocketAddr = "10.0.0.2:1688".parse().unwrap();
+    let client = |port| SocketAddr::new("10.0.0.1".parse().unwrap(), port);
+    let limits = Limits::new()
+        .with_max_connections(2)
+        .with_idle_timeout(std::time::Duration::from_secs(60));
+    // Two silent connections at t = 0, a third at t = 61 s: the oldest goes.
+    let mut p = Pcap::new(101);
+    p.record(0, 0, &tcp_ip(client(50000), s, 1, 0, ACK, b"a"));
+    p.record(30, 0, &tcp_ip(client(50001), s, 1, 0, ACK, b"b"));
+    p.record(61, 0, &tcp_ip(client(50002), s, 1, 0, ACK, b"c"));
+    p.record(62, 0, &tcp_ip(client(50001), s, 2, 0, ACK, b"B"));
+    let capture = read_capture_with_limits(&p.buf, &limits).unwrap();
+    assert!(capture.warnings.is_empty(), "{:?}", capture.warnings);
+    let streams: Vec<_> = capture.connections.iter().map(|c| c.stream(C2S)).collect();
+    assert_eq!(streams, vec![b"a".to_vec(), b"bB".to_vec(), b"c".to_vec()]);
+    // The same third connection at t = 59 s: nobody is idle long enough.
+    let mut p = Pcap::new(101);
+    p.record(0, 0, &tcp_ip(client(50000), s, 1, 0, ACK, b"a"));
+    p.record(30, 0, &tcp_ip(client(50001), s, 1, 0, ACK, b"b"));
+    p.record(59, 0, &tcp_ip(client(50002), s, 1, 0, ACK, b"c"));
+    let capture = read_capture_with_limits(&p.buf, &limits).unwrap();
+    assert_eq!(capture.connections.len(), 2);
+    assert_eq!(
+        kinds(&capture),
+        vec![(2, None, WarningKind::ConnectionLimit)]
+    );
+}
+
+/// A little-endian microsecond legacy pcap rewritten as pcapng.
+fn as_pcapng(legacy: &[u8], big_endian: bool) -> Vec<u8> {
+    let u32_at = |at: usize| u32::from_le_bytes(legacy[at..at + 4].try_into().unwrap());
+    let mut ng = PcapNg::new(big_endian);
+    ng.interface(u16::try_from(u32_at(20)).unwrap(), None);
+    let mut at = 24;
+    while at + 16 <= legacy.len() {
+        let ts = u64::from(u32_at(at)) * 1_000_000 + u64::from(u32_at(at + 4));
+        let len = u32_at(at + 8) as usize;
+        ng.packet(0, ts, &legacy[at + 16..at + 16 + len]);
+        at += 16 + len;
+    }
+    ng.buf
+}
+
+#[test]
+fn reading_in_pieces_gives_the_same_records_for_every_format() {
+    let mut inputs = samples();
+    let real = [inputs[0].clone(), inputs[1].clone()];
+    inputs.push(as_pcapng(&real[0], true));
+    inputs.push(as_pcapng(&real[1], false));
+    for (i, bytes) in inputs.iter().enumerate() {
+        let whole = kms_activation::dissect::dissect(bytes).unwrap();
+        if !(2..4).contains(&i) {
+            assert!(
+                whole.iter().any(|r| matches!(r.event, Event::Response(_))),
+                "input {i}: {whole:?}"
+            );
+        }
+        if i >= 4 {
+            let legacy = kms_activation::dissect::dissect(&real[i - 4]).unwrap();
+            assert_eq!(whole, legacy, "pcapng and pcap agree");
+        }
+        for piece in [1, 2, 5, 17, 64] {
+            let mut dissector = Dissector::new();
+            let mut records = Vec::new();
+            for chunk in bytes.chunks(piece) {
+                dissector.handle_input(chunk).unwrap();
+                records.extend(std::iter::from_fn(|| dissector.poll_record()));
+            }
+            dissector.finish().unwrap();
+            records.extend(std::iter::from_fn(|| dissector.poll_record()));
+            assert_eq!(records, whole, "pieces of {piece}");
+        }
+    }
+}
+
+/// The client and server PDUs of the first conversation of a sample capture.
+fn kms_exchange() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    let path = format!(
+        "{}/tests/data/pcaps/p-v6-ndr64-win11-like.pcap",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let capture = read_capture(&std::fs::read(path).unwrap()).unwrap();
+    let conv = &capture.connections[0];
+    let pdus = |direction| {
+        conv.chunks
+            .iter()
+            .filter(|c| c.direction == direction)
+            .map(|c| c.bytes.clone())
+            .collect::<Vec<_>>()
+    };
+    (pdus(C2S), pdus(S2C))
+}
+
+#[test]
+fn records_of_interleaved_conversations_come_in_capture_order() {
+    let (up, down) = kms_exchange();
+    // bind, alter_context, request; bind_ack, alter_context_resp, response
+    assert_eq!((up.len(), down.len()), (3, 3));
+    let server4: SocketAddr = "10.0.0.2:1688".parse().unwrap();
+    let a_client: SocketAddr = "10.0.0.1:50001".parse().unwrap();
+    let b_client: SocketAddr = "[2001:db8::1]:50002".parse().unwrap();
+    let server6: SocketAddr = "[2001:db8::2]:1688".parse().unwrap();
+    let mut p = Pcap::new(101);
+    let mut seq = [1u32; 4];
+    let mut send =
+        |p: &mut Pcap, t: u32, from: SocketAddr, to: SocketAddr, k: usize, data: &[u8]| {
+            p.record(t, 0, &tcp_ip(from, to, seq[k], 0, PSH, data));
+            seq[k] += u32::try_from(data.len()).unwrap();
+        };
+    // a and b bind (packets 0-7), b asks, a asks, a is answered, b is answered.
+    for i in 0..2 {
+        let t = 4 * u32::try_from(i).unwrap();
+        send(&mut p, t, a_client, server4, 0, &up[i]);
+        send(&mut p, t + 1, b_client, server6, 2, &up[i]);
+        send(&mut p, t + 2, server4, a_client, 1, &down[i]);
+        send(&mut p, t + 3, server6, b_client, 3, &down[i]);
+    }
+    send(&mut p, 9, b_client, server6, 2, &up[2]);
+    send(&mut p, 10, a_client, server4, 0, &up[2]);
+    send(&mut p, 11, server4, a_client, 1, &down[2]);
+    send(&mut p, 12, server6, b_client, 3, &down[2]);
+    let records = kms_activation::dissect::dissect(&p.buf).unwrap();
+    let summary: Vec<(usize, i64, SocketAddr, SocketAddr, &str)> = records
+        .iter()
+        .map(|r| {
+            let conv = r.conversation.unwrap();
+            let kind = match r.event {
+                Event::Request(_) => "request",
+                Event::Response(_) => "response",
+                _ => "other",
+            };
+            (
+                conv.index,
+                r.timestamp.timestamp(),
+                conv.client,
+                conv.server,
+                kind,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (1, 9, b_client, server6, "request"),
+            (0, 10, a_client, server4, "request"),
+            (0, 11, a_client, server4, "response"),
+            (1, 12, b_client, server6, "response"),
+        ]
+    );
+    assert_eq!(
+        records.iter().map(|r| r.packet).collect::<Vec<_>>(),
+        [8, 9, 10, 11]
+    );
+}
+
+#[test]
+fn kms_warnings_count_against_the_warning_limit() {
+    let (up, down) = kms_exchange();
+    let mut f = Flow::new(L2::Raw, "10.0.0.1:50000", "10.0.0.2:1688");
+    f.handshake(1000, 5000);
+    let mut seq = 1001u32;
+    let mut ack = 5001u32;
+    for i in 0..2 {
+        f.c(seq, ack, ACK, &up[i]);
+        seq += u32::try_from(up[i].len()).unwrap();
+        f.s(ack, seq, ACK, &down[i]);
+        ack += u32::try_from(down[i].len()).unwrap();
+    }
+    // 50 requests on a context that was never negotiated: 50 warnings.
+    let mut bad = up[2].clone();
+    bad[20] ^= 0x7f; // context id
+    for _ in 0..50 {
+        f.c(seq, ack, ACK, &bad);
+        seq += u32::try_from(bad.len()).unwrap();
+    }
+    let all = dissect_with_limits(&f.bytes(), Limits::new()).unwrap();
+    let warnings = |records: &[Record]| {
+        records
+            .iter()
+            .filter(|r| matches!(r.event, Event::Warning { .. }))
+            .count()
+    };
+    assert_eq!(warnings(&all), 50, "{:?}", &all[..1]);
+    let capped = dissect_with_limits(&f.bytes(), Limits::new().with_max_warnings(7)).unwrap();
+    assert_eq!(warnings(&capped), 8, "7 and the limit warning");
+    assert!(matches!(
+        &capped.last().unwrap().event,
+        Event::Warning { message } if message.contains("warning limit")
+    ));
 }
 
 #[test]

@@ -150,7 +150,19 @@ fn hresult_of(pdu: &Pdu) -> HResult {
         PduBody::Response(r) => {
             match rpc::decode_response_stub(rpc::Ndr::Ndr32, &r.stub).unwrap() {
                 rpc::StubReply::Error(h) => h,
-                rpc::StubReply::Message(_) => HResult::S_OK,
+                rpc::StubReply::Message(msg) => {
+                    // Success only for a response that answers the request
+                    // these tests send, checked as its client would.
+                    let version = kms_activation::message::request_version(msg).unwrap();
+                    let sent = kms_activation::message::encode_request(
+                        &request_body(version),
+                        &mut ScriptedRandom::new([3; 16]),
+                        &mut BytesMut::new(),
+                    )
+                    .unwrap();
+                    sent.verify_response(msg).unwrap();
+                    HResult::S_OK
+                }
             }
         }
         other => panic!("expected a response, got {other:?}"),
@@ -306,10 +318,12 @@ fn backpressure_stops_consuming_until_output_is_drained() {
     for call in 0..10 {
         pipelined.extend(rpc_request(call, 0, 0, kms_stub(Version::V6)));
     }
+    let request_len = pipelined.len() / 10;
     let mut offset = 0;
     let mut rounds = 0;
     let mut replies = 0;
     while offset < pipelined.len() {
+        let left = pipelined.len() - offset;
         let used = host
             .conn
             .handle_input_with(
@@ -319,10 +333,13 @@ fn backpressure_stops_consuming_until_output_is_drained() {
                 &mut host.rng,
             )
             .unwrap();
+        // Two replies fill the 600-byte output limit: with more than two
+        // requests left, the host must stop short of the end.
         assert!(
-            used < pipelined.len(),
-            "consumed everything despite the output limit"
+            used < left || left <= 2 * request_len,
+            "consumed all {left} bytes left despite the output limit"
         );
+        assert!(used <= 3 * request_len, "consumed {used} bytes in one call");
         offset += used;
         let mut out = Vec::new();
         let _ = host.conn.poll_transmit(&mut out);
@@ -751,4 +768,24 @@ fn fragmented_requests_are_reassembled_under_the_cap() {
     assert!(host.conn.is_closed());
     let reply = decode_all(host.conn.transmit());
     assert_eq!(fault_status(&reply[0]), rpc::NCA_S_PROTO_ERROR);
+}
+
+#[test]
+fn bind_ack_fragment_sizes_are_capped_at_what_the_host_accepts() {
+    let ack_sizes = |host: &mut Host, offered: u16| {
+        let mut bind = bind_ndr32(2);
+        bind[16..18].copy_from_slice(&offered.to_le_bytes()); // max_xmit_frag
+        bind[18..20].copy_from_slice(&offered.to_le_bytes()); // max_recv_frag
+        let reply = host.feed(&bind).unwrap();
+        match &reply[0].body {
+            PduBody::BindAck(ack) => (ack.max_xmit_frag, ack.max_recv_frag),
+            other => panic!("expected a bind_ack, got {other:?}"),
+        }
+    };
+    let mut small = host_with_limits(|l| l.max_frag_len = 1000);
+    assert_eq!(ack_sizes(&mut small, 5840), (1000, 1000));
+    let mut small = host_with_limits(|l| l.max_frag_len = 1000);
+    assert_eq!(ack_sizes(&mut small, 900), (900, 900));
+    let mut default = Host::new(&HostConfig::default());
+    assert_eq!(ack_sizes(&mut default, 5840), (5840, 5840));
 }

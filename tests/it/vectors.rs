@@ -456,17 +456,50 @@ fn captured_requests_decode_to_logged_fields() {
 /// The responder's view is what a real policy would see.
 #[test]
 fn responder_trait_object_is_usable() {
-    let mut r: Box<dyn Responder> = Box::new(FixedResponder::default());
     let v = load_all()
         .into_iter()
         .find(|v| v.scenario.starts_with("v6"))
         .unwrap();
-    let answer = r
-        .respond(
+    let request = expected_request(&v);
+    let ask = |r: &mut dyn Responder| {
+        r.respond(
             FileTime::from_ticks(0),
             &crate::support::context(),
-            &expected_request(&v),
+            &request,
         )
-        .unwrap();
-    assert_eq!(answer.count, 50);
+        .unwrap()
+    };
+    // The defaults: the documented ePID and HWID, 2 × N, default intervals.
+    let defaults = ask(Box::new(FixedResponder::default()).as_mut());
+    assert_eq!(
+        defaults.epid,
+        "03612-04573-012-345678-03-1033-20348.0000-2652024"
+    );
+    assert_eq!(
+        defaults.hwid,
+        Hwid([0x36, 0x4F, 0x46, 0x3A, 0x88, 0x63, 0xD3, 0x5F])
+    );
+    assert_eq!(defaults.count, 2 * request.n_policy);
+    assert_eq!(
+        (defaults.activation_interval, defaults.renewal_interval),
+        (120, 10_080)
+    );
+    // Every setting reaches the answer through the trait object.
+    let mut fixed = FixedResponder::new(
+        "05426-00206-565-184251-03-1068-9200.0000-1222025",
+        Hwid([7; 8]),
+    );
+    fixed.set_count(Some(7)).set_intervals(60, 600);
+    let mut r: Box<dyn Responder> = Box::new(fixed);
+    let answer = ask(r.as_mut());
+    assert_eq!(
+        answer.epid,
+        "05426-00206-565-184251-03-1068-9200.0000-1222025"
+    );
+    assert_eq!(answer.hwid, Hwid([7; 8]));
+    assert_eq!(answer.count, 7);
+    assert_eq!(
+        (answer.activation_interval, answer.renewal_interval),
+        (60, 600)
+    );
 }

@@ -1,0 +1,7 @@
+//! Fuzz target: see `kms_activation::fuzzing::host_policy`.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = kms_activation::fuzzing::host_policy(data);
+});
