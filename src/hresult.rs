@@ -37,7 +37,6 @@ use std::str::FromStr;
 /// assert!(code.is_error());
 /// assert_eq!(format!("{code:#}"), "0xC004F042");
 /// ```
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HResult(u32);
 

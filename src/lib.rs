@@ -107,6 +107,8 @@ pub mod product;
 pub mod product_key;
 mod random;
 pub mod rpc;
+#[cfg(feature = "serde")]
+mod serde_text;
 mod time;
 pub mod wire;
 

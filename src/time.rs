@@ -24,7 +24,6 @@ const TICKS_PER_SECOND: u64 = 10_000_000;
 /// assert_eq!(ft.ticks(), 134_397_882_570_000_000);
 /// assert_eq!(ft.to_datetime(), Some(t));
 /// ```
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct FileTime(u64);
 

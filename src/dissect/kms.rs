@@ -85,7 +85,6 @@ pub enum Event {
     /// A call answered with an HRESULT instead of a response.
     Error {
         /// The HRESULT.
-        #[cfg_attr(feature = "serde", serde(serialize_with = "hresult_hex"))]
         hresult: HResult,
     },
     /// Something that could not be decoded, and why.
@@ -93,16 +92,6 @@ pub enum Event {
         /// What went wrong.
         message: String,
     },
-}
-
-/// An HRESULT as `0xC004F042`.
-#[cfg(feature = "serde")]
-#[expect(
-    clippy::trivially_copy_pass_by_ref,
-    reason = "serde's serialize_with passes a reference"
-)]
-fn hresult_hex<S: serde::Serializer>(hresult: &HResult, serializer: S) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(&format_args!("{hresult:#}"))
 }
 
 impl From<Warning> for Record {

@@ -482,7 +482,6 @@ pub const RESPONSE_LIMIT: usize = 1024;
 /// assert_eq!(u32::from(Version::V5), 0x0005_0000);
 /// assert_eq!(Version::V4.to_string(), "4.0");
 /// ```
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Version {
     /// Major version: 4, 5 or 6 for the versions in use.

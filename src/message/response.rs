@@ -29,7 +29,6 @@ pub(crate) const RESPONSE_BASE_FIXED_LEN: usize = 44;
 /// assert_eq!(id.to_string(), "3A1C049600B60076");
 /// assert!("3A1C".parse::<Hwid>().is_err());
 /// ```
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Hwid(pub [u8; 8]);
 

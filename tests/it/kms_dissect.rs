@@ -210,7 +210,8 @@ fn records_serialize_as_flat_json_objects() {
     assert_eq!(request["client"], "127.0.0.1:42664");
     assert_eq!(request["server"], "127.0.0.1:11688");
     assert_eq!(request["timestamp"], "2026-11-22T02:35:27.479404Z");
-    assert_eq!(request["version"], json!({"major": 6, "minor": 0}));
+    assert_eq!(request["version"], "6.0");
+    assert_eq!(request["client_time"], "2026-11-22T02:35:27Z");
     assert_eq!(request["sku_id"], "73111121-5638-40f6-bc11-f1d7b0d64300");
     assert_eq!(request["license_status"], 2);
     assert_eq!(request["workstation"], "pcap-client.example.net");
