@@ -87,11 +87,17 @@ pub mod host;
 pub mod hresult;
 pub mod license;
 pub mod message;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod product;
 pub mod product_key;
 mod random;
 pub mod rpc;
 mod time;
+#[cfg(any(feature = "tokio", feature = "blocking"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tokio", feature = "blocking"))))]
+pub mod transport;
 pub mod wire;
 
 pub use epid::Epid;

@@ -33,7 +33,7 @@ pub struct Answer {
 ///
 /// The simple way to run a host whose decisions need no I/O: pass it to
 /// [`HostConnection::handle_input_with`](super::HostConnection::handle_input_with),
-/// which answers every [`RequestEvent`] through it at once. Hosts that wait
+/// which answers every [`RequestEvent`](super::RequestEvent) through it at once. Hosts that wait
 /// on a database use the event API of
 /// [`HostConnection`](super::HostConnection) instead.
 ///

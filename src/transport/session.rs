@@ -1,0 +1,207 @@
+//! What both transports do around an engine, minus the I/O: feeding input
+//! (keeping what the engine could not take yet), the idle and PDU
+//! deadlines, when to close, and the client's wait for an outcome.
+
+use std::time::{Duration, Instant};
+
+use super::{CloseReason, Error, Observer, Outcome, ServerLimits, now};
+use crate::OsRandom;
+use crate::client::{ClientConnection, ClientEvent};
+use crate::host::{ActivationRecord, HostConnection, HostError};
+
+/// Bytes read from a socket at a time. Real KMS PDUs are under 1 KiB.
+pub(crate) const READ_CHUNK: usize = 2048;
+
+/// The server side of one connection around its [`HostConnection`].
+pub(crate) struct ServerSession {
+    conn: HostConnection,
+    limits: ServerLimits,
+    /// Received bytes the engine has not consumed yet (it stops while its
+    /// output or answers are pending).
+    pending: Vec<u8>,
+    last_read: Instant,
+    /// When the first byte of the PDU in progress arrived.
+    pdu_started: Option<Instant>,
+    /// When the read that completed the latest requests arrived.
+    read_at: Instant,
+}
+
+impl ServerSession {
+    pub(crate) fn new(conn: HostConnection, limits: ServerLimits, now: Instant) -> Self {
+        Self {
+            conn,
+            limits,
+            pending: Vec::new(),
+            last_read: now,
+            pdu_started: None,
+            read_at: now,
+        }
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut HostConnection {
+        &mut self.conn
+    }
+
+    /// Feeds bytes just read. What the engine does not take now is kept
+    /// and offered again by [`resume`](Self::resume).
+    pub(crate) fn ingest(&mut self, bytes: &[u8], rng: &mut OsRandom) -> Result<(), HostError> {
+        let (instant, time) = now();
+        self.last_read = instant;
+        self.read_at = instant;
+        if self.pdu_started.is_none() {
+            self.pdu_started = Some(instant);
+        }
+        if self.pending.is_empty() {
+            let used = self.conn.handle_input(time, bytes, rng)?;
+            self.pending
+                .extend_from_slice(bytes.get(used..).unwrap_or_default());
+        } else {
+            self.pending.extend_from_slice(bytes);
+            self.resume(rng)?;
+        }
+        Ok(())
+    }
+
+    /// Offers the kept input again, once the handler answered and the
+    /// output was written. Returns whether input is still kept.
+    pub(crate) fn resume(&mut self, rng: &mut OsRandom) -> Result<bool, HostError> {
+        if self.pending.is_empty() {
+            return Ok(false);
+        }
+        let (_, time) = now();
+        let used = self.conn.handle_input(time, &self.pending, rng)?;
+        self.pending.drain(..used.min(self.pending.len()));
+        if self.pending.is_empty() {
+            // Give the memory back: most connections never need it again.
+            self.pending = Vec::new();
+        }
+        Ok(!self.pending.is_empty() && used > 0)
+    }
+
+    /// After the replies of an exchange (`written` bytes) were written:
+    /// reports the records with their latency and, when the exchange
+    /// answered something, ends the PDU deadline.
+    pub(crate) fn finish_exchange(
+        &mut self,
+        records: &[ActivationRecord],
+        written: usize,
+        observer: &dyn Observer,
+    ) {
+        if !records.is_empty() {
+            let latency = now().0.saturating_duration_since(self.read_at);
+            for record in records {
+                observer.request_processed(record, latency);
+            }
+        }
+        if (written > 0 || !records.is_empty()) && self.pending.is_empty() {
+            self.pdu_started = None;
+        }
+    }
+
+    /// True while nothing is in progress: no partial PDU known, no input
+    /// kept, no output or answer pending.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.pdu_started.is_none()
+            && self.pending.is_empty()
+            && !self.conn.has_pending_output()
+            && self.conn.unanswered_requests() == 0
+    }
+
+    /// Why the connection should close now, if it should.
+    pub(crate) fn close_reason(&self, draining: bool) -> Option<CloseReason> {
+        if self.conn.is_closed() {
+            return Some(CloseReason::PeerClosed);
+        }
+        if self.conn.requests_served() >= self.limits.max_requests_per_connection {
+            return Some(CloseReason::MaxRequests);
+        }
+        if draining && self.is_idle() {
+            return Some(CloseReason::Shutdown);
+        }
+        None
+    }
+
+    /// The next deadline and what passing it means.
+    pub(crate) fn deadline(&self) -> (Instant, CloseReason) {
+        let idle = (
+            self.last_read + self.limits.idle_timeout,
+            CloseReason::IdleTimeout,
+        );
+        match self.pdu_started {
+            Some(start) if start + self.limits.pdu_timeout < idle.0 => {
+                (start + self.limits.pdu_timeout, CloseReason::PduTimeout)
+            }
+            _ => idle,
+        }
+    }
+
+    pub(crate) fn handler_timeout(&self) -> Duration {
+        self.limits.handler_timeout
+    }
+}
+
+/// The client side of one connection around its [`ClientConnection`].
+pub(crate) struct ClientSession {
+    pub(crate) conn: ClientConnection,
+    /// Received bytes the engine has not consumed yet.
+    pending: Vec<u8>,
+    rng: OsRandom,
+}
+
+impl std::fmt::Debug for ClientSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSession").finish_non_exhaustive()
+    }
+}
+
+impl ClientSession {
+    pub(crate) fn new(conn: ClientConnection) -> Self {
+        Self {
+            conn,
+            pending: Vec::new(),
+            rng: OsRandom,
+        }
+    }
+
+    /// Queues a request.
+    pub(crate) fn send(&mut self, request: crate::RequestBody) -> Result<(), Error> {
+        self.conn.send_request(request, &mut self.rng)?;
+        Ok(())
+    }
+
+    /// Feeds bytes read and returns the outcome of the request in flight
+    /// once the engine has it.
+    pub(crate) fn ingest(&mut self, bytes: &[u8]) -> Result<Option<Outcome>, Error> {
+        self.pending.extend_from_slice(bytes);
+        loop {
+            if let Some(outcome) = self.poll_outcome() {
+                return Ok(Some(outcome));
+            }
+            let used = self.conn.handle_input(&self.pending, &mut self.rng)?;
+            self.pending.drain(..used.min(self.pending.len()));
+            if used == 0 {
+                return Ok(self.poll_outcome());
+            }
+        }
+    }
+
+    fn poll_outcome(&mut self) -> Option<Outcome> {
+        while let Some(event) = self.conn.poll_event() {
+            match event {
+                ClientEvent::Activated(response) => return Some(Outcome::Activated(response)),
+                ClientEvent::Refused(hresult) => return Some(Outcome::Refused(hresult)),
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The output to write.
+    pub(crate) fn transmit(&self) -> &[u8] {
+        self.conn.transmit()
+    }
+
+    pub(crate) fn advance_transmit(&mut self, n: usize) {
+        self.conn.advance_transmit(n);
+    }
+}
