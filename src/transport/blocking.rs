@@ -251,7 +251,7 @@ fn take_slot<H>(shared: &Shared<H>, max: usize) -> bool {
     let mut queue = lock(&shared.queue);
     if queue.active >= max {
         drop(queue);
-        shared.registry.evict_oldest_idle();
+        shared.registry.evict_oldest_idle(now().0);
         queue = lock(&shared.queue);
         let deadline = now().0 + ACCEPT_WAIT;
         while queue.active >= max {
@@ -362,7 +362,9 @@ fn drive<H: Handler>(
         {
             break reason;
         }
-        shared.registry.set_idle(entry, session.is_idle(), now().0);
+        shared
+            .registry
+            .set_idle(entry, session.is_idle(), session.is_drainable(), now().0);
         let (deadline, on_deadline) = session.deadline();
         let left = deadline.saturating_duration_since(now().0);
         if left.is_zero() {
@@ -384,7 +386,7 @@ fn drive<H: Handler>(
                 kind => break entry.close_request().unwrap_or(CloseReason::Io(kind)),
             },
         };
-        shared.registry.set_idle(entry, false, now().0);
+        shared.registry.set_idle(entry, false, false, now().0);
         let mut failed = session
             .ingest(buf.get(..n).unwrap_or_default(), &mut rng)
             .err();

@@ -22,7 +22,7 @@
 //!
 //! | limit | default (tokio / blocking) | at the limit |
 //! |---|---|---|
-//! | [`max_connections`](ServerLimits::max_connections) | 10 000 / 64 | the oldest idle connection is closed; with none idle, accepting stops for a while, then the newcomer is dropped |
+//! | [`max_connections`](ServerLimits::max_connections) | 10 000 / 64 | the connection idle for longest (and for at least a second) is closed; with none, accepting stops for up to a second, then the newcomer is dropped |
 //! | [`idle_timeout`](ServerLimits::idle_timeout) | 30 s | an idle connection (nothing received since the last reply) is closed |
 //! | [`pdu_timeout`](ServerLimits::pdu_timeout) | 10 s | a PDU (a request with all its fragments) must arrive whole within this time of its first byte, however the peer paces the bytes |
 //! | [`handler_timeout`](ServerLimits::handler_timeout) | 10 s | a handler (a store, say) that takes longer closes the connection |
@@ -30,8 +30,10 @@
 //! | PDU, stub and output caps | [`HostLimits`](crate::host::HostLimits) | enforced by the engine |
 //!
 //! A graceful shutdown stops accepting, closes idle connections, lets
-//! exchanges in flight finish within [`ServerLimits::shutdown_grace`], then
-//! closes the rest and flushes the handler's store ([`Handler::flush`]).
+//! exchanges in flight finish within [`ServerLimits::shutdown_grace`] (a
+//! connection bound but not yet asked anything counts as in flight: its
+//! request is on its way), then closes the rest and flushes the handler's
+//! store ([`Handler::flush`]).
 //!
 //! An [`Observer`] sees connections open and close (with a [`CloseReason`])
 //! and every [`ActivationRecord`] with its latency: the hook for logs and
@@ -85,9 +87,9 @@ use crate::{FileTime, HResult, OsRandom};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ServerLimits {
-    /// Connections held at once. At the cap the oldest idle connection is
-    /// closed to make room; when none is idle the server stops accepting
-    /// for up to a second, then drops the newcomer. For the blocking
+    /// Connections held at once. At the cap the connection idle for longest
+    /// (at least a second) is closed to make room; when there is none the
+    /// server stops accepting for up to a second, then drops the newcomer. For the blocking
     /// server this is also the number of threads.
     pub max_connections: usize,
     /// How long a connection may wait for the first byte of its next PDU.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::CloseReason;
 
@@ -14,6 +14,11 @@ pub(crate) trait Closer: Send + Sync {
     /// Wakes the connection so it sees its close request.
     fn close(&self);
 }
+
+/// How long a connection must have been idle before it may be closed to
+/// make room: a client that just connected, or just got a reply and is about
+/// to send its next request, is not taken for an idle one.
+pub(crate) const EVICTABLE_AFTER: Duration = Duration::from_secs(1);
 
 const OPEN: u8 = 0;
 const EVICTED: u8 = 1;
@@ -25,6 +30,8 @@ pub(crate) struct Entry<C> {
     /// Nanoseconds since the table's epoch, plus one, at which the
     /// connection became idle; 0 while it is busy.
     idle_since: AtomicU64,
+    /// Idle with no activation half done: closed at once on shutdown.
+    drainable: AtomicBool,
     close: AtomicU8,
     closer: C,
 }
@@ -34,6 +41,7 @@ impl<C: Closer> Entry<C> {
         self.id
     }
 
+    #[cfg(feature = "tokio")]
     pub(crate) fn closer(&self) -> &C {
         &self.closer
     }
@@ -87,6 +95,7 @@ impl<C: Closer> Registry<C> {
         let entry = Arc::new(Entry {
             id,
             idle_since: AtomicU64::new(0),
+            drainable: AtomicBool::new(false),
             close: AtomicU8::new(OPEN),
             closer,
         });
@@ -106,35 +115,40 @@ impl<C: Closer> Registry<C> {
         self.lock().len()
     }
 
+    fn stamp(&self, at: Instant) -> u64 {
+        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+    }
+
     /// Records whether the connection is idle (waiting for a new PDU with
-    /// nothing in progress). An idle connection during a shutdown is asked
-    /// to close.
-    pub(crate) fn set_idle(&self, entry: &Entry<C>, idle: bool, now: Instant) {
-        let stamp = if idle {
-            let nanos = now.saturating_duration_since(self.epoch).as_nanos();
-            u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
-        } else {
-            0
-        };
+    /// nothing in progress) and, if so, whether it is `drainable` (no
+    /// activation half done). A drainable connection during a shutdown is
+    /// asked to close.
+    pub(crate) fn set_idle(&self, entry: &Entry<C>, idle: bool, drainable: bool, now: Instant) {
+        let stamp = if idle { self.stamp(now) } else { 0 };
         let was = entry.idle_since.load(Ordering::Relaxed);
         if (was == 0) != (stamp == 0) {
+            entry.drainable.store(idle && drainable, Ordering::SeqCst);
             entry.idle_since.store(stamp, Ordering::SeqCst);
         }
-        if idle && self.is_draining() {
+        if idle && drainable && self.is_draining() {
             entry.request_close(SHUTDOWN);
         }
     }
 
-    /// Asks the connection idle for longest to close; false when none is
-    /// idle.
-    pub(crate) fn evict_oldest_idle(&self) -> bool {
+    /// Asks the connection idle for longest, and for at least
+    /// [`EVICTABLE_AFTER`], to close; false when there is none.
+    pub(crate) fn evict_oldest_idle(&self, now: Instant) -> bool {
+        let newest_allowed = now
+            .checked_sub(EVICTABLE_AFTER)
+            .map_or(0, |at| self.stamp(at));
         let oldest = self
             .lock()
             .values()
             .filter(|e| e.close.load(Ordering::Relaxed) == OPEN)
             .filter_map(|e| {
                 let since = e.idle_since.load(Ordering::SeqCst);
-                (since != 0).then(|| (since, Arc::clone(e)))
+                (since != 0 && since <= newest_allowed).then(|| (since, Arc::clone(e)))
             })
             .min_by_key(|(since, _)| *since);
         match oldest {
@@ -150,14 +164,16 @@ impl<C: Closer> Registry<C> {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Starts a graceful shutdown: idle connections are asked to close now,
-    /// busy ones as soon as they become idle.
+    /// Starts a graceful shutdown: drainable idle connections are asked to
+    /// close now, the others as soon as they become so.
     pub(crate) fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
         let idle: Vec<_> = self
             .lock()
             .values()
-            .filter(|e| e.idle_since.load(Ordering::SeqCst) != 0)
+            .filter(|e| {
+                e.idle_since.load(Ordering::SeqCst) != 0 && e.drainable.load(Ordering::SeqCst)
+            })
             .map(Arc::clone)
             .collect();
         for entry in idle {
@@ -198,19 +214,26 @@ mod tests {
             .iter()
             .map(|c| registry.register(Arc::clone(c)))
             .collect();
-        registry.set_idle(&entries[0], true, t0 + Duration::from_secs(5));
-        registry.set_idle(&entries[1], true, t0 + Duration::from_secs(2));
-        assert!(registry.evict_oldest_idle());
+        registry.set_idle(&entries[0], true, true, t0 + Duration::from_secs(5));
+        registry.set_idle(&entries[1], true, true, t0 + Duration::from_secs(2));
+        let later = t0 + Duration::from_secs(6);
+        assert!(registry.evict_oldest_idle(later));
         assert_eq!(entries[1].close_request(), Some(CloseReason::Evicted));
         assert_eq!(counts[1].0.load(Ordering::SeqCst), 1);
-        assert!(registry.evict_oldest_idle());
+        // Idle for less than EVICTABLE_AFTER: kept.
+        assert!(!registry.evict_oldest_idle(t0 + Duration::from_millis(5500)));
+        assert!(registry.evict_oldest_idle(later));
         assert_eq!(entries[0].close_request(), Some(CloseReason::Evicted));
         // The busy one is never evicted.
-        assert!(!registry.evict_oldest_idle());
+        assert!(!registry.evict_oldest_idle(later));
         assert_eq!(entries[2].close_request(), None);
         registry.drain();
         assert_eq!(entries[2].close_request(), None);
-        registry.set_idle(&entries[2], true, t0 + Duration::from_secs(6));
+        // Idle between its bind and its request: kept during the drain.
+        registry.set_idle(&entries[2], true, false, later);
+        assert_eq!(entries[2].close_request(), None);
+        registry.set_idle(&entries[2], false, false, later);
+        registry.set_idle(&entries[2], true, true, later);
         assert_eq!(entries[2].close_request(), Some(CloseReason::Shutdown));
         for e in &entries {
             registry.remove(e.id());

@@ -107,6 +107,14 @@ impl ServerSession {
             && self.conn.unanswered_requests() == 0
     }
 
+    /// True when idle with no activation half done: not bound yet, or
+    /// bound and answered at least once. Such a connection is closed at once
+    /// by a shutdown; one that was bound and has not sent its request yet
+    /// gets the grace period.
+    pub(crate) fn is_drainable(&self) -> bool {
+        self.is_idle() && (!self.conn.is_bound() || self.conn.requests_served() > 0)
+    }
+
     /// Why the connection should close now, if it should.
     pub(crate) fn close_reason(&self, draining: bool) -> Option<CloseReason> {
         if self.conn.is_closed() {
@@ -115,7 +123,7 @@ impl ServerSession {
         if self.conn.requests_served() >= self.limits.max_requests_per_connection {
             return Some(CloseReason::MaxRequests);
         }
-        if draining && self.is_idle() {
+        if draining && self.is_drainable() {
             return Some(CloseReason::Shutdown);
         }
         None

@@ -154,7 +154,7 @@ impl<H: Handler> Server<H> {
             let permit = if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
                 Some(permit)
             } else {
-                shared.registry.evict_oldest_idle();
+                shared.registry.evict_oldest_idle(now().0);
                 ::tokio::select! {
                     biased;
                     () = &mut shutdown => break,
@@ -237,7 +237,9 @@ async fn drive<H: Handler>(
         {
             break reason;
         }
-        shared.registry.set_idle(entry, session.is_idle(), now().0);
+        shared
+            .registry
+            .set_idle(entry, session.is_idle(), session.is_drainable(), now().0);
         let (deadline, on_deadline) = session.deadline();
         ::tokio::select! {
             biased;
@@ -254,7 +256,7 @@ async fn drive<H: Handler>(
                 }
             }
         }
-        shared.registry.set_idle(entry, false, now().0);
+        shared.registry.set_idle(entry, false, false, now().0);
         // The read buffer lives only here, between two awaits, so an idle
         // connection holds no buffer.
         let read = {

@@ -21,5 +21,9 @@ mod engines;
 #[cfg(feature = "pcap")]
 mod kms_dissect;
 mod kms_host;
+mod metrics_endpoint;
 mod support;
+mod transport_blocking;
+mod transport_support;
+mod transport_tokio;
 mod vectors;
