@@ -35,10 +35,10 @@ use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream, ToSock
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use super::random::BufferedOsRandom;
 use super::registry::{Closer, Entry, Registry};
 use super::session::{ClientSession, READ_CHUNK, ServerSession};
-use super::{CloseReason, Error, Handler, NoObserver, Observer, Outcome, ServerConfig, now};
-use crate::OsRandom;
+use super::{CloseReason, Error, Handler, NoObserver, Observer, Outcome, ServerConfig, clock};
 use crate::client::{ClientConfig, ClientConnection};
 use crate::host::HostConnection;
 
@@ -189,7 +189,7 @@ impl<H: Handler> Server<H> {
             handler: self.handler,
             config: self.config,
             observer: self.observer,
-            registry: Registry::new(now().0),
+            registry: Registry::new(clock::instant()),
             queue: Mutex::new(Queue::default()),
             changed: Condvar::new(),
         });
@@ -251,11 +251,11 @@ fn take_slot<H>(shared: &Shared<H>, max: usize) -> bool {
     let mut queue = lock(&shared.queue);
     if queue.active >= max {
         drop(queue);
-        shared.registry.evict_oldest_idle(now().0);
+        shared.registry.evict_oldest_idle(clock::instant());
         queue = lock(&shared.queue);
-        let deadline = now().0 + ACCEPT_WAIT;
+        let deadline = clock::instant() + ACCEPT_WAIT;
         while queue.active >= max {
-            let left = deadline.saturating_duration_since(now().0);
+            let left = deadline.saturating_duration_since(clock::instant());
             if left.is_zero() {
                 return false;
             }
@@ -272,7 +272,7 @@ fn take_slot<H>(shared: &Shared<H>, max: usize) -> bool {
 
 /// Waits up to `limit` for every connection to finish; true if they did.
 fn wait_until_idle<H>(shared: &Shared<H>, limit: Duration) -> bool {
-    let deadline = now().0 + limit;
+    let deadline = clock::instant() + limit;
     let mut queue = lock(&shared.queue);
     while queue.active > 0 {
         // Connections still queued never started: close them now.
@@ -280,7 +280,7 @@ fn wait_until_idle<H>(shared: &Shared<H>, limit: Duration) -> bool {
             let _ = stream.shutdown(Direction::Both);
             queue.active -= 1;
         }
-        let left = deadline.saturating_duration_since(now().0);
+        let left = deadline.saturating_duration_since(clock::instant());
         if left.is_zero() {
             return false;
         }
@@ -352,9 +352,9 @@ fn drive<H: Handler>(
     let conn = HostConnection::new(shared.config.host())
         .with_peer(peer)
         .with_connection_id(entry.id());
-    let mut session = ServerSession::new(conn, *shared.config.limits(), now().0);
+    let mut session = ServerSession::new(conn, *shared.config.limits(), clock::instant());
     let _ = stream.set_write_timeout(Some(session.handler_timeout()));
-    let mut rng = OsRandom;
+    let mut rng = BufferedOsRandom;
     let reason = 'conn: loop {
         if let Some(reason) = entry
             .close_request()
@@ -362,13 +362,20 @@ fn drive<H: Handler>(
         {
             break reason;
         }
-        shared
-            .registry
-            .set_idle(entry, session.is_idle(), session.is_drainable(), now().0);
+        shared.registry.set_idle(
+            entry,
+            session.is_idle(),
+            session.is_drainable(),
+            session.quiet_since(),
+        );
         let (deadline, on_deadline) = session.deadline();
-        let left = deadline.saturating_duration_since(now().0);
+        let left = deadline.saturating_duration_since(clock::instant());
         if left.is_zero() {
             break on_deadline;
+        }
+        if !session.wants_input() {
+            std::thread::sleep(left.min(WORKER_POLL));
+            continue;
         }
         if let Err(e) = stream.set_read_timeout(Some(left)) {
             break CloseReason::Io(e.kind());
@@ -386,7 +393,9 @@ fn drive<H: Handler>(
                 kind => break entry.close_request().unwrap_or(CloseReason::Io(kind)),
             },
         };
-        shared.registry.set_idle(entry, false, false, now().0);
+        shared
+            .registry
+            .set_idle(entry, false, false, session.quiet_since());
         let mut failed = session
             .ingest(buf.get(..n).unwrap_or_default(), &mut rng)
             .err();
@@ -508,7 +517,7 @@ impl Client {
     /// hung up, [`Error::Client`] for a reply that fails verification,
     /// [`Error::Io`].
     pub fn activate(&mut self, request: crate::RequestBody) -> Result<Outcome, Error> {
-        let deadline = now().0 + self.timeout;
+        let deadline = clock::instant() + self.timeout;
         self.session.send(request)?;
         loop {
             while !self.session.transmit().is_empty() {
@@ -521,7 +530,7 @@ impl Client {
                 }
                 self.session.advance_transmit(n);
             }
-            let left = deadline.saturating_duration_since(now().0);
+            let left = deadline.saturating_duration_since(clock::instant());
             if left.is_zero() {
                 return Err(Error::Timeout);
             }

@@ -52,6 +52,7 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
 pub mod blocking;
 mod listen;
+mod random;
 mod registry;
 mod session;
 #[cfg(feature = "tokio")]
@@ -69,7 +70,7 @@ use crate::client::ClientError;
 use crate::host::store::{CountStore, StoreError};
 use crate::host::{ActivationRecord, HostConfig, HostConnection, HostError, KmsHost};
 use crate::message::VerifiedResponse;
-use crate::{FileTime, HResult, OsRandom};
+use crate::{FileTime, HResult, RandomSource};
 
 /// Resource limits a server applies to its connections, on top of the
 /// engine's own [`HostLimits`](crate::host::HostLimits).
@@ -193,7 +194,7 @@ impl ServerConfig {
 /// ```
 /// use kms_activation::host::{HostConnection, HostEvent};
 /// use kms_activation::transport::Handler;
-/// use kms_activation::{HResult, OsRandom};
+/// use kms_activation::{HResult, RandomSource};
 ///
 /// /// Refuses every request.
 /// struct Closed;
@@ -202,7 +203,7 @@ impl ServerConfig {
 ///     async fn process(
 ///         &self,
 ///         conn: &mut HostConnection,
-///         _rng: &mut OsRandom,
+///         _rng: &mut (dyn RandomSource + Send),
 ///     ) -> Vec<kms_activation::host::ActivationRecord> {
 ///         while let Some(event) = conn.poll_event() {
 ///             if let HostEvent::Request(request) = event {
@@ -216,11 +217,12 @@ impl ServerConfig {
 /// ```
 pub trait Handler: Send + Sync + 'static {
     /// Answers or refuses every request `conn` has reported, and returns the
-    /// records of what was decided (for the server's [`Observer`]).
+    /// records of what was decided (for the server's [`Observer`]). `rng`
+    /// is the operating system's generator.
     fn process(
         &self,
         conn: &mut HostConnection,
-        rng: &mut OsRandom,
+        rng: &mut (dyn RandomSource + Send),
     ) -> impl Future<Output = Vec<ActivationRecord>> + Send;
 
     /// Completes when what the handler accepted so far is durable; called
@@ -238,7 +240,7 @@ impl<S: CountStore + 'static> Handler for KmsHost<S> {
     fn process(
         &self,
         conn: &mut HostConnection,
-        rng: &mut OsRandom,
+        rng: &mut (dyn RandomSource + Send),
     ) -> impl Future<Output = Vec<ActivationRecord>> + Send {
         KmsHost::process(self, conn, rng)
     }
@@ -252,7 +254,7 @@ impl<H: Handler> Handler for std::sync::Arc<H> {
     fn process(
         &self,
         conn: &mut HostConnection,
-        rng: &mut OsRandom,
+        rng: &mut (dyn RandomSource + Send),
     ) -> impl Future<Output = Vec<ActivationRecord>> + Send {
         (**self).process(conn, rng)
     }
@@ -442,13 +444,29 @@ pub enum Error {
     NoAddress,
 }
 
-/// The wall clock, read in one place: a monotonic instant for deadlines and
-/// the time handed to the engines.
+/// The clocks, read in one place: a monotonic instant for deadlines and
+/// latencies, and the wall clock handed to the engines.
 #[expect(
     clippy::disallowed_methods,
     reason = "the transports are where the clock enters the sans-IO engines"
 )]
+mod clock {
+    use std::time::{Instant, SystemTime};
+
+    use crate::FileTime;
+
+    /// The monotonic clock.
+    pub(super) fn instant() -> Instant {
+        Instant::now()
+    }
+
+    /// The wall clock as the engines take it.
+    pub(super) fn wall() -> FileTime {
+        FileTime::try_from(SystemTime::now()).unwrap_or_default()
+    }
+}
+
+/// Both clocks at once.
 fn now() -> (Instant, FileTime) {
-    let wall = FileTime::try_from(std::time::SystemTime::now()).unwrap_or_default();
-    (Instant::now(), wall)
+    (clock::instant(), clock::wall())
 }

@@ -4,13 +4,19 @@
 
 use std::time::{Duration, Instant};
 
-use super::{CloseReason, Error, Observer, Outcome, ServerLimits, now};
+use super::random::BufferedOsRandom;
+use super::{CloseReason, Error, Observer, Outcome, ServerLimits, clock, now};
 use crate::OsRandom;
 use crate::client::{ClientConnection, ClientEvent};
 use crate::host::{ActivationRecord, HostConnection, HostError};
 
 /// Bytes read from a socket at a time. Real KMS PDUs are under 1 KiB.
 pub(crate) const READ_CHUNK: usize = 2048;
+
+/// Input kept for the engine beyond which a connection reads no more (the
+/// engine waits for a handler that leaves requests unanswered); the
+/// connection then ends at its deadline.
+const MAX_KEPT_INPUT: usize = 8 * READ_CHUNK;
 
 /// The server side of one connection around its [`HostConnection`].
 pub(crate) struct ServerSession {
@@ -24,6 +30,8 @@ pub(crate) struct ServerSession {
     pdu_started: Option<Instant>,
     /// When the read that completed the latest requests arrived.
     read_at: Instant,
+    /// When the latest exchange's replies were written.
+    settled_at: Instant,
 }
 
 impl ServerSession {
@@ -35,6 +43,7 @@ impl ServerSession {
             last_read: now,
             pdu_started: None,
             read_at: now,
+            settled_at: now,
         }
     }
 
@@ -44,7 +53,11 @@ impl ServerSession {
 
     /// Feeds bytes just read. What the engine does not take now is kept
     /// and offered again by [`resume`](Self::resume).
-    pub(crate) fn ingest(&mut self, bytes: &[u8], rng: &mut OsRandom) -> Result<(), HostError> {
+    pub(crate) fn ingest(
+        &mut self,
+        bytes: &[u8],
+        rng: &mut BufferedOsRandom,
+    ) -> Result<(), HostError> {
         let (instant, time) = now();
         self.last_read = instant;
         self.read_at = instant;
@@ -64,11 +77,11 @@ impl ServerSession {
 
     /// Offers the kept input again, once the handler answered and the
     /// output was written. Returns whether input is still kept.
-    pub(crate) fn resume(&mut self, rng: &mut OsRandom) -> Result<bool, HostError> {
+    pub(crate) fn resume(&mut self, rng: &mut BufferedOsRandom) -> Result<bool, HostError> {
         if self.pending.is_empty() {
             return Ok(false);
         }
-        let (_, time) = now();
+        let time = clock::wall();
         let used = self.conn.handle_input(time, &self.pending, rng)?;
         self.pending.drain(..used.min(self.pending.len()));
         if self.pending.is_empty() {
@@ -87,8 +100,9 @@ impl ServerSession {
         written: usize,
         observer: &dyn Observer,
     ) {
+        self.settled_at = clock::instant();
         if !records.is_empty() {
-            let latency = now().0.saturating_duration_since(self.read_at);
+            let latency = self.settled_at.saturating_duration_since(self.read_at);
             for record in records {
                 observer.request_processed(record, latency);
             }
@@ -96,6 +110,12 @@ impl ServerSession {
         if (written > 0 || !records.is_empty()) && self.pending.is_empty() {
             self.pdu_started = None;
         }
+    }
+
+    /// False while so much input waits for the engine that the connection
+    /// should stop reading.
+    pub(crate) fn wants_input(&self) -> bool {
+        self.pending.len() < MAX_KEPT_INPUT
     }
 
     /// True while nothing is in progress: no partial PDU known, no input
@@ -113,6 +133,11 @@ impl ServerSession {
     /// gets the grace period.
     pub(crate) fn is_drainable(&self) -> bool {
         self.is_idle() && (!self.conn.is_bound() || self.conn.requests_served() > 0)
+    }
+
+    /// Since when the connection has had nothing to do (if it is idle).
+    pub(crate) fn quiet_since(&self) -> Instant {
+        self.settled_at.max(self.last_read)
     }
 
     /// Why the connection should close now, if it should.

@@ -25,21 +25,21 @@
 use std::future::{Future, poll_fn};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::tokio::io::AsyncWriteExt;
 use ::tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use ::tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use ::tokio::task::JoinSet;
-use ::tokio::time::{Instant as TokioInstant, sleep_until, timeout};
+use ::tokio::time::{Instant as TokioInstant, Sleep, sleep_until, timeout};
 
+use super::random::BufferedOsRandom;
 use super::registry::{Closer, Entry, Registry};
 use super::session::{ClientSession, READ_CHUNK, ServerSession};
-use super::{CloseReason, Error, Handler, NoObserver, Observer, Outcome, ServerConfig, now};
-use crate::OsRandom;
+use super::{CloseReason, Error, Handler, NoObserver, Observer, Outcome, ServerConfig, clock};
 use crate::client::{ClientConfig, ClientConnection};
 use crate::host::HostConnection;
 
@@ -133,7 +133,7 @@ impl<H: Handler> Server<H> {
             handler: self.handler,
             config: self.config,
             observer: self.observer,
-            registry: Registry::new(now().0),
+            registry: Registry::new(clock::instant()),
         });
         let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
         let mut tasks = JoinSet::new();
@@ -154,7 +154,7 @@ impl<H: Handler> Server<H> {
             let permit = if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
                 Some(permit)
             } else {
-                shared.registry.evict_oldest_idle(now().0);
+                shared.registry.evict_oldest_idle(clock::instant());
                 ::tokio::select! {
                     biased;
                     () = &mut shutdown => break,
@@ -228,35 +228,49 @@ async fn drive<H: Handler>(
     let conn = HostConnection::new(shared.config.host())
         .with_peer(peer)
         .with_connection_id(entry.id());
-    let mut session = ServerSession::new(conn, *shared.config.limits(), now().0);
-    let mut rng = OsRandom;
-    let reason = loop {
+    let mut session = ServerSession::new(conn, *shared.config.limits(), clock::instant());
+    let mut rng = BufferedOsRandom;
+    // One timer per connection, moved only to an earlier deadline; when it
+    // fires early (the deadline moved on) it is set again. Most exchanges
+    // thus touch no timer at all.
+    let (first, _) = session.deadline();
+    let mut timer_at = first;
+    let mut timer = pin!(sleep_until(TokioInstant::from_std(first)));
+    let reason = 'conn: loop {
         if let Some(reason) = entry
             .close_request()
             .or_else(|| session.close_reason(shared.registry.is_draining()))
         {
             break reason;
         }
-        shared
-            .registry
-            .set_idle(entry, session.is_idle(), session.is_drainable(), now().0);
+        shared.registry.set_idle(
+            entry,
+            session.is_idle(),
+            session.is_drainable(),
+            session.quiet_since(),
+        );
         let (deadline, on_deadline) = session.deadline();
+        if deadline < timer_at {
+            timer_at = deadline;
+            timer.as_mut().reset(TokioInstant::from_std(deadline));
+        }
         ::tokio::select! {
             biased;
             () = entry.closer().notified() => continue,
-            () = sleep_until(TokioInstant::from_std(deadline)) => {
-                if now().0 >= deadline {
+            () = timer.as_mut() => {
+                if clock::instant() >= deadline {
                     break on_deadline;
                 }
+                timer_at = deadline;
+                timer.as_mut().reset(TokioInstant::from_std(deadline));
                 continue;
             }
-            readable = stream.readable() => {
+            readable = stream.readable(), if session.wants_input() => {
                 if let Err(e) = readable {
                     break CloseReason::Io(e.kind());
                 }
             }
         }
-        shared.registry.set_idle(entry, false, false, now().0);
         // The read buffer lives only here, between two awaits, so an idle
         // connection holds no buffer.
         let read = {
@@ -269,26 +283,33 @@ async fn drive<H: Handler>(
                 Err(e) => Err(CloseReason::Io(e.kind())),
             }
         };
+        shared
+            .registry
+            .set_idle(entry, false, false, session.quiet_since());
         let mut failed = match read {
             Ok(result) => result.err(),
             Err(reason) => break reason,
         };
         loop {
+            let started = clock::instant();
             let limit = session.handler_timeout();
-            let exchange = async {
-                let records = shared.handler.process(session.conn(), &mut rng).await;
-                let written = write_output(&mut stream, session.conn()).await?;
-                Ok::<_, io::Error>((records, written))
+            let done = {
+                let exchange = pin!(async {
+                    let records = shared.handler.process(session.conn(), &mut rng).await;
+                    let written = write_output(&mut stream, session.conn()).await?;
+                    Ok::<_, io::Error>((records, written))
+                });
+                bounded(exchange, timer.as_mut(), &mut timer_at, started + limit).await
             };
-            match timeout(limit, exchange).await {
-                Err(_) => return CloseReason::HandlerTimeout,
-                Ok(Err(e)) => return CloseReason::Io(e.kind()),
-                Ok(Ok((records, written))) => {
+            match done {
+                None => break 'conn CloseReason::HandlerTimeout,
+                Some(Err(e)) => break 'conn CloseReason::Io(e.kind()),
+                Some(Ok((records, written))) => {
                     session.finish_exchange(&records, written, &*shared.observer);
                 }
             }
             if let Some(error) = failed.take() {
-                return CloseReason::Protocol(error);
+                break 'conn CloseReason::Protocol(error);
             }
             match session.resume(&mut rng) {
                 Ok(true) => {}
@@ -305,6 +326,30 @@ async fn drive<H: Handler>(
     })
     .await;
     reason
+}
+
+/// Runs `work` to completion unless `limit` passes first (`None`), on the
+/// connection's timer: a handler that completes at once (an in-memory
+/// store) never touches it.
+async fn bounded<T>(
+    mut work: Pin<&mut impl Future<Output = T>>,
+    mut timer: Pin<&mut Sleep>,
+    timer_at: &mut Instant,
+    limit: Instant,
+) -> Option<T> {
+    loop {
+        ::tokio::select! {
+            biased;
+            out = work.as_mut() => return Some(out),
+            () = timer.as_mut() => {
+                if clock::instant() >= limit {
+                    return None;
+                }
+                *timer_at = limit;
+                timer.as_mut().reset(TokioInstant::from_std(limit));
+            }
+        }
+    }
 }
 
 /// Writes everything the engine has queued; returns how many bytes.

@@ -14,7 +14,7 @@ use kms_activation::transport::tokio::{Client, Server};
 use kms_activation::transport::{
     CloseReason, Error, Handler, Outcome, ServerConfig, ServerLimits, bind,
 };
-use kms_activation::{HResult, OsRandom};
+use kms_activation::{HResult, RandomSource};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -319,7 +319,7 @@ impl Handler for Slow {
     async fn process(
         &self,
         conn: &mut HostConnection,
-        rng: &mut OsRandom,
+        rng: &mut (dyn RandomSource + Send),
     ) -> Vec<ActivationRecord> {
         tokio::time::sleep(self.delay).await;
         self.host.process(conn, rng).await
