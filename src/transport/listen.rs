@@ -72,3 +72,34 @@ fn ipv6_unusable(e: &io::Error) -> bool {
         matches!(code, 97 | 93 | 47 | 43)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_missing_ipv6_is_skipped() {
+        assert!(ipv6_unusable(&io::Error::from(
+            io::ErrorKind::AddrNotAvailable
+        )));
+        assert!(ipv6_unusable(&io::Error::from_raw_os_error(97)));
+        assert!(!ipv6_unusable(&io::Error::from(io::ErrorKind::AddrInUse)));
+        assert!(!ipv6_unusable(&io::Error::from(
+            io::ErrorKind::PermissionDenied
+        )));
+    }
+
+    #[test]
+    fn an_address_in_use_is_an_error_an_absent_ipv6_address_is_skipped() {
+        let first = bind(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+        let taken = first[0].local_addr().unwrap();
+        assert!(bind(&[taken]).is_err());
+        // A machine without the address: an IPv6 one is skipped, not fatal.
+        let skipped = bind(&[
+            "127.0.0.1:0".parse().unwrap(),
+            "[2001:db8::1]:0".parse().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(skipped.len(), 1);
+    }
+}

@@ -236,6 +236,8 @@ async fn drive<H: Handler>(
     let (first, _) = session.deadline();
     let mut timer_at = first;
     let mut timer = pin!(sleep_until(TokioInstant::from_std(first)));
+    // Registered once: the table's close request wakes it.
+    let mut close_requested = pin!(entry.closer().notified());
     let reason = 'conn: loop {
         if let Some(reason) = entry
             .close_request()
@@ -256,7 +258,7 @@ async fn drive<H: Handler>(
         }
         ::tokio::select! {
             biased;
-            () = entry.closer().notified() => continue,
+            () = close_requested.as_mut() => continue,
             () = timer.as_mut() => {
                 if clock::instant() >= deadline {
                     break on_deadline;
