@@ -447,7 +447,6 @@ fn main() -> ExitCode {
     match runtime.block_on(dispatch(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("kms-host: {e}");
             ExitCode::FAILURE
         }
