@@ -327,6 +327,7 @@ fn serve_connection<H: Handler>(shared: &Shared<H>, stream: TcpStream, peer: Soc
     let closer = match stream.try_clone() {
         Ok(closer) => closer,
         Err(e) => {
+            shared.observer.connection_opened(peer, 0);
             shared
                 .observer
                 .connection_closed(peer, 0, &CloseReason::Io(e.kind()));
