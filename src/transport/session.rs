@@ -157,7 +157,7 @@ impl ServerSession {
     /// The next deadline and what passing it means.
     pub(crate) fn deadline(&self) -> (Instant, CloseReason) {
         let idle = (
-            self.last_read + self.limits.idle_timeout,
+            self.quiet_since() + self.limits.idle_timeout,
             CloseReason::IdleTimeout,
         );
         match self.pdu_started {
@@ -236,5 +236,56 @@ impl ClientSession {
 
     pub(crate) fn advance_transmit(&mut self, n: usize) {
         self.conn.advance_transmit(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HostConfig;
+    use crate::transport::NoObserver;
+
+    /// The first 16 bytes of a bind PDU of 116 bytes.
+    const BIND_HEAD: [u8; 16] = [5, 0, 11, 3, 0x10, 0, 0, 0, 116, 0, 0, 0, 1, 0, 0, 0];
+
+    #[test]
+    fn a_pdu_in_progress_has_its_own_deadline_and_progress_ends_it() {
+        let limits = ServerLimits {
+            idle_timeout: Duration::from_secs(30),
+            pdu_timeout: Duration::from_secs(2),
+            ..ServerLimits::default()
+        };
+        let start = clock::instant();
+        let conn = HostConnection::new(&HostConfig::default());
+        let mut session = ServerSession::new(conn, limits, start);
+        let mut rng = BufferedOsRandom;
+        assert!(session.is_idle() && session.is_drainable());
+        assert_eq!(session.deadline().1, CloseReason::IdleTimeout);
+
+        session.ingest(&BIND_HEAD, &mut rng).unwrap();
+        let (deadline, why) = session.deadline();
+        assert_eq!(why, CloseReason::PduTimeout);
+        assert!(deadline <= clock::instant() + Duration::from_secs(2));
+        assert!(!session.is_idle());
+        // More bytes of the same PDU do not move its deadline.
+        session.ingest(&[0; 8], &mut rng).unwrap();
+        assert_eq!(session.deadline().0, deadline);
+
+        // An exchange that answered something ends the PDU deadline.
+        session.finish_exchange(&[], 84, &NoObserver);
+        assert_eq!(session.deadline().1, CloseReason::IdleTimeout);
+        assert!(session.is_idle());
+        assert_eq!(session.close_reason(false), None);
+    }
+
+    #[test]
+    fn garbage_is_an_error_that_closes_the_connection() {
+        let conn = HostConnection::new(&HostConfig::default());
+        let mut session = ServerSession::new(conn, ServerLimits::default(), clock::instant());
+        assert!(session.wants_input());
+        // Garbage closes the engine: an error, not a panic, and nothing kept.
+        let result = session.ingest(b"GET / HTTP/1.1\r\n\r\n", &mut BufferedOsRandom);
+        assert!(result.is_err());
+        assert_eq!(session.close_reason(false), Some(CloseReason::PeerClosed));
     }
 }
