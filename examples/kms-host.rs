@@ -1,206 +1,446 @@
-//! A minimal blocking KMS host over the sans-IO `HostConnection`.
+//! kms-host: a KMS host on the tokio transport, with `KmsHost`'s policy.
 //!
 //! ```text
-//! cargo run --example kms-host -- --listen 127.0.0.1:1688
-//! vlmcs -v 127.0.0.1:1688          # from the vlmcsd project
+//! cargo run --release --example kms-host                 # 127.0.0.1:1688 and [::1]:1688
+//! cargo run --release --example kms-host -- --listen 0.0.0.0:1688 --metrics 127.0.0.1:9688
+//! vlmcs -v 127.0.0.1:1688                                # a client, from the vlmcsd project
 //! ```
 //!
-//! One thread per connection (at most `--max-connections`), an idle timeout
-//! per connection, and a log line per request on stderr. It answers with a
-//! fixed ePID and HWID and reports twice the client's N policy unless
-//! `--count` is given. This is a test tool: running a KMS host does not
+//! Genuine counting by default (each application's count is the number of
+//! distinct clients seen in 30 days); `--count fixed:N` or `--count
+//! twice-n` for emulator behaviour. One log line per activation on stderr
+//! (`RUST_LOG` sets the level, `info` by default; `RUST_LOG=warn` for
+//! load tests); statistics on stdout at SIGHUP and at shutdown; Ctrl-C or
+//! SIGTERM drains connections gracefully. Running a KMS host does not
 //! license the software it activates.
 
-use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
-use kms_activation::host::{Answer, FixedResponder, HostConfig, HostConnection, Responder};
-use kms_activation::message::{Hwid, RequestBody};
-use kms_activation::{FileTime, HResult, RandomSource};
+use kms_activation::host::store::{CountStore, MemoryStore, PostgresStore, SqliteStore};
+use kms_activation::host::{
+    CidrAllowList, CountPolicy, HostConfig, KmsHost, KmsHostConfig, MaxClients, ProductAllowList,
+    Statistics,
+};
+use kms_activation::message::Hwid;
+use kms_activation::metrics::{HostMetrics, serve_http};
+use kms_activation::transport::tokio::Server;
+use kms_activation::transport::{
+    CloseReason, NoObserver, Observer, ServerConfig, ServerLimits, bind,
+};
+use kms_activation::{FileTime, OsRandom, Uuid, product};
+use tokio::sync::watch;
 
 #[derive(Debug, Parser)]
-#[command(about = "Minimal blocking KMS host (test tool)")]
+#[command(about = "A KMS host (tokio transport, KmsHost policy)")]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:1688")]
-    listen: SocketAddr,
-    /// Extended product ID to report (default: a Windows Server 2022 host ePID).
-    #[arg(long)]
-    epid: Option<String>,
-    /// Hardware ID to report in V6 responses, 16 hex digits.
+    /// Address to listen on; repeat for several [default: 127.0.0.1:1688,
+    /// and `[::1]:1688` when the machine has IPv6].
+    #[arg(long = "listen", value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Where counts, ePIDs and the activation log live: memory,
+    /// `sqlite:FILE` or `postgres://USER@HOST/DB`.
+    #[arg(long, default_value = "memory", value_name = "STORE")]
+    store: StoreSpec,
+    /// An ePID to answer with for the CSVLK it belongs to; repeatable
+    /// [default: generated once per CSVLK and kept in the store].
+    #[arg(long = "epid", value_name = "EPID")]
+    epids: Vec<String>,
+    /// Hardware ID sent in V6 responses, 16 hex digits.
     #[arg(long)]
     hwid: Option<Hwid>,
-    /// Client count to report (default: twice the client's N policy).
-    #[arg(long)]
-    count: Option<u32>,
-    /// Disable NDR64 (behave like a Windows 7 / Server 2008 R2 host).
+    /// Windows build that generated ePIDs name [default: 26100].
+    #[arg(long, value_name = "BUILD")]
+    host_build: Option<u32>,
+    /// Minutes a client waits before retrying a failed activation.
+    #[arg(long, default_value_t = 120, value_name = "MINUTES")]
+    activation_interval: u32,
+    /// Minutes between renewals of an activated client.
+    #[arg(long, default_value_t = 10_080, value_name = "MINUTES")]
+    renewal_interval: u32,
+    /// How the count is arrived at: genuine, fixed:N or twice-n.
+    #[arg(long, default_value = "genuine", value_name = "POLICY")]
+    count: CountSpec,
+    /// Client clock skew tolerated, in minutes, or off.
+    #[arg(long, default_value = "240", value_name = "MINUTES|off")]
+    skew: SkewSpec,
+    /// Only answer clients from these networks (CIDR, comma-separated or
+    /// repeated).
+    #[arg(long = "allow", value_name = "CIDR")]
+    allow: Vec<String>,
+    /// Only activate these products: SKU IDs or KMS IDs, comma-separated.
+    #[arg(long, value_delimiter = ',', value_name = "GUID,…")]
+    products: Vec<Uuid>,
+    /// Count at most this many clients per application.
+    #[arg(long, value_name = "N")]
+    max_clients: Option<u64>,
+    /// Refuse NDR64 (behave like a Windows 7 / Server 2008 R2 host).
     #[arg(long)]
     no_ndr64: bool,
-    /// Disable bind-time feature negotiation.
+    /// Do not acknowledge bind-time feature negotiation.
     #[arg(long)]
     no_btfn: bool,
-    /// Seconds a connection may stay idle.
-    #[arg(long, default_value_t = 30)]
-    idle_timeout: u64,
-    /// Connections served at once; more are refused.
-    #[arg(long, default_value_t = 64)]
+    /// Connections held at once (the oldest idle one is closed at the cap).
+    #[arg(long, default_value_t = ServerLimits::default().max_connections, value_name = "N")]
     max_connections: usize,
+    /// Seconds a connection may wait for its next request.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    idle_timeout: u64,
+    /// Seconds a request may take to arrive whole.
+    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    pdu_timeout: u64,
+    /// Requests answered per connection before it is closed.
+    #[arg(long, default_value_t = ServerLimits::default().max_requests_per_connection, value_name = "N")]
+    max_requests: u64,
+    /// Seconds exchanges in flight get to finish at shutdown.
+    #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+    grace: u64,
+    /// Serve Prometheus metrics at `http://ADDR/metrics`.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Runtime worker threads [default: one per CPU].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
-/// Randomness from the operating system.
-struct OsRandom;
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StoreSpec {
+    Memory,
+    Sqlite(PathBuf),
+    Postgres(String),
+}
 
-impl RandomSource for OsRandom {
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        if let Err(e) = getrandom::fill(dest) {
-            eprintln!("kms-host: no OS randomness: {e}");
-            std::process::exit(1);
+impl FromStr for StoreSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "memory" {
+            Ok(Self::Memory)
+        } else if let Some(path) = s.strip_prefix("sqlite:") {
+            if path.is_empty() {
+                return Err("sqlite: needs a file, as in sqlite:/var/lib/kms/host.db".into());
+            }
+            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Self::Postgres(s.to_owned()))
+        } else {
+            Err(format!(
+                "unknown store {s:?}: expected memory, sqlite:FILE or postgres://…"
+            ))
         }
     }
 }
 
-/// Logs each request and the answer given.
-struct LoggingResponder {
-    inner: FixedResponder,
-    peer: SocketAddr,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CountSpec(CountPolicy);
+
+impl FromStr for CountSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "genuine" => Ok(Self(CountPolicy::Genuine)),
+            "twice-n" => Ok(Self(CountPolicy::TwiceNPolicy)),
+            _ => s
+                .strip_prefix("fixed:")
+                .and_then(|n| n.parse().ok())
+                .map(|n| Self(CountPolicy::Fixed(n)))
+                .ok_or_else(|| {
+                    format!("unknown count policy {s:?}: expected genuine, fixed:N or twice-n")
+                }),
+        }
+    }
 }
 
-impl Responder for LoggingResponder {
-    fn respond(
-        &mut self,
-        now: FileTime,
-        context: &kms_activation::host::RequestContext,
-        request: &RequestBody,
-    ) -> Result<Answer, HResult> {
-        let result = self.inner.respond(now, context, request);
-        let outcome = match &result {
-            Ok(answer) => format!("count {}", answer.count),
-            Err(hresult) => format!("refused {hresult}"),
-        };
-        eprintln!(
-            "{} v{} kms_id {} sku {} cmid {} ws {:?} N {}: {}",
-            self.peer,
-            request.version,
-            request.kms_id,
-            request.sku_id,
-            request.cmid,
-            request.workstation,
-            request.n_policy,
-            outcome
-        );
-        result
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SkewSpec(Option<Duration>);
+
+impl FromStr for SkewSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "off" {
+            return Ok(Self(None));
+        }
+        s.parse::<u64>()
+            .map(|minutes| Self(Some(Duration::from_secs(minutes * 60))))
+            .map_err(|_| format!("--skew takes minutes or off, not {s:?}"))
     }
 }
 
 #[expect(
     clippy::disallowed_methods,
-    reason = "the I/O loop is where the wall clock enters the sans-IO engine"
+    reason = "the example's main loop is where the wall clock enters"
 )]
 fn now() -> FileTime {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()
-        .and_then(|d| {
-            chrono::DateTime::from_timestamp(i64::try_from(d.as_secs()).ok()?, d.subsec_nanos())
-        })
-        .and_then(|t| FileTime::try_from(t).ok())
-        .unwrap_or_default()
+    FileTime::try_from(std::time::SystemTime::now()).unwrap_or_default()
 }
 
-fn serve(
-    mut stream: TcpStream,
-    config: &HostConfig,
-    responder: FixedResponder,
-    idle: Duration,
-) -> io::Result<()> {
-    let peer = stream.peer_addr()?;
-    stream.set_read_timeout(Some(idle))?;
-    stream.set_write_timeout(Some(idle))?;
-    stream.set_nodelay(true)?;
-    let mut conn = HostConnection::new(config);
-    let mut responder = LoggingResponder {
-        inner: responder,
-        peer,
-    };
-    let mut rng = OsRandom;
-    let mut buf = [0u8; 4096];
-    let mut out = Vec::new();
-    loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                eprintln!("{peer}: idle timeout");
-                return Ok(());
+/// One log line per connection event (activations are logged by
+/// `KmsHost` itself, target `kms_activation::activation`).
+struct LogObserver;
+
+impl Observer for LogObserver {
+    fn connection_opened(&self, peer: SocketAddr, connection_id: u64) {
+        tracing::debug!(%peer, connection = connection_id, "connection opened");
+    }
+
+    fn connection_closed(&self, peer: SocketAddr, connection_id: u64, reason: &CloseReason) {
+        match reason {
+            CloseReason::PeerClosed | CloseReason::Shutdown | CloseReason::MaxRequests => {
+                tracing::debug!(%peer, connection = connection_id, %reason, "connection closed");
             }
-            Err(e) => return Err(e),
-        };
-        let mut input = buf.get(..n).unwrap_or_default();
-        while !input.is_empty() {
-            let result = conn.handle_input_with(now(), input, &mut responder, &mut rng);
-            out.clear();
-            let _ = conn.poll_transmit(&mut out);
-            stream.write_all(&out)?;
-            match result {
-                Ok(used) => input = input.get(used..).unwrap_or_default(),
-                Err(e) => {
-                    eprintln!("{peer}: closing: {e}");
-                    return Ok(());
-                }
-            }
+            _ => tracing::info!(%peer, connection = connection_id, %reason, "connection closed"),
         }
+    }
+
+    fn connection_refused(&self, peer: SocketAddr) {
+        tracing::warn!(%peer, "connection refused: server full and no connection idle");
     }
 }
 
-fn main() {
-    let args = Args::parse();
-    let mut config = HostConfig::default();
+fn host_config(args: &Args) -> KmsHostConfig {
+    let mut config = KmsHostConfig::default();
     config
-        .set_port(args.listen.port())
-        .set_ndr64(!args.no_ndr64)
-        .set_btfn(!args.no_btfn);
-    let mut responder = FixedResponder::default();
-    responder.set_count(args.count);
-    if let Some(epid) = args.epid {
-        responder.set_epid(epid);
+        .set_intervals(args.activation_interval, args.renewal_interval)
+        .set_count_policy(args.count.0);
+    if let Some(build) = args.host_build {
+        config.set_host_build(build);
     }
     if let Some(hwid) = args.hwid {
-        responder.set_hwid(hwid);
+        config.set_hwid(hwid);
     }
-    let listener = match TcpListener::bind(args.listen) {
-        Ok(l) => l,
+    for epid in &args.epids {
+        config.add_epid(epid.clone());
+    }
+    config
+}
+
+fn server_config(args: &Args, port: u16) -> ServerConfig {
+    let mut host = HostConfig::default();
+    host.set_port(port)
+        .set_ndr64(!args.no_ndr64)
+        .set_btfn(!args.no_btfn)
+        .set_max_clock_skew(args.skew.0);
+    let mut limits = ServerLimits::default();
+    limits.max_connections = args.max_connections;
+    limits.idle_timeout = Duration::from_secs(args.idle_timeout);
+    limits.pdu_timeout = Duration::from_secs(args.pdu_timeout);
+    limits.max_requests_per_connection = args.max_requests;
+    limits.shutdown_grace = Duration::from_secs(args.grace);
+    ServerConfig::new(host, limits)
+}
+
+fn print_statistics(statistics: &Statistics) {
+    println!(
+        "requests: {} total, {} failed",
+        statistics.total_requests, statistics.failed_requests
+    );
+    let names = [
+        "unlicensed",
+        "licensed",
+        "initial grace",
+        "out-of-tolerance grace",
+        "non-genuine grace",
+        "notification",
+        "extended grace",
+    ];
+    for (name, n) in names.iter().zip(statistics.requests_by_license_status) {
+        println!("  {name}: {n}");
+    }
+    println!("  other: {}", statistics.requests_other_status);
+    for count in &statistics.counts {
+        println!(
+            "count {}: {} (clients {})",
+            count.name().unwrap_or("unknown application"),
+            count.current_count,
+            count.clients
+        );
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM, printing statistics at each SIGHUP.
+async fn signals<S: CountStore + 'static>(host: Arc<KmsHost<S>>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut hup), Ok(mut term)) = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+        ) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return,
+                _ = term.recv() => return,
+                _ = hup.recv() => match host.statistics(now()).await {
+                    Ok(statistics) => print_statistics(&statistics),
+                    Err(e) => tracing::warn!("statistics unavailable: {e}"),
+                },
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = host;
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs the host on `store` until a signal; generic over the store so that
+/// every backend goes through the same code.
+async fn run<S: CountStore + 'static>(args: Args, store: S) -> Result<(), String> {
+    let addrs = if args.listen.is_empty() {
+        vec![
+            SocketAddr::from(([127, 0, 0, 1], 1688)),
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 1688)),
+        ]
+    } else {
+        args.listen.clone()
+    };
+    let listeners = bind(&addrs).map_err(|e| format!("cannot listen on {addrs:?}: {e}"))?;
+    let mut bound = Vec::new();
+    for listener in &listeners {
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        bound.push(addr);
+    }
+    let port = bound.first().map_or(1688, SocketAddr::port);
+
+    let mut host = KmsHost::start(host_config(&args), store, now(), &mut OsRandom)
+        .await
+        .map_err(|e| format!("cannot start the host: {e}"))?;
+    if !args.allow.is_empty() {
+        let list: CidrAllowList = args
+            .allow
+            .join(",")
+            .parse()
+            .map_err(|e| format!("--allow: {e}"))?;
+        host = host.with_hook(list);
+    }
+    if !args.products.is_empty() {
+        let list = args
+            .products
+            .iter()
+            .fold(ProductAllowList::default(), |list, &id| {
+                if product::kms_item(id).is_some() {
+                    list.with_kms_id(id)
+                } else {
+                    list.with_sku(id)
+                }
+            });
+        host = host.with_hook(list);
+    }
+    if let Some(max) = args.max_clients {
+        host = host.with_hook(MaxClients(max));
+    }
+    for (csvlk, epid) in host.epids() {
+        tracing::debug!(csvlk = csvlk.name(), %epid, "ePID");
+    }
+    let host = Arc::new(host);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let observer: Arc<dyn Observer> = match args.metrics {
+        Some(addr) => {
+            let listener =
+                std::net::TcpListener::bind(addr).map_err(|e| format!("--metrics {addr}: {e}"))?;
+            let metrics = Arc::new(HostMetrics::new());
+            let (scraped, for_scrape) = (Arc::clone(&metrics), Arc::clone(&host));
+            let refresh = move || {
+                let (metrics, host) = (Arc::clone(&scraped), Arc::clone(&for_scrape));
+                async move {
+                    if let Ok(statistics) = host.statistics(now()).await {
+                        metrics.set_statistics(&statistics);
+                    }
+                }
+            };
+            tokio::spawn(serve_http(
+                listener,
+                Arc::clone(&metrics),
+                refresh,
+                stopped(stop_rx.clone()),
+            ));
+            tracing::info!("metrics on http://{addr}/metrics");
+            Arc::new((LogObserver, metrics))
+        }
+        None => Arc::new((LogObserver, NoObserver)),
+    };
+
+    tracing::info!(
+        listen = ?bound,
+        store = ?args.store,
+        count = ?args.count.0,
+        skew = ?args.skew.0,
+        "kms-host ready"
+    );
+    let server = Server::new(Arc::clone(&host), server_config(&args, port)).with_observer(observer);
+    let signalled = tokio::spawn(signals(Arc::clone(&host)));
+    let result = server
+        .serve(listeners, async move {
+            let _ = signalled.await;
+            tracing::info!("shutting down: draining connections");
+        })
+        .await;
+    let _ = stop_tx.send(true);
+    match host.statistics(now()).await {
+        Ok(statistics) => print_statistics(&statistics),
+        Err(e) => tracing::warn!("statistics unavailable: {e}"),
+    }
+    result.map_err(|e| format!("server: {e}"))
+}
+
+async fn dispatch(args: Args) -> Result<(), String> {
+    match args.store.clone() {
+        StoreSpec::Memory => run(args, MemoryStore::default()).await,
+        StoreSpec::Sqlite(path) => {
+            let store = SqliteStore::open(&path)
+                .map_err(|e| format!("--store sqlite:{}: {e}", path.display()))?;
+            run(args, store).await
+        }
+        StoreSpec::Postgres(url) => {
+            let store = PostgresStore::connect(&url)
+                .await
+                .map_err(|e| format!("--store postgres://…: {e}"))?;
+            run(args, store).await
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = args.threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(runtime) => runtime,
         Err(e) => {
-            eprintln!("kms-host: cannot listen on {}: {e}", args.listen);
-            std::process::exit(2);
+            eprintln!("kms-host: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
         }
     };
-    eprintln!("kms-host: listening on {}", args.listen);
-    let config = Arc::new(config);
-    let active = Arc::new(AtomicUsize::new(0));
-    let idle = Duration::from_secs(args.idle_timeout);
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        if active.fetch_add(1, Ordering::SeqCst) >= args.max_connections {
-            active.fetch_sub(1, Ordering::SeqCst);
-            eprintln!("kms-host: connection limit reached, refusing");
-            continue;
+    match runtime.block_on(dispatch(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kms-host: {e}");
+            ExitCode::FAILURE
         }
-        let (config, responder, active) =
-            (Arc::clone(&config), responder.clone(), Arc::clone(&active));
-        std::thread::spawn(move || {
-            if let Err(e) = serve(stream, &config, responder, idle) {
-                eprintln!("kms-host: connection error: {e}");
-            }
-            active.fetch_sub(1, Ordering::SeqCst);
-        });
     }
 }

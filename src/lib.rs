@@ -63,7 +63,76 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! See `examples/kms-host.rs` for a complete blocking TCP host.
+//! ## Embedding: a socket loop
+//!
+//! The whole of a host over `std::net`, without the ready-made transports:
+//! read, hand the bytes and the time to the engine, let the policy
+//! ([`host::KmsHost`], genuine counting) answer, write what the engine
+//! queued; offer again what it did not take. A real server also needs
+//! timeouts and a bound on connections: the `tokio` and `blocking`
+//! features' `transport` servers add them (and
+//! `examples/kms-host.rs` is a complete host on the tokio one).
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::net::{TcpListener, TcpStream};
+//! use std::time::SystemTime;
+//!
+//! use kms_activation::host::store::MemoryStore;
+//! use kms_activation::host::{HostConfig, HostConnection, KmsHost, KmsHostConfig};
+//! use kms_activation::{FileTime, OsRandom};
+//!
+//! /// Serves one connection until the peer closes it or breaks the protocol.
+//! fn serve(mut stream: TcpStream, host: &KmsHost<MemoryStore>, config: &HostConfig) -> std::io::Result<()> {
+//!     let mut conn = HostConnection::new(config).with_peer(stream.peer_addr()?);
+//!     let mut rng = OsRandom;
+//!     let mut buf = [0u8; 2048];
+//!     loop {
+//!         let n = stream.read(&mut buf)?;
+//!         if n == 0 {
+//!             return Ok(());
+//!         }
+//!         let mut input = &buf[..n];
+//!         loop {
+//!             # #[expect(clippy::disallowed_methods, reason = "the I/O loop reads the clock")]
+//!             let now = FileTime::try_from(SystemTime::now()).unwrap_or_default();
+//!             let result = conn.handle_input(now, input, &mut rng);
+//!             // Decide every request (awaiting the store), then send the replies
+//!             // (and, after an error, the fault the engine queued).
+//!             let _records = host.process_blocking(&mut conn, &mut rng);
+//!             stream.write_all(conn.transmit())?;
+//!             let sent = conn.transmit().len();
+//!             conn.advance_transmit(sent);
+//!             match result {
+//!                 Err(_) => return Ok(()), // the engine closed the connection
+//!                 Ok(used) if used == input.len() => break,
+//!                 Ok(used) => input = &input[used..], // it waited for the replies to go
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[expect(clippy::disallowed_methods, reason = "the I/O loop reads the clock")]
+//! let now = FileTime::try_from(SystemTime::now())?;
+//! let store = MemoryStore::default();
+//! let host = pollster::block_on(KmsHost::start(KmsHostConfig::default(), store, now, &mut OsRandom))?;
+//! let config = HostConfig::default();
+//! let listener = TcpListener::bind("127.0.0.1:0")?; // 0.0.0.0:1688 for real
+//! # let addr = listener.local_addr()?;
+//! # let peer = std::thread::spawn(move || {
+//! #     let mut s = TcpStream::connect(addr).unwrap();
+//! #     s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+//! #     let mut rest = Vec::new();
+//! #     s.read_to_end(&mut rest).unwrap(); // closed by the host: not DCE/RPC
+//! # });
+//! for stream in listener.incoming().take(1) {
+//!     serve(stream?, &host, &config)?; // a thread or task per connection in a real host
+//! }
+//! # peer.join().unwrap();
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! ## Crate features
 //!
@@ -80,6 +149,13 @@
 //!   with group commit.
 //! * `postgres`: `host::store::PostgresStore`, one PostgreSQL database
 //!   shared by a fleet of hosts (`tokio-postgres`; needs a Tokio runtime).
+//! * `tokio`: `transport::tokio`, a server (thousands
+//!   of connections, limits, graceful shutdown) and a client over
+//!   `tokio::net`.
+//! * `blocking`: `transport::blocking`, the same over
+//!   `std::net`, the server on a bounded thread pool.
+//! * `metrics`: `metrics::HostMetrics`, Prometheus metrics of a host (with
+//!   `tokio`, an HTTP endpoint for them).
 //!
 //! ## Minimum supported Rust version
 //!
@@ -103,6 +179,9 @@ pub mod host;
 pub mod hresult;
 pub mod license;
 pub mod message;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod product;
 pub mod product_key;
 mod random;
@@ -110,6 +189,9 @@ pub mod rpc;
 #[cfg(feature = "serde")]
 mod serde_text;
 mod time;
+#[cfg(any(feature = "tokio", feature = "blocking"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "tokio", feature = "blocking"))))]
+pub mod transport;
 pub mod wire;
 
 pub use epid::Epid;
