@@ -194,6 +194,11 @@ mod time;
 pub mod transport;
 pub mod wire;
 
+/// The README's Rust examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use epid::Epid;
 pub use error::Error;
 pub use hresult::HResult;

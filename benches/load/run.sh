@@ -5,6 +5,7 @@
 #
 #   benches/load/run.sh                 # 2 × 5 s per cell, conc 64, new + keepalive
 #   VLMCSD_DIR=/tmp/vlmcsd REPEAT=3 DURATION=10 CONC=1,64 benches/load/run.sh
+#   SQLITE=1 benches/load/run.sh        # also kms-host on the SQLite store
 #   benches/load/run.sh idle            # 10 000 idle connections: kms-host's RSS
 #
 # kms-host runs with --skew off: kmsload replays a capture whose client time is
@@ -29,6 +30,11 @@ if [[ "${1:-}" == idle ]]; then
 fi
 
 servers=("kms-host=$HOST --listen 127.0.0.1:{port}")
+if [[ -n "${SQLITE:-}" ]]; then
+    # The same host on the SQLite store (a fresh file per run).
+    rm -f target/load-store.sqlite*
+    servers+=("kms-host-sqlite=$HOST --store sqlite:target/load-store.sqlite --listen 127.0.0.1:{port}")
+fi
 if [[ -n "${VLMCSD_DIR:-}" ]]; then
     servers+=("vlmcsd=$VLMCSD_DIR/bin/vlmcsd -D -L 127.0.0.1:{port}")
 fi
