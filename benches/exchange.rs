@@ -19,12 +19,12 @@ use bytes::BytesMut;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use hmac::{Hmac, Mac};
 use kms_activation::host::{FixedResponder, HostConfig, HostConnection};
-use kms_activation::message::{self, ResponseBody, Version};
+use kms_activation::message::{self, Version};
 use kms_activation::{FileTime, rpc};
 use sha2::{Digest, Sha256};
 
 mod fixtures;
-use fixtures::{Counter, client_pdus, request};
+use fixtures::{Counter, client_pdus, request, sent_and_response};
 
 fn host_exchange(c: &mut Criterion) {
     let mut group = c.benchmark_group("host");
@@ -64,21 +64,7 @@ fn client_messages(c: &mut Criterion) {
                 black_box(message::encode_request(black_box(&body), &mut rng, &mut out).unwrap())
             });
         });
-        let mut wire = BytesMut::new();
-        let sent = message::encode_request(&body, &mut rng, &mut wire).unwrap();
-        let received = message::decode_request(&wire).unwrap();
-        let answer = ResponseBody::answering(
-            received.body(),
-            "03612-04573-012-345678-03-1033-20348.0000-2652024",
-            50,
-            120,
-            10_080,
-            (version == Version::V6).then(|| "3A1C049600B60076".parse().unwrap()),
-        );
-        let mut response = BytesMut::new();
-        received
-            .encode_response(&answer, &mut rng, &mut response)
-            .unwrap();
+        let (sent, response) = sent_and_response(version);
         group.bench_function(format!("verify_response_v{}", version.major), |b| {
             b.iter(|| black_box(sent.verify_response(black_box(&response)).unwrap()));
         });

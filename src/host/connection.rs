@@ -118,9 +118,6 @@ pub struct HostConnection {
     outbound: BytesMut,
     /// Replies not yet sendable: the front is always `Waiting`.
     slots: VecDeque<Slot>,
-    /// Bytes held in `Ready` slots.
-    held: usize,
-    unanswered: usize,
     events: VecDeque<HostEvent>,
     next_request: u64,
     requests_served: u64,
@@ -145,8 +142,6 @@ impl HostConnection {
             reassembler: Reassembler::new(config.limits().max_stub_len),
             outbound: BytesMut::new(),
             slots: VecDeque::new(),
-            held: 0,
-            unanswered: 0,
             events: VecDeque::new(),
             next_request: 0,
             requests_served: 0,
@@ -202,7 +197,21 @@ impl HostConnection {
     /// Requests handed out as events and not yet answered or refused.
     #[must_use]
     pub fn unanswered_requests(&self) -> usize {
-        self.unanswered
+        self.slots
+            .iter()
+            .filter(|slot| matches!(slot, Slot::Waiting { .. }))
+            .count()
+    }
+
+    /// Bytes of replies held back behind a request still waiting.
+    fn held_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .map(|slot| match slot {
+                Slot::Ready(bytes) => bytes.len(),
+                Slot::Waiting { .. } => 0,
+            })
+            .sum()
     }
 
     /// True while output is ready to send.
@@ -431,33 +440,33 @@ impl HostConnection {
     /// Puts the encoded reply in slot `index` and releases every reply that
     /// is no longer behind a waiting request.
     fn complete(&mut self, index: usize, pdu: &Pdu) {
-        let mut bytes = BytesMut::with_capacity(pdu.encoded_len());
-        pdu.encode(&mut bytes);
-        self.held += bytes.len();
-        if let Some(slot) = self.slots.get_mut(index) {
+        self.requests_served = self.requests_served.saturating_add(1);
+        if index == 0 {
+            // The oldest call: its reply goes straight out.
+            self.slots.pop_front();
+            pdu.encode(&mut self.outbound);
+        } else if let Some(slot) = self.slots.get_mut(index) {
+            let mut bytes = BytesMut::with_capacity(pdu.encoded_len());
+            pdu.encode(&mut bytes);
             *slot = Slot::Ready(bytes);
         }
-        self.unanswered = self.unanswered.saturating_sub(1);
-        self.requests_served = self.requests_served.saturating_add(1);
         while let Some(Slot::Ready(_)) = self.slots.front() {
             if let Some(Slot::Ready(bytes)) = self.slots.pop_front() {
-                self.held -= bytes.len();
                 self.outbound.unsplit(bytes);
             }
         }
     }
 
     fn must_wait(&self) -> bool {
-        self.outbound.len() + self.held + self.unanswered * REPLY_RESERVE
+        let unanswered = self.unanswered_requests();
+        self.outbound.len() + self.held_bytes() + unanswered * REPLY_RESERVE
             >= self.limits.max_pending_output
-            || self.unanswered >= self.limits.max_unanswered_requests
+            || unanswered >= self.limits.max_unanswered_requests
             || self.events.len() >= MAX_QUEUED_EVENTS
     }
 
     fn drop_unanswered(&mut self) {
         self.slots.clear();
-        self.held = 0;
-        self.unanswered = 0;
         self.events.retain(|e| !matches!(e, HostEvent::Request(_)));
     }
 
@@ -658,7 +667,6 @@ impl HostConnection {
                     ndr,
                     received: Box::new(received),
                 });
-                self.unanswered += 1;
             }
             Err(rejection) => {
                 let (reason, body) = *rejection;
@@ -741,7 +749,6 @@ impl HostConnection {
         } else {
             let mut bytes = BytesMut::with_capacity(pdu.encoded_len());
             pdu.encode(&mut bytes);
-            self.held += bytes.len();
             self.slots.push_back(Slot::Ready(bytes));
         }
     }
