@@ -71,7 +71,7 @@
 //! queued; offer again what it did not take. A real server also needs
 //! timeouts and a bound on connections: the `tokio` and `blocking`
 //! features' `transport` servers add them (and
-//! `examples/kms-host.rs` is a complete host on the tokio one).
+//! the `kms-host` tool, feature `cli`, is a complete host on the tokio one).
 //!
 //! ```
 //! use std::io::{Read, Write};

@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,24 +94,9 @@ fn serve(host: &KmsHost<MemoryStore>, mut stream: TcpStream, behaviour: Behaviou
 }
 
 /// The `kms-client` example binary `cargo test` built beside this test.
-fn example(name: &str) -> PathBuf {
-    let mut path = std::env::current_exe().unwrap();
-    path.pop();
-    if path.ends_with("deps") {
-        path.pop();
-    }
-    let path = path.join("examples").join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: run the tests with `cargo test`, which builds the examples",
-        path.display()
-    );
-    path
-}
-
-/// Runs the `kms-client` example with `args`; fails the test after 60 s.
+/// Runs the `kms-client` tool with `args`; fails the test after 60 s.
 pub fn kms_client(args: &[&str]) -> Output {
-    let mut child = Command::new(example("kms-client"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kms-client"))
         .args(args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -128,9 +112,9 @@ pub fn kms_client(args: &[&str]) -> Output {
     panic!("kms-client {args:?} hung");
 }
 
-/// Runs the `kms-catalog` example with `args`.
+/// Runs the `kms-catalog` tool with `args`.
 pub fn kms_catalog(args: &[&str]) -> Output {
-    Command::new(example("kms-catalog"))
+    Command::new(env!("CARGO_BIN_EXE_kms-catalog"))
         .args(args)
         .output()
         .unwrap()

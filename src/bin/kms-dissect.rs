@@ -2,7 +2,7 @@
 //! packet capture, one JSON object per line.
 //!
 //! ```text
-//! cargo run --features pcap,serde --example kms-dissect -- capture.pcapng
+//! cargo run --release --features cli --bin kms-dissect -- capture.pcapng
 //! ```
 //!
 //! The capture is read as a stream (memory stays bounded whatever its size)

@@ -1,8 +1,8 @@
 //! kms-host: a KMS host on the tokio transport, with `KmsHost`'s policy.
 //!
 //! ```text
-//! cargo run --release --example kms-host                 # 127.0.0.1:1688 and [::1]:1688
-//! cargo run --release --example kms-host -- --listen 0.0.0.0:1688 --metrics 127.0.0.1:9688
+//! cargo run --release --features cli --bin kms-host                 # 127.0.0.1:1688 and [::1]:1688
+//! cargo run --release --features cli --bin kms-host -- --listen 0.0.0.0:1688 --metrics 127.0.0.1:9688
 //! vlmcs -v 127.0.0.1:1688                                # a client, from the vlmcsd project
 //! ```
 //!

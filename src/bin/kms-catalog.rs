@@ -2,13 +2,13 @@
 //! host ePIDs.
 //!
 //! ```text
-//! cargo run --example kms-catalog                          # every SKU
-//! cargo run --example kms-catalog -- --search "windows 11 enterprise"
-//! cargo run --example kms-catalog -- --key NPPR9-FWDCX-D2C8J-H872K-2YT43
-//! cargo run --example kms-catalog -- --hresult 0xC004F038
-//! cargo run --example kms-catalog -- --epid 05426-00206-565-184251-03-1068-9200.0000-1222025
-//! cargo run --example kms-catalog -- --new-epid 47f3b983-7c53-4d45-abc6-bcd91e2dd90a
-//! cargo run --example kms-catalog -- --new-epid "office ltsc professional plus 2021" --build 20348
+//! cargo run --release --features cli --bin kms-catalog                          # every SKU
+//! cargo run --release --features cli --bin kms-catalog -- --search "windows 11 enterprise"
+//! cargo run --release --features cli --bin kms-catalog -- --key NPPR9-FWDCX-D2C8J-H872K-2YT43
+//! cargo run --release --features cli --bin kms-catalog -- --hresult 0xC004F038
+//! cargo run --release --features cli --bin kms-catalog -- --epid 05426-00206-565-184251-03-1068-9200.0000-1222025
+//! cargo run --release --features cli --bin kms-catalog -- --new-epid 47f3b983-7c53-4d45-abc6-bcd91e2dd90a
+//! cargo run --release --features cli --bin kms-catalog -- --new-epid "office ltsc professional plus 2021" --build 20348
 //! ```
 //!
 //! Human-readable by default; `--json` prints one JSON object per line.
