@@ -178,6 +178,11 @@ mod guid;
 pub mod host;
 pub mod hresult;
 pub mod license;
+#[allow(
+    dead_code,
+    reason = "a shared utility; each user arrives with its feature"
+)]
+mod log_limit;
 pub mod message;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
