@@ -178,9 +178,9 @@ mod guid;
 pub mod host;
 pub mod hresult;
 pub mod license;
-#[allow(
-    dead_code,
-    reason = "a shared utility; each user arrives with its feature"
+#[cfg_attr(
+    not(feature = "tracing"),
+    allow(dead_code, reason = "its users log with the tracing feature")
 )]
 mod log_limit;
 pub mod message;

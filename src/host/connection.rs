@@ -417,6 +417,33 @@ impl HostConnection {
         Ok(())
     }
 
+    /// Refuses, with `hresult`, every request still waiting for an answer,
+    /// whether or not its event was taken (a transport does this when the
+    /// handler ran out of time); returns how many were refused. Their
+    /// events, if not taken yet, are dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`AnswerError::SuccessIsNotARefusal`] for [`HResult::S_OK`].
+    pub fn refuse_unanswered(&mut self, hresult: HResult) -> Result<usize, AnswerError> {
+        if hresult == HResult::S_OK {
+            return Err(AnswerError::SuccessIsNotARefusal);
+        }
+        self.events.retain(|e| !matches!(e, HostEvent::Request(_)));
+        let waiting: Vec<RequestId> = self
+            .slots
+            .iter()
+            .filter_map(|slot| match slot {
+                Slot::Waiting { id, .. } => Some(*id),
+                Slot::Ready(_) => None,
+            })
+            .collect();
+        for &id in &waiting {
+            self.refuse(id, hresult)?;
+        }
+        Ok(waiting.len())
+    }
+
     fn waiting(
         &self,
         id: RequestId,

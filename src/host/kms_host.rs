@@ -388,6 +388,14 @@ impl<S: CountStore> KmsHost<S> {
         &self.store
     }
 
+    /// The refusal sent when the store fails
+    /// ([`KmsHostConfig::set_store_failure_result`]); transports send it too
+    /// when the host runs out of time.
+    #[must_use]
+    pub fn store_failure_result(&self) -> HResult {
+        self.store_failure
+    }
+
     /// The held CSVLKs with the ePID answered for each.
     pub fn epids(&self) -> impl Iterator<Item = (&'static Csvlk, &str)> {
         self.keys.iter().map(|k| (k.csvlk, k.epid.as_str()))
@@ -607,10 +615,29 @@ fn reply<R: RandomSource + ?Sized>(
     }
 }
 
+/// Activation lines written at most per 10 s: a flood of requests does not
+/// flood the log (the first line after a spell says how many were dropped).
 #[cfg(feature = "tracing")]
+static ACTIVATION_LINES: crate::log_limit::LogLimit =
+    crate::log_limit::LogLimit::new(std::time::Duration::from_secs(10), 100);
+
+#[cfg(feature = "tracing")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the rate limit of a log line reads the monotonic clock"
+)]
 fn emit_tracing(record: &ActivationRecord) {
+    if !tracing::enabled!(target: "kms_activation::activation", tracing::Level::INFO) {
+        return;
+    }
+    let crate::log_limit::Admit::Yes { suppressed } =
+        ACTIVATION_LINES.admit(std::time::Instant::now())
+    else {
+        return;
+    };
     tracing::info!(
         target: "kms_activation::activation",
+        suppressed,
         peer = record.peer.map(tracing::field::display),
         connection = record.connection_id,
         protocol = %record.protocol,

@@ -3,9 +3,14 @@
 //!
 //! The server serves each connection on a thread of a bounded pool
 //! ([`ServerLimits::max_connections`](super::ServerLimits::max_connections)
-//! threads at most, started as needed; [`ServerLimits::threaded`](super::ServerLimits::threaded)
-//! gives 64). A [`Handler`]'s future is run to completion on the
-//! connection's thread.
+//! threads at most, and never more than [`MAX_THREADS`], started as
+//! needed; [`ServerLimits::threaded`](super::ServerLimits::threaded)
+//! gives 64). A [`Handler`]'s future is run on the connection's thread
+//! until it completes or [`ServerLimits::handler_timeout`](super::ServerLimits::handler_timeout)
+//! passes: then it is dropped and the requests it left are refused with
+//! [`Handler::timeout_refusal`]. A future that waits (on a channel, another
+//! thread, a timer) is interrupted so; one that blocks its thread inside a
+//! poll cannot be, and is bounded only by what it blocks on.
 //!
 //! ```no_run
 //! use kms_activation::host::store::MemoryStore;
@@ -35,10 +40,14 @@ use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream, ToSock
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use super::guard::{Registered, block_on_until, unwind_safe};
 use super::random::BufferedOsRandom;
 use super::registry::{Closer, Entry, Registry};
 use super::session::{ClientSession, READ_CHUNK, ServerSession};
-use super::{CloseReason, Error, Handler, NoObserver, Observer, Outcome, ServerConfig, clock};
+use super::{
+    CloseReason, Error, FLUSH_TIMEOUT, Handler, NoObserver, Observer, Outcome, ServerConfig, clock,
+    deadline_after, out_of_descriptors, refuse_left,
+};
 use crate::client::{ClientConfig, ClientConnection};
 use crate::host::HostConnection;
 
@@ -51,7 +60,13 @@ const MAX_ACCEPT_POLL: Duration = Duration::from_millis(5);
 
 /// After the grace period and the close request, how long connections get
 /// to notice before `serve` returns without them.
-const FORCE_CLOSE_WAIT: Duration = Duration::from_secs(1);
+const FORCE_CLOSE_WAIT: Duration = Duration::from_millis(250);
+
+/// The most threads (and so connections) a blocking server runs, whatever
+/// [`ServerLimits::max_connections`](super::ServerLimits::max_connections)
+/// says: each takes a stack and a scheduler slot. A host that needs more
+/// connections wants the [`tokio`](super::tokio) transport.
+pub const MAX_THREADS: usize = 256;
 
 /// How often an idle worker thread looks for the end of the server.
 const WORKER_POLL: Duration = Duration::from_millis(200);
@@ -170,21 +185,25 @@ impl<H: Handler> Server<H> {
     /// Blocks the calling thread, which accepts; connections are served on
     /// the pool.
     ///
-    /// The handler's own work is not bounded by
+    /// The handler's work is bounded by
     /// [`ServerLimits::handler_timeout`](super::ServerLimits::handler_timeout)
-    /// here (a thread cannot be interrupted); writes to the peer are.
+    /// as far as a future on a thread can be (see the
+    /// [module documentation](self)); writes to the peer are bounded too.
+    /// Running out of file descriptors closes the oldest idle connection
+    /// to make room.
     ///
     /// # Errors
     ///
     /// A listener that cannot be made non-blocking, a worker thread that
     /// cannot be started, or a store that cannot flush
-    /// ([`io::ErrorKind::Other`]).
+    /// ([`io::ErrorKind::Other`]) or does not within
+    /// [`FLUSH_TIMEOUT`] ([`io::ErrorKind::TimedOut`]).
     pub fn serve(self, listeners: Vec<TcpListener>, shutdown: &Shutdown) -> io::Result<()> {
         for listener in &listeners {
             listener.set_nonblocking(true)?;
         }
         let limits = *self.config.limits();
-        let max = limits.max_connections.max(1);
+        let max = limits.max_connections.clamp(1, MAX_THREADS);
         let shared = Arc::new(Shared {
             handler: self.handler,
             config: self.config,
@@ -195,12 +214,28 @@ impl<H: Handler> Server<H> {
         });
         let mut pause = Duration::from_millis(1);
         while !shutdown.is_triggered() {
-            let Some((stream, peer)) = accept_any(&listeners) else {
-                if shutdown.wait(pause) {
-                    break;
+            let (stream, peer) = match accept_any(&listeners) {
+                Ok(Some(accepted)) => accepted,
+                Ok(None) => {
+                    if shutdown.wait(pause) {
+                        break;
+                    }
+                    pause = (pause * 2).min(MAX_ACCEPT_POLL);
+                    continue;
                 }
-                pause = (pause * 2).min(MAX_ACCEPT_POLL);
-                continue;
+                Err(error) => {
+                    // Out of descriptors: as full as at the connection cap.
+                    if out_of_descriptors(&error) {
+                        shared.registry.evict_oldest_idle(clock::instant());
+                        shared.observer.accept_failed(&error, true);
+                    } else {
+                        shared.observer.accept_failed(&error, false);
+                    }
+                    if shutdown.wait(MAX_ACCEPT_POLL) {
+                        break;
+                    }
+                    continue;
+                }
             };
             pause = Duration::from_millis(1);
             if !take_slot(&shared, max) {
@@ -236,13 +271,32 @@ impl<H: Handler> Server<H> {
         }
         lock(&shared.queue).stopped = true;
         shared.changed.notify_all();
-        pollster::block_on(shared.handler.flush()).map_err(io::Error::other)
+        let flushed = block_on_until(
+            shared.handler.flush(),
+            deadline_after(clock::instant(), FLUSH_TIMEOUT),
+        );
+        match flushed {
+            Some(flushed) => flushed.map_err(io::Error::other),
+            None => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the store did not flush in time",
+            )),
+        }
     }
 }
 
-/// The next connection waiting on any listener, if any.
-fn accept_any(listeners: &[TcpListener]) -> Option<(TcpStream, SocketAddr)> {
-    listeners.iter().find_map(|l| l.accept().ok())
+/// The next connection waiting on any listener, if any; an error that is
+/// not about one connection (out of descriptors, say).
+fn accept_any(listeners: &[TcpListener]) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+    let mut failed = None;
+    for listener in listeners {
+        match listener.accept() {
+            Ok(accepted) => return Ok(Some(accepted)),
+            Err(e) if out_of_descriptors(&e) => failed = Some(e),
+            Err(_) => {}
+        }
+    }
+    failed.map_or(Ok(None), Err)
 }
 
 /// Counts a new connection in, closing the oldest idle one (and waiting
@@ -253,7 +307,7 @@ fn take_slot<H>(shared: &Shared<H>, max: usize) -> bool {
         drop(queue);
         shared.registry.evict_oldest_idle(clock::instant());
         queue = lock(&shared.queue);
-        let deadline = clock::instant() + ACCEPT_WAIT;
+        let deadline = deadline_after(clock::instant(), ACCEPT_WAIT);
         while queue.active >= max {
             let left = deadline.saturating_duration_since(clock::instant());
             if left.is_zero() {
@@ -272,7 +326,7 @@ fn take_slot<H>(shared: &Shared<H>, max: usize) -> bool {
 
 /// Waits up to `limit` for every connection to finish; true if they did.
 fn wait_until_idle<H>(shared: &Shared<H>, limit: Duration) -> bool {
-    let deadline = clock::instant() + limit;
+    let deadline = deadline_after(clock::instant(), limit);
     let mut queue = lock(&shared.queue);
     while queue.active > 0 {
         // Connections still queued never started: close them now.
@@ -317,7 +371,11 @@ fn worker<H: Handler>(shared: &Shared<H>) {
         let Some((stream, peer)) = next else {
             return;
         };
-        serve_connection(shared, stream, peer);
+        // A panic (the handler's is caught further in; this is for the
+        // rest) must not cost the pool its slot or its thread.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            serve_connection(shared, stream, peer);
+        }));
         lock(&shared.queue).active -= 1;
         shared.changed.notify_all();
     }
@@ -334,12 +392,11 @@ fn serve_connection<H: Handler>(shared: &Shared<H>, stream: TcpStream, peer: Soc
             return;
         }
     };
-    let entry = shared.registry.register(closer);
-    let id = entry.id();
+    let registered = Registered::new(&shared.registry, closer);
+    let id = registered.entry().id();
     shared.observer.connection_opened(peer, id);
-    let reason = drive(shared, stream, peer, &entry);
+    let reason = drive(shared, stream, peer, registered.entry());
     shared.observer.connection_closed(peer, id, &reason);
-    shared.registry.remove(id);
 }
 
 fn drive<H: Handler>(
@@ -401,12 +458,32 @@ fn drive<H: Handler>(
             .ingest(buf.get(..n).unwrap_or_default(), &mut rng)
             .err();
         loop {
-            let records = pollster::block_on(shared.handler.process(session.conn(), &mut rng));
+            let limit = deadline_after(clock::instant(), session.handler_timeout());
+            let processed = block_on_until(
+                unwind_safe(shared.handler.process(session.conn(), &mut rng)),
+                limit,
+            );
+            let (records, panicked) = match processed {
+                Some(Ok(records)) => (records, false),
+                outcome => {
+                    // Timed out (the handler's work is dropped) or panicked:
+                    // what it left unanswered gets its refusal.
+                    let panicked = outcome.is_some();
+                    let refused = refuse_left(session.conn(), shared.handler.timeout_refusal());
+                    shared
+                        .observer
+                        .handler_failed(peer, entry.id(), refused, panicked);
+                    (Vec::new(), panicked)
+                }
+            };
             let written = match write_output(&mut stream, session.conn()) {
                 Ok(written) => written,
                 Err(e) => break 'conn write_failure(&e),
             };
             session.finish_exchange(&records, written, &*shared.observer);
+            if panicked {
+                break 'conn CloseReason::HandlerPanicked;
+            }
             if let Some(error) = failed.take() {
                 break 'conn CloseReason::Protocol(error);
             }
@@ -518,7 +595,7 @@ impl Client {
     /// hung up, [`Error::Client`] for a reply that fails verification,
     /// [`Error::Io`].
     pub fn activate(&mut self, request: crate::RequestBody) -> Result<Outcome, Error> {
-        let deadline = clock::instant() + self.timeout;
+        let deadline = deadline_after(clock::instant(), self.timeout);
         self.session.send(request)?;
         loop {
             while !self.session.transmit().is_empty() {

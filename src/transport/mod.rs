@@ -22,22 +22,41 @@
 //!
 //! | limit | default (tokio / blocking) | at the limit |
 //! |---|---|---|
-//! | [`max_connections`](ServerLimits::max_connections) | 10 000 / 64 | the connection idle for longest (and for at least a second) is closed; with none, accepting stops for up to a second, then the newcomer is dropped |
+//! | [`max_connections`](ServerLimits::max_connections) | 10 000 / 64 (the blocking server never runs more than [`blocking::MAX_THREADS`] threads, whatever the cap) | the connection idle for longest (and for at least a second) is closed; with none, accepting stops for up to a second, then the newcomer is dropped. Running out of file descriptors in `accept` counts as being at the cap |
 //! | [`idle_timeout`](ServerLimits::idle_timeout) | 30 s | an idle connection (nothing received since the last reply) is closed |
 //! | [`pdu_timeout`](ServerLimits::pdu_timeout) | 10 s | a PDU (a request with all its fragments) must arrive whole within this time of its first byte, however the peer paces the bytes |
-//! | [`handler_timeout`](ServerLimits::handler_timeout) | 10 s | a handler (a store, say) that takes longer closes the connection |
+//! | [`handler_timeout`](ServerLimits::handler_timeout) | 5 s | the handler's work is abandoned and every request it left unanswered is refused with [`Handler::timeout_refusal`] (0xC004F039 for a [`KmsHost`] by default): a normal KMS reply, sent before a Windows client's own RPC timeout (about 10 s) |
 //! | [`max_requests_per_connection`](ServerLimits::max_requests_per_connection) | 100 000 | the connection is closed after the last reply |
 //! | PDU, stub and output caps | [`HostLimits`](crate::host::HostLimits) | enforced by the engine |
+//!
+//! The deadlines compose: each store operation of a [`KmsHost`] has a
+//! deadline of its own (2 s by default for the database stores), shorter
+//! than [`handler_timeout`](ServerLimits::handler_timeout) (5 s), which is
+//! itself shorter than the client's wait (about 10 s for Windows and
+//! `vlmcs`). A slow store thus yields the store's refusal, a hung one the
+//! same refusal from the transport, and the client always gets an answer.
+//! Keep that order when changing one of them. Every duration saturates:
+//! [`Duration::MAX`] means "never" (for `idle_timeout`, say), not an
+//! overflow.
+//!
+//! A handler that panics does not take the server with it: the requests it
+//! left are refused as on a timeout, the connection is closed
+//! ([`CloseReason::HandlerPanicked`]) and its slot is given back.
 //!
 //! A graceful shutdown stops accepting, closes idle connections, lets
 //! exchanges in flight finish within [`ServerLimits::shutdown_grace`] (a
 //! connection bound but not yet asked anything counts as in flight: its
 //! request is on its way), then closes the rest and flushes the handler's
-//! store ([`Handler::flush`]).
+//! store ([`Handler::flush`]) within [`FLUSH_TIMEOUT`]: a server returns
+//! within `shutdown_grace` and about a second and a half, whatever the
+//! store does.
 //!
 //! An [`Observer`] sees connections open and close (with a [`CloseReason`])
 //! and every [`ActivationRecord`] with its latency: the hook for logs and
-//! metrics (see `metrics::HostMetrics` with the `metrics` feature).
+//! metrics (see `metrics::HostMetrics` with the `metrics` feature). With
+//! the `tracing` feature, [`LogObserver`] writes those events as log lines,
+//! each kind rate-limited so that no peer can make the host write more than
+//! a bounded amount.
 //!
 //! # The clock
 //!
@@ -51,7 +70,10 @@
 #[cfg(feature = "blocking")]
 #[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
 pub mod blocking;
+mod guard;
 mod listen;
+#[cfg(feature = "tracing")]
+mod log;
 mod random;
 mod registry;
 mod session;
@@ -65,6 +87,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 pub use listen::bind;
+#[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+pub use log::LogObserver;
 
 use crate::client::ClientError;
 use crate::host::store::{CountStore, StoreError};
@@ -99,8 +124,11 @@ pub struct ServerLimits {
     /// received after the previous reply (a peer dripping one byte at a
     /// time is closed at this deadline, not kept alive by each byte).
     pub pdu_timeout: Duration,
-    /// How long the [`Handler`] may take over the requests of one read, and
-    /// the peer to accept the replies; past it the connection is closed.
+    /// How long the [`Handler`] may take over the requests of one read:
+    /// past it the requests it left are refused with
+    /// [`Handler::timeout_refusal`]. Also how long the peer gets to accept
+    /// the replies; past that the connection is closed. Keep it above the
+    /// store's own deadline and below the clients' (about 10 s).
     pub handler_timeout: Duration,
     /// Requests answered on one connection before it is closed.
     pub max_requests_per_connection: u64,
@@ -115,7 +143,7 @@ impl Default for ServerLimits {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(30),
             pdu_timeout: Duration::from_secs(10),
-            handler_timeout: Duration::from_secs(10),
+            handler_timeout: Duration::from_secs(5),
             max_requests_per_connection: 100_000,
             shutdown_grace: Duration::from_secs(5),
         }
@@ -225,8 +253,17 @@ pub trait Handler: Send + Sync + 'static {
         rng: &mut (dyn RandomSource + Send),
     ) -> impl Future<Output = Vec<ActivationRecord>> + Send;
 
+    /// The refusal sent for every request the handler left unanswered when
+    /// it ran past [`ServerLimits::handler_timeout`] (or panicked):
+    /// [`HResult::BINDING_SERVICE_NOT_ENABLED`] (0xC004F039, "the KMS could
+    /// not be used") unless overridden. A [`KmsHost`] answers with its
+    /// configured store-failure result.
+    fn timeout_refusal(&self) -> HResult {
+        HResult::BINDING_SERVICE_NOT_ENABLED
+    }
+
     /// Completes when what the handler accepted so far is durable; called
-    /// once at the end of a graceful shutdown.
+    /// once at the end of a graceful shutdown (within [`FLUSH_TIMEOUT`]).
     ///
     /// # Errors
     ///
@@ -245,6 +282,10 @@ impl<S: CountStore + 'static> Handler for KmsHost<S> {
         KmsHost::process(self, conn, rng)
     }
 
+    fn timeout_refusal(&self) -> HResult {
+        self.store_failure_result()
+    }
+
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         self.store().flush()
     }
@@ -257,6 +298,10 @@ impl<H: Handler> Handler for std::sync::Arc<H> {
         rng: &mut (dyn RandomSource + Send),
     ) -> impl Future<Output = Vec<ActivationRecord>> + Send {
         (**self).process(conn, rng)
+    }
+
+    fn timeout_refusal(&self) -> HResult {
+        (**self).timeout_refusal()
     }
 
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
@@ -274,9 +319,12 @@ pub enum CloseReason {
     IdleTimeout,
     /// A PDU did not arrive whole within [`ServerLimits::pdu_timeout`].
     PduTimeout,
-    /// The handler, or the peer reading the replies, took longer than
-    /// [`ServerLimits::handler_timeout`].
+    /// The peer reading the replies took longer than
+    /// [`ServerLimits::handler_timeout`]. (A handler that takes longer gets
+    /// its requests refused; the connection stays open.)
     HandlerTimeout,
+    /// The handler panicked; its requests were refused first.
+    HandlerPanicked,
     /// [`ServerLimits::max_requests_per_connection`] requests were answered.
     MaxRequests,
     /// Closed while idle to make room for a new connection at
@@ -297,7 +345,8 @@ impl std::fmt::Display for CloseReason {
             Self::PeerClosed => f.write_str("closed by the peer"),
             Self::IdleTimeout => f.write_str("idle timeout"),
             Self::PduTimeout => f.write_str("PDU deadline passed"),
-            Self::HandlerTimeout => f.write_str("handler or write timeout"),
+            Self::HandlerTimeout => f.write_str("write timeout"),
+            Self::HandlerPanicked => f.write_str("handler panicked"),
             Self::MaxRequests => f.write_str("request limit reached"),
             Self::Evicted => f.write_str("evicted (connection limit)"),
             Self::Shutdown => f.write_str("server shutdown"),
@@ -317,6 +366,7 @@ impl CloseReason {
             Self::IdleTimeout => "idle_timeout",
             Self::PduTimeout => "pdu_timeout",
             Self::HandlerTimeout => "handler_timeout",
+            Self::HandlerPanicked => "handler_panicked",
             Self::MaxRequests => "max_requests",
             Self::Evicted => "evicted",
             Self::Shutdown => "shutdown",
@@ -359,6 +409,19 @@ pub trait Observer: Send + Sync + 'static {
         let _ = peer;
     }
 
+    /// `accept` failed; `full` when for lack of file descriptors (the
+    /// server then closed its oldest idle connection, if any, and retries).
+    fn accept_failed(&self, error: &io::Error, full: bool) {
+        let _ = (error, full);
+    }
+
+    /// The handler ran past [`ServerLimits::handler_timeout`] (or
+    /// panicked, `panicked`) on a connection; `refused` requests were
+    /// refused with [`Handler::timeout_refusal`].
+    fn handler_failed(&self, peer: SocketAddr, connection_id: u64, refused: usize, panicked: bool) {
+        let _ = (peer, connection_id, refused, panicked);
+    }
+
     /// A request was decided and its reply written; `latency` runs from
     /// the read that completed the request to the end of that write.
     fn request_processed(&self, record: &ActivationRecord, latency: Duration) {
@@ -388,6 +451,18 @@ impl<A: Observer, B: Observer> Observer for (A, B) {
         self.1.connection_refused(peer);
     }
 
+    fn accept_failed(&self, error: &io::Error, full: bool) {
+        self.0.accept_failed(error, full);
+        self.1.accept_failed(error, full);
+    }
+
+    fn handler_failed(&self, peer: SocketAddr, connection_id: u64, refused: usize, panicked: bool) {
+        self.0
+            .handler_failed(peer, connection_id, refused, panicked);
+        self.1
+            .handler_failed(peer, connection_id, refused, panicked);
+    }
+
     fn request_processed(&self, record: &ActivationRecord, latency: Duration) {
         self.0.request_processed(record, latency);
         self.1.request_processed(record, latency);
@@ -405,6 +480,14 @@ impl<O: Observer + ?Sized> Observer for std::sync::Arc<O> {
 
     fn connection_refused(&self, peer: SocketAddr) {
         (**self).connection_refused(peer);
+    }
+
+    fn accept_failed(&self, error: &io::Error, full: bool) {
+        (**self).accept_failed(error, full);
+    }
+
+    fn handler_failed(&self, peer: SocketAddr, connection_id: u64, refused: usize, panicked: bool) {
+        (**self).handler_failed(peer, connection_id, refused, panicked);
     }
 
     fn request_processed(&self, record: &ActivationRecord, latency: Duration) {
@@ -469,4 +552,59 @@ mod clock {
 /// Both clocks at once.
 fn now() -> (Instant, FileTime) {
     (clock::instant(), clock::wall())
+}
+
+/// How long a server waits for [`Handler::flush`] at the end of a
+/// shutdown before giving up on it (an error of `serve`, of kind
+/// [`io::ErrorKind::TimedOut`]).
+pub const FLUSH_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A horizon no deadline goes past: about a century. Far enough to mean
+/// "never", near enough for any clock's arithmetic.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// `at + after`, saturating: a duration too long for the clock (such as
+/// [`Duration::MAX`]) gives a deadline that never comes, not an overflow.
+fn deadline_after(at: Instant, after: Duration) -> Instant {
+    at.checked_add(after.min(FOREVER))
+        .or_else(|| at.checked_add(Duration::from_secs(24 * 60 * 60)))
+        .unwrap_or(at)
+}
+
+/// Refuses with `refusal` every request `conn` still has unanswered (with
+/// 0xC004F039 if `refusal` is no refusal at all); returns how many.
+fn refuse_left(conn: &mut HostConnection, refusal: HResult) -> usize {
+    let refusal = if refusal == HResult::S_OK {
+        HResult::BINDING_SERVICE_NOT_ENABLED
+    } else {
+        refusal
+    };
+    conn.refuse_unanswered(refusal).unwrap_or(0)
+}
+
+/// Whether `accept` failed for lack of file descriptors (`EMFILE`,
+/// `ENFILE`): the server is full as far as the system is concerned.
+fn out_of_descriptors(error: &io::Error) -> bool {
+    // EMFILE and ENFILE: 24 and 23 on Linux, macOS and the BSDs; Windows
+    // reports WSAEMFILE (10024).
+    matches!(error.raw_os_error(), Some(24 | 23 | 10024))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlines_saturate() {
+        let t0 = clock::instant();
+        assert!(deadline_after(t0, Duration::MAX) > deadline_after(t0, Duration::from_secs(1)));
+        assert_eq!(
+            deadline_after(t0, Duration::from_secs(3)),
+            t0.checked_add(Duration::from_secs(3)).unwrap()
+        );
+        assert!(out_of_descriptors(&io::Error::from_raw_os_error(24)));
+        assert!(!out_of_descriptors(&io::Error::from(
+            io::ErrorKind::ConnectionAborted
+        )));
+    }
 }

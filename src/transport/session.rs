@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::random::BufferedOsRandom;
-use super::{CloseReason, Error, Observer, Outcome, ServerLimits, clock, now};
+use super::{CloseReason, Error, Observer, Outcome, ServerLimits, clock, deadline_after, now};
 use crate::OsRandom;
 use crate::client::{ClientConnection, ClientEvent};
 use crate::host::{ActivationRecord, HostConnection, HostError};
@@ -157,13 +157,14 @@ impl ServerSession {
     /// The next deadline and what passing it means.
     pub(crate) fn deadline(&self) -> (Instant, CloseReason) {
         let idle = (
-            self.quiet_since() + self.limits.idle_timeout,
+            deadline_after(self.quiet_since(), self.limits.idle_timeout),
             CloseReason::IdleTimeout,
         );
         match self.pdu_started {
-            Some(start) if start + self.limits.pdu_timeout < idle.0 => {
-                (start + self.limits.pdu_timeout, CloseReason::PduTimeout)
-            }
+            Some(start) if deadline_after(start, self.limits.pdu_timeout) < idle.0 => (
+                deadline_after(start, self.limits.pdu_timeout),
+                CloseReason::PduTimeout,
+            ),
             _ => idle,
         }
     }
@@ -276,6 +277,24 @@ mod tests {
         assert_eq!(session.deadline().1, CloseReason::IdleTimeout);
         assert!(session.is_idle());
         assert_eq!(session.close_reason(false), None);
+    }
+
+    #[test]
+    fn durations_too_long_for_the_clock_mean_never() {
+        let limits = ServerLimits {
+            idle_timeout: Duration::MAX,
+            pdu_timeout: Duration::MAX,
+            handler_timeout: Duration::MAX,
+            ..ServerLimits::default()
+        };
+        let start = clock::instant();
+        let conn = HostConnection::new(&HostConfig::default());
+        let mut session = ServerSession::new(conn, limits, start);
+        let (deadline, why) = session.deadline();
+        assert_eq!(why, CloseReason::IdleTimeout);
+        assert!(deadline > start + Duration::from_secs(365 * 24 * 3600));
+        session.ingest(&BIND_HEAD, &mut BufferedOsRandom).unwrap();
+        assert!(session.deadline().0 > start + Duration::from_secs(365 * 24 * 3600));
     }
 
     #[test]

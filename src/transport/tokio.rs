@@ -36,10 +36,14 @@ use ::tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use ::tokio::task::JoinSet;
 use ::tokio::time::{Instant as TokioInstant, Sleep, sleep_until, timeout};
 
+use super::guard::{Registered, unwind_safe};
 use super::random::BufferedOsRandom;
 use super::registry::{Closer, Entry, Registry};
 use super::session::{ClientSession, READ_CHUNK, ServerSession};
-use super::{CloseReason, Error, Handler, NoObserver, Observer, Outcome, ServerConfig, clock};
+use super::{
+    CloseReason, Error, FLUSH_TIMEOUT, Handler, NoObserver, Observer, Outcome, ServerConfig, clock,
+    deadline_after, out_of_descriptors, refuse_left,
+};
 use crate::client::{ClientConfig, ClientConnection};
 use crate::host::HostConnection;
 
@@ -49,7 +53,10 @@ const ACCEPT_WAIT: Duration = Duration::from_secs(1);
 
 /// After the grace period and the close request, how long connections get
 /// to notice before their tasks are cancelled.
-const FORCE_CLOSE_WAIT: Duration = Duration::from_secs(1);
+const FORCE_CLOSE_WAIT: Duration = Duration::from_millis(250);
+
+/// After `accept` failed, how long before the next try.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
 
 impl Closer for Notify {
     fn close(&self) {
@@ -113,9 +120,11 @@ impl<H: Handler> Server<H> {
     /// # Errors
     ///
     /// A listener that cannot be registered with the runtime, or a store
-    /// that cannot flush (as [`io::ErrorKind::Other`]). Errors of single
+    /// that cannot flush (as [`io::ErrorKind::Other`]) or does not within
+    /// [`FLUSH_TIMEOUT`] ([`io::ErrorKind::TimedOut`]). Errors of single
     /// connections and of `accept` are not errors of the server: they close
-    /// that connection (and are reported to the observer).
+    /// that connection (and are reported to the observer). Running out of
+    /// file descriptors closes the oldest idle connection to make room.
     pub async fn serve(
         self,
         listeners: Vec<std::net::TcpListener>,
@@ -145,11 +154,22 @@ impl<H: Handler> Server<H> {
                 accepted = accept_any(&listeners) => accepted,
             };
             while tasks.try_join_next().is_some() {}
-            let Ok((stream, peer)) = accepted else {
-                // Out of descriptors, or a connection reset before it was
-                // accepted: breathe instead of spinning.
-                ::tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
+            let (stream, peer) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors: as full as at the connection cap,
+                    // so make room. Otherwise (a connection reset before it
+                    // was accepted, say) breathe instead of spinning.
+                    let full = out_of_descriptors(&error);
+                    if full {
+                        shared.registry.evict_oldest_idle(clock::instant());
+                    }
+                    if full || !is_transient(&error) {
+                        shared.observer.accept_failed(&error, full);
+                    }
+                    ::tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
             };
             let permit = if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
                 Some(permit)
@@ -182,8 +202,26 @@ impl<H: Handler> Server<H> {
                 join_all(&mut tasks).await;
             }
         }
-        shared.handler.flush().await.map_err(io::Error::other)
+        match timeout(FLUSH_TIMEOUT, shared.handler.flush()).await {
+            Ok(flushed) => flushed.map_err(io::Error::other),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the store did not flush in time",
+            )),
+        }
     }
+}
+
+/// `accept` errors that concern one connection only (reset or aborted
+/// before it was taken): not worth a log line.
+fn is_transient(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
 }
 
 async fn join_all(tasks: &mut JoinSet<()>) {
@@ -209,13 +247,14 @@ async fn serve_connection<H: Handler>(
     peer: SocketAddr,
     permit: OwnedSemaphorePermit,
 ) {
-    let entry = shared.registry.register(Notify::new());
-    let id = entry.id();
+    // Both are given back however the task ends (cancelled or panicking
+    // included): the entry by its guard, the permit by its drop.
+    let _permit = permit;
+    let registered = Registered::new(&shared.registry, Notify::new());
+    let id = registered.entry().id();
     shared.observer.connection_opened(peer, id);
-    let reason = drive(&shared, stream, peer, &entry).await;
+    let reason = drive(&shared, stream, peer, registered.entry()).await;
     shared.observer.connection_closed(peer, id, &reason);
-    shared.registry.remove(id);
-    drop(permit);
 }
 
 async fn drive<H: Handler>(
@@ -293,22 +332,10 @@ async fn drive<H: Handler>(
             Err(reason) => break reason,
         };
         loop {
-            let started = clock::instant();
-            let limit = session.handler_timeout();
-            let done = {
-                let exchange = pin!(async {
-                    let records = shared.handler.process(session.conn(), &mut rng).await;
-                    let written = write_output(&mut stream, session.conn()).await?;
-                    Ok::<_, io::Error>((records, written))
-                });
-                bounded(exchange, timer.as_mut(), &mut timer_at, started + limit).await
-            };
-            match done {
-                None => break 'conn CloseReason::HandlerTimeout,
-                Some(Err(e)) => break 'conn CloseReason::Io(e.kind()),
-                Some(Ok((records, written))) => {
-                    session.finish_exchange(&records, written, &*shared.observer);
-                }
+            let timer = (timer.as_mut(), &mut timer_at);
+            if let Err(reason) = exchange(shared, &mut session, &mut stream, &mut rng, timer).await
+            {
+                break 'conn reason;
             }
             if let Some(error) = failed.take() {
                 break 'conn CloseReason::Protocol(error);
@@ -330,15 +357,72 @@ async fn drive<H: Handler>(
     reason
 }
 
+/// One exchange: hands the connection's requests to the handler within
+/// the handler timeout, then writes the replies within it again. A handler
+/// that runs out of time (its work is dropped) or panics has the requests
+/// it left refused with its [`Handler::timeout_refusal`]; a panic then
+/// closes the connection, once the refusals are written.
+async fn exchange<H: Handler>(
+    shared: &Shared<H>,
+    session: &mut ServerSession,
+    stream: &mut TcpStream,
+    rng: &mut BufferedOsRandom,
+    (mut timer, timer_at): (Pin<&mut Sleep>, &mut Instant),
+) -> Result<(), CloseReason> {
+    let limit = deadline_after(clock::instant(), session.handler_timeout());
+    let processed = {
+        let work = pin!(unwind_safe(shared.handler.process(session.conn(), rng)));
+        bounded(work, timer.as_mut(), timer_at, limit).await
+    };
+    let (records, panicked) = match processed {
+        Some(Ok(records)) => (records, false),
+        outcome => {
+            let panicked = outcome.is_some();
+            let conn = session.conn();
+            let refused = refuse_left(conn, shared.handler.timeout_refusal());
+            let peer = conn
+                .peer()
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+            shared
+                .observer
+                .handler_failed(peer, conn.connection_id(), refused, panicked);
+            (Vec::new(), panicked)
+        }
+    };
+    let limit = deadline_after(clock::instant(), session.handler_timeout());
+    let written = {
+        let write = pin!(write_output(stream, session.conn()));
+        bounded(write, timer, timer_at, limit).await
+    };
+    match written {
+        None => return Err(CloseReason::HandlerTimeout),
+        Some(Err(e)) => return Err(CloseReason::Io(e.kind())),
+        Some(Ok(written)) => session.finish_exchange(&records, written, &*shared.observer),
+    }
+    if panicked {
+        return Err(CloseReason::HandlerPanicked);
+    }
+    Ok(())
+}
+
 /// Runs `work` to completion unless `limit` passes first (`None`), on the
-/// connection's timer: a handler that completes at once (an in-memory
-/// store) never touches it.
+/// connection's timer, which is moved earlier to `limit` when needed: work
+/// that completes at its first poll (an in-memory store, a write to a
+/// socket with room) never touches it.
 async fn bounded<T>(
     mut work: Pin<&mut impl Future<Output = T>>,
     mut timer: Pin<&mut Sleep>,
     timer_at: &mut Instant,
     limit: Instant,
 ) -> Option<T> {
+    let first = poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+    if let Poll::Ready(out) = first {
+        return Some(out);
+    }
+    if limit < *timer_at {
+        *timer_at = limit;
+        timer.as_mut().reset(TokioInstant::from_std(limit));
+    }
     loop {
         ::tokio::select! {
             biased;
