@@ -8,11 +8,15 @@
 //!
 //! Genuine counting by default (each application's count is the number of
 //! distinct clients seen in 30 days); `--count fixed:N` or `--count
-//! twice-n` for emulator behaviour. One log line per activation on stderr
-//! (`RUST_LOG` sets the level, `info` by default; `RUST_LOG=warn` for
-//! load tests); statistics on stdout at SIGHUP and at shutdown; Ctrl-C or
-//! SIGTERM drains connections gracefully. Running a KMS host does not
-//! license the software it activates.
+//! twice-n` for emulator behaviour. One log line per activation on stderr,
+//! at most 100 per 10 s, and connection events at most 20 per 10 s of each
+//! kind, so that no client can flood the log (`RUST_LOG` sets the level,
+//! `info` by default; `RUST_LOG=warn` for load tests); statistics on stdout
+//! at SIGHUP and at shutdown; Ctrl-C or SIGTERM drains connections
+//! gracefully, and the host exits within `--grace` and a second whatever
+//! its store does. At start the soft limit of open files is raised to the
+//! hard one, and connections are capped below it. Running a KMS host does
+//! not license the software it activates.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,7 +35,7 @@ use kms_activation::message::Hwid;
 use kms_activation::metrics::{HostMetrics, serve_http};
 use kms_activation::transport::tokio::Server;
 use kms_activation::transport::{
-    CloseReason, NoObserver, Observer, ServerConfig, ServerLimits, bind,
+    LogObserver, NoObserver, Observer, ServerConfig, ServerLimits, bind,
 };
 use kms_activation::{FileTime, OsRandom, Uuid, product};
 use tokio::sync::watch;
@@ -181,26 +185,59 @@ fn now() -> FileTime {
     FileTime::try_from(std::time::SystemTime::now()).unwrap_or_default()
 }
 
-/// One log line per connection event (activations are logged by
-/// `KmsHost` itself, target `kms_activation::activation`).
-struct LogObserver;
+/// How long the statistics (at SIGHUP, at shutdown) may take: a hung
+/// store costs a warning, not a hung host.
+const STATISTICS_TIMEOUT: Duration = Duration::from_secs(2);
 
-impl Observer for LogObserver {
-    fn connection_opened(&self, peer: SocketAddr, connection_id: u64) {
-        tracing::debug!(%peer, connection = connection_id, "connection opened");
-    }
+/// How long past `--grace` the host may take to stop, whatever its store
+/// does: the server's forced close and flush, the final statistics.
+const STOP_MARGIN: Duration = Duration::from_secs(1);
 
-    fn connection_closed(&self, peer: SocketAddr, connection_id: u64, reason: &CloseReason) {
-        match reason {
-            CloseReason::PeerClosed | CloseReason::Shutdown | CloseReason::MaxRequests => {
-                tracing::debug!(%peer, connection = connection_id, %reason, "connection closed");
+/// File descriptors kept for everything but client connections: listeners,
+/// the runtime, the store's connections, metrics scrapes, stdio.
+const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// Raises the soft limit of open files to the hard one and returns the
+/// connection cap that fits under it: `requested`, or fewer. Says so in
+/// the log.
+fn descriptor_cap(requested: usize) -> usize {
+    #[cfg(unix)]
+    {
+        let before = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft);
+        let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+            Ok(limit) => limit,
+            Err(e) => {
+                tracing::warn!("cannot read or raise the open-file limit: {e}");
+                match before {
+                    Ok(soft) => soft,
+                    Err(_) => return requested,
+                }
             }
-            _ => tracing::info!(%peer, connection = connection_id, %reason, "connection closed"),
+        };
+        if let Ok(before) = before
+            && before < limit
+        {
+            tracing::info!(from = before, to = limit, "raised the open-file limit");
         }
+        // Half the descriptors at most go to the reserve, so a tiny limit
+        // still leaves room for clients.
+        let reserve = RESERVED_DESCRIPTORS.min(limit / 2);
+        let fits = usize::try_from(limit.saturating_sub(reserve))
+            .unwrap_or(usize::MAX)
+            .max(1);
+        if fits < requested {
+            tracing::info!(
+                open_files = limit,
+                max_connections = fits,
+                "connections capped below the open-file limit (was {requested})"
+            );
+            return fits;
+        }
+        requested
     }
-
-    fn connection_refused(&self, peer: SocketAddr) {
-        tracing::warn!(%peer, "connection refused: server full and no connection idle");
+    #[cfg(not(unix))]
+    {
+        requested
     }
 }
 
@@ -228,7 +265,7 @@ fn server_config(args: &Args, port: u16) -> ServerConfig {
         .set_btfn(!args.no_btfn)
         .set_max_clock_skew(args.skew.0);
     let mut limits = ServerLimits::default();
-    limits.max_connections = args.max_connections;
+    limits.max_connections = descriptor_cap(args.max_connections);
     limits.idle_timeout = Duration::from_secs(args.idle_timeout);
     limits.pdu_timeout = Duration::from_secs(args.pdu_timeout);
     limits.max_requests_per_connection = args.max_requests;
@@ -280,10 +317,15 @@ async fn signals<S: CountStore + 'static>(host: Arc<KmsHost<S>>) {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => return,
                 _ = term.recv() => return,
-                _ = hup.recv() => match host.statistics(now()).await {
-                    Ok(statistics) => print_statistics(&statistics),
-                    Err(e) => tracing::warn!("statistics unavailable: {e}"),
-                },
+                _ = hup.recv() => {
+                    // A stop signal during the statistics is not held up.
+                    tokio::select! {
+                        biased;
+                        _ = tokio::signal::ctrl_c() => return,
+                        _ = term.recv() => return,
+                        () = statistics(&host, STATISTICS_TIMEOUT) => {}
+                    }
+                }
             }
         }
     }
@@ -291,6 +333,16 @@ async fn signals<S: CountStore + 'static>(host: Arc<KmsHost<S>>) {
     {
         let _ = host;
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Prints the host's statistics, unless the store does not give them
+/// within `limit`.
+async fn statistics<S: CountStore + 'static>(host: &KmsHost<S>, limit: Duration) {
+    match tokio::time::timeout(limit, host.statistics(now())).await {
+        Ok(Ok(statistics)) => print_statistics(&statistics),
+        Ok(Err(e)) => tracing::warn!("statistics unavailable: {e}"),
+        Err(_) => tracing::warn!("statistics unavailable: the store did not answer in time"),
     }
 }
 
@@ -371,9 +423,9 @@ async fn run<S: CountStore + 'static>(args: Args, store: S) -> Result<(), String
                 stopped(stop_rx.clone()),
             ));
             tracing::info!("metrics on http://{addr}/metrics");
-            Arc::new((LogObserver, metrics))
+            Arc::new((LogObserver::new(), metrics))
         }
-        None => Arc::new((LogObserver, NoObserver)),
+        None => Arc::new((LogObserver::new(), NoObserver)),
     };
 
     tracing::info!(
@@ -384,19 +436,49 @@ async fn run<S: CountStore + 'static>(args: Args, store: S) -> Result<(), String
         "kms-host ready"
     );
     let server = Server::new(Arc::clone(&host), server_config(&args, port)).with_observer(observer);
-    let signalled = tokio::spawn(signals(Arc::clone(&host)));
-    let result = server
-        .serve(listeners, async move {
-            let _ = signalled.await;
-            tracing::info!("shutting down: draining connections");
-        })
-        .await;
+    let grace = Duration::from_secs(args.grace);
+    let result = serve_and_stop(server, listeners, &host, grace).await;
     let _ = stop_tx.send(true);
-    match host.statistics(now()).await {
-        Ok(statistics) => print_statistics(&statistics),
-        Err(e) => tracing::warn!("statistics unavailable: {e}"),
-    }
-    result.map_err(|e| format!("server: {e}"))
+    result
+}
+
+/// Serves until a stop signal, then stops within `grace` and
+/// [`STOP_MARGIN`] whatever the store does: draining, flushing and the
+/// final statistics included.
+async fn serve_and_stop<S: CountStore + 'static>(
+    server: Server<Arc<KmsHost<S>>>,
+    listeners: Vec<std::net::TcpListener>,
+    host: &Arc<KmsHost<S>>,
+    grace: Duration,
+) -> Result<(), String> {
+    let signalled = tokio::spawn(signals(Arc::clone(host)));
+    // When the stop signal came, so that the whole stop has a deadline.
+    let (stopping_tx, mut stopping) = watch::channel(None);
+    let served = server.serve(listeners, async move {
+        let _ = signalled.await;
+        let deadline = tokio::time::Instant::now().checked_add(grace.saturating_add(STOP_MARGIN));
+        let _ = stopping_tx.send(Some(deadline));
+        tracing::info!("shutting down: draining connections");
+    });
+    let stop_by = async {
+        match stopping.wait_for(Option::is_some).await.map(|at| *at) {
+            Ok(Some(Some(deadline))) => tokio::time::sleep_until(deadline).await,
+            _ => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        result = served => result.map_err(|e| format!("server: {e}")),
+        () = stop_by => Err("server: connections or the store did not stop in time".to_owned()),
+    };
+    // The final statistics within what is left of the stop's deadline.
+    let deadline = stopping.borrow().flatten();
+    let left = deadline.map_or(STATISTICS_TIMEOUT, |deadline| {
+        deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .min(STATISTICS_TIMEOUT)
+    });
+    statistics(host, left).await;
+    result
 }
 
 async fn dispatch(args: Args) -> Result<(), String> {
@@ -436,7 +518,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(args)) {
+    let result = runtime.block_on(dispatch(args));
+    // Tasks left (a scrape, a store's connection task) do not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kms-host: {e}");
