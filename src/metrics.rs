@@ -13,20 +13,28 @@
 //! | `kms_connections_open` | gauge | |
 //! | `kms_connections_closed_total` | counter | `reason` ([`CloseReason::name`](crate::transport::CloseReason::name)) |
 //! | `kms_connections_refused_total` | counter | (server full, nothing idle to close) |
-//! | `kms_clients` | gauge | `application` (distinct clients in the counting window) |
-//! | `kms_current_count` | gauge | `application` (the count the host reports now) |
-//! | `kms_requests_by_license_status` | gauge | `status` (since start, from the host's statistics) |
+//! | `kms_clients` | gauge | `application` (distinct clients in the counting window; 0 once none is left) |
+//! | `kms_current_count` | gauge | `application` (the count the host reports now; 0 once no client is left) |
+//! | `kms_requests_by_license_status_total` | counter | `status` (since start, from the host's statistics) |
+//! | `kms_store_errors_total` | counter | `operation` (store operations that failed or timed out, from [`HostMetrics::record_store_error`]) |
+//! | `kms_handler_failures_total` | counter | `kind` (`timeout` or `panic`: the handler's requests were refused) |
+//!
+//! In the `OpenMetrics` text, a counter's samples end in `_total`.
 //!
 //! ```
 //! use kms_activation::metrics::HostMetrics;
 //!
 //! let metrics = HostMetrics::new();
+//! metrics.record_store_error("record_visit");
 //! let text = metrics.encode();
 //! assert!(text.contains("# TYPE kms_connections_open gauge"));
+//! assert!(text.contains("kms_store_errors_total{operation=\"record_visit\"} 1"));
 //! assert!(text.ends_with("# EOF\n"));
 //! ```
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -63,6 +71,20 @@ struct StatusLabels {
     status: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// Distinct `operation` labels kept for store errors: a caller that names
+/// operations freely cannot grow the metrics without bound.
+const MAX_OPERATIONS: usize = 32;
+
 /// The license states of [`Statistics::requests_by_license_status`], in
 /// order, then the rest.
 const STATUS_NAMES: [&str; 8] = [
@@ -87,7 +109,13 @@ pub struct HostMetrics {
     refused: Counter,
     clients: Family<ApplicationLabels, Gauge>,
     current_count: Family<ApplicationLabels, Gauge>,
-    by_status: Family<StatusLabels, Gauge>,
+    /// Applications given a value so far: set to zero when they leave the
+    /// statistics.
+    applications: Mutex<HashSet<ApplicationLabels>>,
+    by_status: Family<StatusLabels, Counter>,
+    store_errors: Family<OperationLabels, Counter>,
+    operations: Mutex<HashSet<String>>,
+    handler_failures: Family<KindLabels, Counter>,
 }
 
 impl Default for HostMetrics {
@@ -140,11 +168,23 @@ impl HostMetrics {
             "The count the host reports now, by application",
             current_count.clone(),
         );
-        let by_status = Family::<StatusLabels, Gauge>::default();
+        let by_status = Family::<StatusLabels, Counter>::default();
         registry.register(
             "kms_requests_by_license_status",
             "Requests since start by the license state the client reported",
             by_status.clone(),
+        );
+        let store_errors = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "kms_store_errors",
+            "Store operations that failed or timed out, by operation",
+            store_errors.clone(),
+        );
+        let handler_failures = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "kms_handler_failures",
+            "Exchanges whose handler timed out or panicked (its requests were refused)",
+            handler_failures.clone(),
         );
         Self {
             registry,
@@ -155,8 +195,44 @@ impl HostMetrics {
             refused,
             clients,
             current_count,
+            applications: Mutex::new(HashSet::new()),
             by_status,
+            store_errors,
+            operations: Mutex::new(HashSet::new()),
+            handler_failures,
         }
+    }
+
+    /// Counts a failed (or timed-out) store operation, by a short name
+    /// (`"record_visit"`, `"append_activation"`, …). At most 32 distinct
+    /// names are kept; later ones are counted as `"other"`.
+    pub fn record_store_error(&self, operation: &str) {
+        let operation = {
+            let mut known = self
+                .operations
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if known.contains(operation) {
+                operation.to_owned()
+            } else if known.len() < MAX_OPERATIONS {
+                known.insert(operation.to_owned());
+                operation.to_owned()
+            } else {
+                "other".to_owned()
+            }
+        };
+        self.store_errors
+            .get_or_create(&OperationLabels { operation })
+            .inc();
+    }
+
+    /// Counts an exchange whose handler timed out (`panicked` false) or
+    /// panicked.
+    pub fn handler_failed(&self, panicked: bool) {
+        let kind = if panicked { "panic" } else { "timeout" };
+        self.handler_failures
+            .get_or_create(&KindLabels { kind })
+            .inc();
     }
 
     /// Counts one decided request and its latency.
@@ -193,7 +269,17 @@ impl HostMetrics {
 
     /// Takes the host's current counts and request tallies (from
     /// [`KmsHost::statistics`](crate::host::KmsHost::statistics)).
+    ///
+    /// An application the statistics no longer list (its last client left
+    /// the counting window) has its gauges set to zero. The request
+    /// tallies are running totals: their counters move up to the new
+    /// totals (never down).
     pub fn set_statistics(&self, statistics: &Statistics) {
+        let mut known = self
+            .applications
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut listed = HashSet::with_capacity(statistics.counts.len());
         for count in &statistics.counts {
             let labels = ApplicationLabels {
                 application: count.name().map_or_else(
@@ -207,15 +293,21 @@ impl HostMetrics {
             self.current_count
                 .get_or_create(&labels)
                 .set(i64::from(count.current_count));
+            listed.insert(labels);
         }
+        for gone in known.difference(&listed) {
+            self.clients.get_or_create(gone).set(0);
+            self.current_count.get_or_create(gone).set(0);
+        }
+        known.extend(listed);
+        drop(known);
         let tallies = statistics
             .requests_by_license_status
             .iter()
             .chain(std::iter::once(&statistics.requests_other_status));
         for (status, &n) in STATUS_NAMES.into_iter().zip(tallies) {
-            self.by_status
-                .get_or_create(&StatusLabels { status })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+            let counter = self.by_status.get_or_create(&StatusLabels { status });
+            counter.inc_by(n.saturating_sub(counter.get()));
         }
     }
 
@@ -255,6 +347,10 @@ impl crate::transport::Observer for HostMetrics {
     fn request_processed(&self, record: &ActivationRecord, latency: Duration) {
         self.observe_request(record, latency);
     }
+
+    fn handler_failed(&self, _: std::net::SocketAddr, _: u64, _: usize, panicked: bool) {
+        HostMetrics::handler_failed(self, panicked);
+    }
 }
 
 #[cfg(feature = "tokio")]
@@ -270,6 +366,8 @@ mod http {
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::Semaphore;
+    use tokio::task::JoinSet;
     use tokio::time::timeout;
 
     use super::{CONTENT_TYPE, HostMetrics};
@@ -278,10 +376,15 @@ mod http {
     const MAX_REQUEST: usize = 8192;
     /// How long a scraper has to send its request and read the answer.
     const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Scrapes served at once.
+    const MAX_SCRAPES: usize = 64;
 
     /// Serves `GET /metrics` (404 for any other path) on `listener` until
-    /// `shutdown` completes, one scrape at a time; `refresh` runs before
-    /// each scrape (to take the host's statistics, say).
+    /// `shutdown` completes; `refresh` runs before each scrape (to take the
+    /// host's statistics, say). Scrapes are served concurrently, up to 64
+    /// at once (more are closed at once), each within 5 seconds from its
+    /// connection to the end of the answer: idle or slow connections delay
+    /// no one.
     ///
     /// ```no_run
     /// use kms_activation::metrics::{HostMetrics, serve_http};
@@ -306,23 +409,37 @@ mod http {
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()>
     where
-        F: Fn() -> Fut,
-        Fut: Future<Output = ()>,
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
     {
         listener.set_nonblocking(true)?;
         let listener = TcpListener::from_std(listener)?;
+        let refresh = Arc::new(refresh);
+        let slots = Arc::new(Semaphore::new(MAX_SCRAPES));
+        let mut scrapes = JoinSet::new();
         let mut shutdown = pin!(shutdown);
         loop {
             let accepted = tokio::select! {
-                () = &mut shutdown => return Ok(()),
+                () = &mut shutdown => break,
                 accepted = listener.accept() => accepted,
             };
+            while scrapes.try_join_next().is_some() {}
             let Ok((stream, _)) = accepted else {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
-            let _ = timeout(SCRAPE_TIMEOUT, scrape(stream, &metrics, &refresh)).await;
+            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                // Too many at once: this one is closed unanswered.
+                continue;
+            };
+            let (metrics, refresh) = (Arc::clone(&metrics), Arc::clone(&refresh));
+            scrapes.spawn(async move {
+                let _ = timeout(SCRAPE_TIMEOUT, scrape(stream, &metrics, &*refresh)).await;
+                drop(permit);
+            });
         }
+        scrapes.abort_all();
+        Ok(())
     }
 
     async fn scrape<F, Fut>(
