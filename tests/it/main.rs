@@ -21,6 +21,7 @@ mod discovery;
 #[cfg(feature = "pcap")]
 mod dissect;
 mod engines;
+mod fault_store;
 mod kms_client;
 #[cfg(feature = "pcap")]
 mod kms_dissect;
