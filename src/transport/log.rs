@@ -106,7 +106,7 @@ impl Observer for LogObserver {
     fn accept_failed(&self, error: &io::Error, full: bool) {
         if let Some(suppressed) = admit(&self.accept) {
             if full {
-                tracing::warn!(target: "kms_activation::transport", %error, suppressed, "out of file descriptors: closed the oldest idle connection");
+                tracing::warn!(target: "kms_activation::transport", %error, suppressed, "out of file descriptors: closing the oldest idle connection, if any");
             } else {
                 tracing::warn!(target: "kms_activation::transport", %error, suppressed, "accept failed");
             }

@@ -16,6 +16,7 @@ mod catalog_keys;
 mod catalog_tool;
 mod chunking;
 mod corpus;
+mod descriptors;
 #[cfg(feature = "dns")]
 mod discovery;
 #[cfg(feature = "pcap")]
