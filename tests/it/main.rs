@@ -29,6 +29,8 @@ mod kms_dissect;
 mod kms_host;
 mod loopback;
 mod metrics_endpoint;
+#[cfg(feature = "postgres")]
+mod postgres_pause;
 mod stores;
 mod support;
 mod transport_blocking;
