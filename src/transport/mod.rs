@@ -22,7 +22,7 @@
 //!
 //! | limit | default (tokio / blocking) | at the limit |
 //! |---|---|---|
-//! | [`max_connections`](ServerLimits::max_connections) | 10 000 / 64 (the blocking server never runs more than [`blocking::MAX_THREADS`] threads, whatever the cap) | the connection idle for longest (and for at least a second) is closed; with none, accepting stops for up to a second, then the newcomer is dropped. Running out of file descriptors in `accept` counts as being at the cap |
+//! | [`max_connections`](ServerLimits::max_connections) | 10 000 / 64 (the blocking server never runs more than `blocking::MAX_THREADS` (256) threads, whatever the cap) | the connection idle for longest (and for at least a second) is closed; with none, accepting stops for up to a second, then the newcomer is dropped. Running out of file descriptors in `accept` counts as being at the cap |
 //! | [`idle_timeout`](ServerLimits::idle_timeout) | 30 s | an idle connection (nothing received since the last reply) is closed |
 //! | [`pdu_timeout`](ServerLimits::pdu_timeout) | 10 s | a PDU (a request with all its fragments) must arrive whole within this time of its first byte, however the peer paces the bytes |
 //! | [`handler_timeout`](ServerLimits::handler_timeout) | 5 s | the handler's work is abandoned and every request it left unanswered is refused with [`Handler::timeout_refusal`] (0xC004F039 for a [`KmsHost`] by default): a normal KMS reply, sent before a Windows client's own RPC timeout (about 10 s) |
@@ -54,7 +54,7 @@
 //! An [`Observer`] sees connections open and close (with a [`CloseReason`])
 //! and every [`ActivationRecord`] with its latency: the hook for logs and
 //! metrics (see `metrics::HostMetrics` with the `metrics` feature). With
-//! the `tracing` feature, [`LogObserver`] writes those events as log lines,
+//! the `tracing` feature, `LogObserver` writes those events as log lines,
 //! each kind rate-limited so that no peer can make the host write more than
 //! a bounded amount.
 //!
@@ -116,7 +116,8 @@ pub struct ServerLimits {
     /// Connections held at once. At the cap the connection idle for longest
     /// (at least a second) is closed to make room; when there is none the
     /// server stops accepting for up to a second, then drops the newcomer. For the blocking
-    /// server this is also the number of threads.
+    /// server this is also the number of threads, at most
+    /// `blocking::MAX_THREADS`.
     pub max_connections: usize,
     /// How long a connection may wait for the first byte of its next PDU.
     pub idle_timeout: Duration,

@@ -246,11 +246,18 @@ async fn a_paused_database_gets_every_client_the_refusal_and_loses_nothing() {
     let next = activate_eventually(addr, 9).await;
     assert!((4..=9).contains(&next), "count {next}");
 
-    // A stop signal while the database hangs still stops the host, well
-    // within a service manager's stop timeout (15 s in the README's unit).
+    // A stop signal while the database hangs, and while the host prints
+    // its statistics (SIGHUP), still stops the host, well within a service
+    // manager's stop timeout (15 s in the README's unit).
     proxy.pause();
     let pending = tokio::spawn(activate(addr, 10));
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let hup = Command::new("kill")
+        .args(["-HUP", &host.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let killed = Command::new("kill")
         .args(["-TERM", &host.0.id().to_string()])
         .status()
