@@ -111,6 +111,41 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut paused: watch
     let _ = to.shutdown().await;
 }
 
+/// The database server's address and settings, and an admin connection,
+/// with [`DATABASE`] created afresh.
+async fn fresh_database(url: &str) -> (SocketAddr, tokio_postgres::Config, tokio_postgres::Client) {
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let upstream = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let admin = admin(url).await;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
+        .await
+        .unwrap();
+    (upstream, config, admin)
+}
+
+/// Sends `signal` (`-TERM`, `-HUP`) to `child`.
+fn signal(child: &Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
 /// Kills the host when the test ends, however it ends.
 struct Host(Child);
 
@@ -163,28 +198,8 @@ async fn a_paused_database_gets_every_client_the_refusal_and_loses_nothing() {
     let Some(url) = database_url() else {
         return;
     };
-    let config: tokio_postgres::Config = url.parse().unwrap();
+    let (upstream, config, admin) = fresh_database(&url).await;
     let user = config.get_user().unwrap_or("postgres").to_owned();
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
-        _ => "127.0.0.1".to_owned(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let upstream = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .unwrap()
-        .next()
-        .unwrap();
-    let admin = admin(&url).await;
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"))
-        .await
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
-        .await
-        .unwrap();
-
     let proxy = Proxy::start(upstream).await;
     let store = match config.get_password() {
         Some(password) => format!(
@@ -252,17 +267,9 @@ async fn a_paused_database_gets_every_client_the_refusal_and_loses_nothing() {
     proxy.pause();
     let pending = tokio::spawn(activate(addr, 10));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let hup = Command::new("kill")
-        .args(["-HUP", &host.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
+    signal(&host.0, "-HUP");
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let killed = Command::new("kill")
-        .args(["-TERM", &host.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    signal(&host.0, "-TERM");
     let mut exited = None;
     for _ in 0..150 {
         exited = host.0.try_wait().unwrap();
