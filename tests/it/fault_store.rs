@@ -207,6 +207,41 @@ mod on_tokio {
         }
     }
 
+    /// A handler of an embedder's own that never decides anything.
+    struct Stuck;
+
+    impl kms_activation::transport::Handler for Stuck {
+        async fn process(
+            &self,
+            _: &mut kms_activation::host::HostConnection,
+            _: &mut (dyn kms_activation::RandomSource + Send),
+        ) -> Vec<ActivationRecord> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handler_that_never_answers_gets_the_default_refusal_sent() {
+        let listeners = bind(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+        let addr = listeners[0].local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = Server::new(Stuck, ServerConfig::new(HostConfig::default(), limits()));
+        let done = tokio::spawn(server.serve(listeners, async {
+            let _ = stopped.await;
+        }));
+        let mut client = connect(addr).await;
+        for cmid in 1..=2 {
+            let outcome = client.activate(request(Version::V5, cmid)).await.unwrap();
+            assert_eq!(
+                outcome,
+                Outcome::Refused(HResult::BINDING_SERVICE_NOT_ENABLED)
+            );
+        }
+        drop(client);
+        let _ = stop.send(());
+        done.await.unwrap().unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failing_store_gets_the_refusal_at_once() {
         let store = Arc::new(FaultStore::default());
