@@ -85,8 +85,29 @@ async fn conformance<S: CountStore>(store: &S) {
     max_n_policy(store).await;
     capacity(store).await;
     activation_log(store).await;
+    queued_activation_log(store).await;
     epids(store).await;
     store.flush().await.unwrap();
+}
+
+async fn queued_activation_log<S: CountStore>(store: &S) {
+    // Records queued without waiting are stored by the time `flush`
+    // completes, newest first.
+    let queued: Vec<_> = (7..=9u32)
+        .map(|i| record(T0 + u64::from(i) * MINUTE, u128::from(i), true, Some(i)))
+        .collect();
+    for r in &queued {
+        store
+            .queue_activation(r.clone(), FileTime::from_ticks(0))
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    let recent = store.recent_activations(3).await.unwrap();
+    assert_eq!(
+        recent,
+        vec![queued[2].clone(), queued[1].clone(), queued[0].clone()]
+    );
+    assert_eq!(store.health().dropped_records, 0);
 }
 
 async fn counting<S: CountStore>(store: &S) {
@@ -276,7 +297,7 @@ mod sqlite {
     use std::process::{Command, Stdio};
     use std::sync::Arc;
 
-    use kms_activation::host::store::{SqliteStore, StoreError};
+    use kms_activation::host::store::{SqliteOptions, SqliteStore, StoreError};
 
     use super::*;
 
@@ -479,6 +500,211 @@ mod sqlite {
             pollster::block_on(clients(&store, visit(1, 1, 25, T0 + 1))),
             3
         );
+    }
+
+    /// The schema of the first release (version 0, no `user_version`), as
+    /// it created its file.
+    const SQLITE_V0: &str = "
+        CREATE TABLE clients (application_id BLOB NOT NULL, cmid BLOB NOT NULL,
+            last_seen INTEGER NOT NULL, n_policy INTEGER NOT NULL,
+            PRIMARY KEY (application_id, cmid)) WITHOUT ROWID;
+        CREATE INDEX clients_by_last_seen ON clients (application_id, last_seen);
+        CREATE INDEX clients_by_n_policy ON clients (application_id, n_policy);
+        CREATE TABLE applications (application_id BLOB PRIMARY KEY,
+            clients INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE activations (id INTEGER PRIMARY KEY, time INTEGER NOT NULL, peer TEXT,
+            connection_id INTEGER NOT NULL, protocol INTEGER NOT NULL,
+            application_id BLOB NOT NULL, sku_id BLOB NOT NULL, kms_id BLOB NOT NULL,
+            cmid BLOB NOT NULL, previous_cmid BLOB NOT NULL, workstation TEXT NOT NULL,
+            n_policy INTEGER NOT NULL, client_time INTEGER NOT NULL,
+            virtual_machine INTEGER NOT NULL, license_status INTEGER NOT NULL,
+            minutes_to_expiry INTEGER NOT NULL, count INTEGER, result INTEGER NOT NULL);
+        CREATE INDEX activations_by_time ON activations (time);
+        CREATE TABLE epids (csvlk_id BLOB PRIMARY KEY, epid TEXT NOT NULL) WITHOUT ROWID;";
+
+    fn user_version(path: &std::path::Path) -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn sqlite_migrates_a_database_of_the_first_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute_batch(SQLITE_V0).unwrap();
+        for (n, policy) in [(1u128, 5i64), (2, 25), (3, 5)] {
+            raw.execute(
+                "INSERT INTO clients VALUES (?1, ?2, ?3, ?4)",
+                (
+                    app(1).as_bytes().as_slice(),
+                    cmid(n).as_bytes().as_slice(),
+                    i64::try_from(T0).unwrap(),
+                    policy,
+                ),
+            )
+            .unwrap();
+        }
+        raw.execute(
+            "INSERT INTO applications VALUES (?1, 3)",
+            [app(1).as_bytes().as_slice()],
+        )
+        .unwrap();
+        raw.execute(
+            "INSERT INTO epids VALUES (?1, 'kept')",
+            [Uuid::from_u128(1).as_bytes().as_slice()],
+        )
+        .unwrap();
+        drop(raw);
+        assert_eq!(user_version(&path), 0);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let tally = pollster::block_on(store.record_visit(visit(1, 4, 5, T0 + MINUTE))).unwrap();
+        assert_eq!((tally.clients, tally.max_n_policy), (4, 25));
+        assert_eq!(
+            pollster::block_on(store.host_epid(Uuid::from_u128(1), "new")).unwrap(),
+            "kept"
+        );
+        store.close().unwrap();
+        assert_eq!(user_version(&path), 1);
+        // Opening again leaves a current file as it is.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            pollster::block_on(clients(&store, visit(1, 1, 5, T0 + MINUTE))),
+            4
+        );
+    }
+
+    #[test]
+    fn sqlite_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.sqlite");
+        SqliteStore::open(&path).unwrap().close().unwrap();
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 7)
+            .unwrap();
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(
+            matches!(err, StoreError::SchemaTooNew { found: 7, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("version 7"), "{err}");
+        // Untouched.
+        assert_eq!(user_version(&path), 7);
+    }
+
+    #[test]
+    fn sqlite_keeps_at_most_the_configured_clients_per_application() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = SqliteOptions::default();
+        options.max_clients_per_application = 2;
+        let store = SqliteStore::open_with(dir.path().join("cap.sqlite"), options).unwrap();
+        // Client 1 is the oldest contact although it is not the first row.
+        pollster::block_on(store.record_visit(visit(1, 2, 25, T0 + MINUTE))).unwrap();
+        pollster::block_on(store.record_visit(visit(1, 1, 25, T0))).unwrap();
+        pollster::block_on(store.record_visit(visit(2, 9, 5, T0))).unwrap();
+        let tally = pollster::block_on(store.record_visit(visit(1, 3, 25, T0 + 2 * MINUTE)));
+        assert_eq!(tally.unwrap().clients, 2);
+        pollster::block_on(store.flush()).unwrap();
+        let raw = rusqlite::Connection::open(store.path()).unwrap();
+        let mut kept: Vec<Vec<u8>> = raw
+            .prepare("SELECT cmid FROM clients WHERE application_id = ?1 ORDER BY cmid")
+            .unwrap()
+            .query_map([app(1).as_bytes().as_slice()], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            vec![cmid(2).as_bytes().to_vec(), cmid(3).as_bytes().to_vec()]
+        );
+        // Another application is not touched.
+        assert_eq!(pollster::block_on(clients(&store, visit(2, 9, 5, T0))), 1);
+    }
+
+    #[test]
+    fn sqlite_activation_log_is_capped_in_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = SqliteOptions::default();
+        options.max_log_records = 3;
+        let store = SqliteStore::open_with(dir.path().join("log.sqlite"), options).unwrap();
+        let records: Vec<_> = (1..=5u32)
+            .map(|i| record(T0 + u64::from(i) * MINUTE, u128::from(i), true, Some(i)))
+            .collect();
+        for r in &records {
+            store
+                .queue_activation(r.clone(), FileTime::from_ticks(0))
+                .unwrap();
+        }
+        pollster::block_on(store.flush()).unwrap();
+        let kept = pollster::block_on(store.recent_activations(10)).unwrap();
+        assert_eq!(
+            kept,
+            vec![records[4].clone(), records[3].clone(), records[2].clone()]
+        );
+    }
+
+    #[test]
+    fn sqlite_operations_fail_at_their_deadline_when_the_file_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locked.sqlite");
+        let mut options = SqliteOptions::default();
+        options.operation_timeout = std::time::Duration::from_millis(300);
+        options.busy_timeout = std::time::Duration::from_secs(3600);
+        options.max_queue = 2;
+        let store = SqliteStore::open_with(&path, options).unwrap();
+        // Another process holds the write lock.
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let pending: Vec<_> = (1..=6u128)
+            .map(|n| store.record_visit(visit(1, n, 25, T0)))
+            .collect();
+        let results: Vec<_> = pending.into_iter().map(pollster::block_on).collect();
+        // Each fails within its deadline: timed out, or the lock wait
+        // (bounded by the deadline) gave up.
+        for result in &results {
+            assert!(
+                matches!(
+                    result,
+                    Err(StoreError::TimedOut(_) | StoreError::Unavailable(_))
+                ),
+                "{results:?}"
+            );
+        }
+        // The queue held two; the writer had one: the rest were refused at
+        // once for a full queue.
+        assert!(
+            results
+                .iter()
+                .any(|r| matches!(r, Err(StoreError::TimedOut(t)) if t.contains("queue is full"))),
+            "{results:?}"
+        );
+        raw.execute_batch("ROLLBACK").unwrap();
+        drop(raw);
+        // The store recovers once the lock is gone.
+        let mut tally = None;
+        for _ in 0..100 {
+            if let Ok(t) = pollster::block_on(store.record_visit(visit(1, 9, 25, T0))) {
+                tally = Some(t);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(tally.unwrap().clients, 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn sqlite_store_can_be_dropped_on_a_runtime() {
+        let (_dir, store) = temp_store();
+        store.record_visit(visit(1, 1, 25, T0)).await.unwrap();
+        store
+            .queue_activation(record(T0, 1, true, Some(1)), FileTime::from_ticks(0))
+            .unwrap();
+        drop(store);
     }
 }
 

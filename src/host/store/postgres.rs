@@ -1138,9 +1138,9 @@ impl CountStore for PostgresStore {
                 stored.await.map_err(|_| StoreError::Closed)
             };
             // The log may be far behind a hung database: bounded.
-            let waited = inner.runtime.spawn(async move {
-                tokio::time::timeout(limit.saturating_mul(4), waited).await
-            });
+            let waited = inner
+                .runtime
+                .spawn(async move { tokio::time::timeout(limit.saturating_mul(4), waited).await });
             match waited.await {
                 Ok(Ok(result)) => result,
                 Ok(Err(_)) => Err(StoreError::TimedOut(format!(
