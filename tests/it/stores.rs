@@ -959,6 +959,335 @@ mod postgres {
         });
     }
 
+    /// Host, port, user and database of the test URL.
+    fn parts(url: &str) -> (String, u16, String, String) {
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        let host = match &config.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(host) => host.clone(),
+            #[allow(unreachable_patterns)]
+            _ => panic!("the test database must be reached over TCP"),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let user = config.get_user().unwrap_or("postgres").to_owned();
+        let db = config.get_dbname().unwrap_or(&user).to_owned();
+        (host, port, user, db)
+    }
+
+    #[test]
+    fn postgres_errors_name_their_cause_and_hide_the_password() {
+        let Some(url) = database("postgres_errors_name_their_cause_and_hide_the_password") else {
+            return;
+        };
+        let (host, port, user, _) = parts(&url);
+        let rt = runtime();
+        let missing = format!(
+            "postgres://{user}:hunter2-secret@{host}:{port}/kms_no_such_db_{}",
+            std::process::id()
+        );
+        let err = rt.block_on(PostgresStore::connect(&missing)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("database does not exist"), "{text}");
+        assert!(text.contains("kms_no_such_db_"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains(":***@"), "{text}");
+
+        // A port nobody listens on (bound, then released).
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let refused = format!("postgres://kms:hunter2-secret@127.0.0.1:{closed_port}/kms");
+        let err = rt.block_on(PostgresStore::connect(&refused)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("connection refused"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    /// The schema of the first release (version 0, no version table).
+    fn postgres_v0(s: &str) -> String {
+        format!(
+            "CREATE SCHEMA {s};
+             CREATE TABLE {s}.clients (application_id uuid NOT NULL, cmid uuid NOT NULL,
+                 last_seen bigint NOT NULL, n_policy bigint NOT NULL,
+                 PRIMARY KEY (application_id, cmid));
+             CREATE INDEX clients_by_last_seen ON {s}.clients (application_id, last_seen);
+             CREATE INDEX clients_by_n_policy ON {s}.clients (application_id, n_policy);
+             CREATE TABLE {s}.applications (application_id uuid PRIMARY KEY,
+                 clients bigint NOT NULL CHECK (clients >= 0));
+             CREATE TABLE {s}.activations (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                 time bigint NOT NULL, peer text, connection_id bigint NOT NULL,
+                 protocol bigint NOT NULL, application_id uuid NOT NULL, sku_id uuid NOT NULL,
+                 kms_id uuid NOT NULL, cmid uuid NOT NULL, previous_cmid uuid NOT NULL,
+                 workstation text NOT NULL, n_policy bigint NOT NULL,
+                 client_time bigint NOT NULL, virtual_machine boolean NOT NULL,
+                 license_status bigint NOT NULL, minutes_to_expiry bigint NOT NULL,
+                 count bigint, result bigint NOT NULL);
+             CREATE INDEX activations_by_time ON {s}.activations (time);
+             CREATE TABLE {s}.epids (csvlk_id uuid PRIMARY KEY, epid text NOT NULL);"
+        )
+    }
+
+    #[test]
+    fn postgres_migrates_a_schema_of_the_first_release_and_refuses_a_newer_one() {
+        let Some(url) = database("postgres_migrates_a_schema_of_the_first_release") else {
+            return;
+        };
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let admin = admin(&url).await;
+            admin.batch_execute(&postgres_v0(&schema)).await.unwrap();
+            for (n, policy) in [(1u128, 5i64), (2, 25), (3, 5)] {
+                admin
+                    .execute(
+                        &format!("INSERT INTO {schema}.clients VALUES ($1, $2, $3, $4)"),
+                        &[&app(1), &cmid(n), &i64::try_from(T0).unwrap(), &policy],
+                    )
+                    .await
+                    .unwrap();
+            }
+            admin
+                .execute(
+                    &format!("INSERT INTO {schema}.applications VALUES ($1, 3)"),
+                    &[&app(1)],
+                )
+                .await
+                .unwrap();
+            let store = store(&url, &schema).await;
+            let version: i64 = admin
+                .query_one(
+                    &format!("SELECT version FROM {schema}.kms_schema_version"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(version, 1);
+            let tally = store
+                .record_visit(visit(1, 4, 5, T0 + MINUTE))
+                .await
+                .unwrap();
+            assert_eq!((tally.clients, tally.max_n_policy), (4, 25));
+            drop(store);
+
+            admin
+                .execute(
+                    &format!("UPDATE {schema}.kms_schema_version SET version = 9"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            let err =
+                PostgresStore::connect_with(&url, PostgresOptions::default().with_schema(&schema))
+                    .await
+                    .unwrap_err();
+            assert!(
+                matches!(err, StoreError::SchemaTooNew { found: 9, .. }),
+                "{err:?}"
+            );
+            drop_schema(&url, &schema).await;
+        });
+    }
+
+    #[test]
+    fn postgres_counters_are_checked_and_rebuilt_on_connect() {
+        let Some(url) = database("postgres_counters_are_checked_and_rebuilt_on_connect") else {
+            return;
+        };
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let first = store(&url, &schema).await;
+            for n in 1..=3 {
+                first.record_visit(visit(1, n, 25, T0)).await.unwrap();
+            }
+            drop(first);
+            let admin = admin(&url).await;
+            admin
+                .execute(
+                    &format!("UPDATE {schema}.applications SET clients = 40"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            let store = store(&url, &schema).await;
+            let counter: i64 = admin
+                .query_one(&format!("SELECT clients FROM {schema}.applications"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(counter, 3);
+            assert_eq!(clients(&store, visit(1, 4, 25, T0 + MINUTE)).await, 4);
+            drop(store);
+            drop_schema(&url, &schema).await;
+        });
+    }
+
+    #[test]
+    fn postgres_bounds_clients_per_application_and_log_rows() {
+        let Some(url) = database("postgres_bounds_clients_per_application_and_log_rows") else {
+            return;
+        };
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let mut options = PostgresOptions::default().with_schema(&schema);
+            options.max_clients_per_application = 2;
+            options.max_log_records = 3;
+            let store = PostgresStore::connect_with(&url, options).await.unwrap();
+            // Client 1 is the oldest contact although it came second.
+            store
+                .record_visit(visit(1, 2, 25, T0 + MINUTE))
+                .await
+                .unwrap();
+            store.record_visit(visit(1, 1, 25, T0)).await.unwrap();
+            store.record_visit(visit(2, 9, 5, T0)).await.unwrap();
+            let tally = store
+                .record_visit(visit(1, 3, 25, T0 + 2 * MINUTE))
+                .await
+                .unwrap();
+            assert_eq!(tally.clients, 2);
+            let admin = admin(&url).await;
+            let kept: Vec<Uuid> = admin
+                .query(
+                    &format!(
+                        "SELECT cmid FROM {schema}.clients WHERE application_id = $1 ORDER BY cmid"
+                    ),
+                    &[&app(1)],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            assert_eq!(kept, vec![cmid(2), cmid(3)]);
+            assert_eq!(clients(&store, visit(2, 9, 5, T0)).await, 1);
+
+            let records: Vec<_> = (1..=5u32)
+                .map(|i| record(T0 + u64::from(i) * MINUTE, u128::from(i), true, Some(i)))
+                .collect();
+            for r in &records {
+                store
+                    .queue_activation(r.clone(), FileTime::from_ticks(0))
+                    .unwrap();
+            }
+            store.flush().await.unwrap();
+            assert_eq!(
+                store.recent_activations(10).await.unwrap(),
+                vec![records[4].clone(), records[3].clone(), records[2].clone()]
+            );
+            drop(store);
+            drop_schema(&url, &schema).await;
+        });
+    }
+
+    /// A TCP proxy to `target` that stops forwarding while paused.
+    async fn pausable_proxy(
+        target: String,
+    ) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        async fn pump(
+            mut from: tokio::net::tcp::OwnedReadHalf,
+            mut to: tokio::net::tcp::OwnedWriteHalf,
+            paused: Arc<AtomicBool>,
+        ) {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match from.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                while paused.load(Ordering::SeqCst) {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let paused = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&paused);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pump(client_read, server_write, Arc::clone(&flag)));
+                tokio::spawn(pump(server_read, client_write, Arc::clone(&flag)));
+            }
+        });
+        (addr, paused)
+    }
+
+    #[test]
+    fn postgres_hung_behind_a_paused_proxy_fails_at_the_deadline_and_the_host_refuses() {
+        use std::sync::atomic::Ordering;
+
+        use kms_activation::host::{KmsHost, KmsHostConfig};
+
+        let Some(url) = database("postgres_hung_behind_a_paused_proxy") else {
+            return;
+        };
+        let (host, port, user, db) = parts(&url);
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let (proxy, paused) = pausable_proxy(format!("{host}:{port}")).await;
+            let proxied = format!("postgres://{user}@{proxy}/{db}");
+            let options = PostgresOptions::default()
+                .with_schema(&schema)
+                .with_operation_timeout(std::time::Duration::from_millis(800));
+            let store = Arc::new(
+                PostgresStore::connect_with(&proxied, options)
+                    .await
+                    .unwrap(),
+            );
+            let kms = KmsHost::start(
+                KmsHostConfig::default(),
+                Arc::clone(&store),
+                FileTime::from_ticks(T0),
+                &mut super::host::rng(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(clients(&*store, visit(1, 1, 25, T0)).await, 1);
+
+            paused.store(true, Ordering::SeqCst);
+            // Generous outer bound: only a hang trips it.
+            let guard = std::time::Duration::from_secs(30);
+            let result = tokio::time::timeout(guard, store.record_visit(visit(1, 2, 25, T0)))
+                .await
+                .expect("the store operation hung past its deadline");
+            assert!(matches!(result, Err(StoreError::TimedOut(_))), "{result:?}");
+            let event = super::host::request_event(super::host::windows_request(7, T0));
+            let decision = tokio::time::timeout(guard, kms.decide(&event))
+                .await
+                .expect("the host hung on the store");
+            assert_eq!(decision.reply, Err(HResult::BINDING_SERVICE_NOT_ENABLED));
+            let statistics = kms.statistics(FileTime::from_ticks(T0)).await;
+            assert!(statistics.is_err());
+
+            paused.store(false, Ordering::SeqCst);
+            // Once the database answers again, so does the store.
+            let mut tally = None;
+            for _ in 0..50 {
+                if let Ok(t) = store.record_visit(visit(1, 3, 25, T0)).await {
+                    tally = Some(t);
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            assert_eq!(tally.unwrap().clients, 2);
+            let statistics = kms.statistics(FileTime::from_ticks(T0)).await.unwrap();
+            assert!(statistics.store_errors >= 2, "{statistics:?}");
+            drop(kms);
+            drop(store);
+            drop_schema(&url, &schema).await;
+        });
+    }
+
     #[test]
     fn postgres_unreachable_is_unavailable() {
         let rt = runtime();
@@ -1014,5 +1343,176 @@ mod postgres {
             drop(store);
             drop_schema(&url, &schema).await;
         });
+    }
+}
+
+/// The host on top of a store: the log behind the answer, store failures
+/// counted.
+mod host {
+    use std::future::Future;
+    use std::sync::mpsc;
+
+    use kms_activation::client::{ClientConfig, ClientConnection};
+    use kms_activation::host::store::StoreError;
+    use kms_activation::host::{
+        HostConfig, HostConnection, HostEvent, KmsHost, KmsHostConfig, RequestEvent,
+    };
+    use kms_activation::{ScriptedRandom, product};
+
+    use super::*;
+
+    pub(super) fn rng() -> ScriptedRandom {
+        ScriptedRandom::new((0..=255u8).cycle().take(8192).collect::<Vec<_>>())
+    }
+
+    /// A Windows 10 Enterprise request (client KMS ID, N policy 25).
+    pub(super) fn windows_request(client: u128, at: u64) -> RequestBody {
+        let windows = product::applications()
+            .iter()
+            .find(|a| a.name() == "Windows")
+            .unwrap()
+            .id();
+        RequestBody {
+            version: Version::V6,
+            vm_info: 0,
+            license_status: LicenseStatus::OobGrace,
+            binding_expiration: 43_200,
+            application_id: windows,
+            sku_id: "73111121-5638-40f6-bc11-f1d7b0d64300".parse().unwrap(),
+            kms_id: "58e2134f-8e11-4d17-9cb2-91069c151148".parse().unwrap(),
+            cmid: cmid(client),
+            previous_cmid: Uuid::nil(),
+            n_policy: 25,
+            client_time: FileTime::from_ticks(at),
+            workstation: format!("pc{client}.example.org"),
+        }
+    }
+
+    /// The request event a host engine reports for `body` sent by a real
+    /// client engine.
+    pub(super) fn request_event(body: RequestBody) -> RequestEvent {
+        let mut rng = rng();
+        let mut client = ClientConnection::new(&ClientConfig::default());
+        client.send_request(body, &mut rng).unwrap();
+        let mut conn = HostConnection::new(&HostConfig::default());
+        for _ in 0..4 {
+            let bytes = client.transmit().to_vec();
+            client.advance_transmit(bytes.len());
+            conn.handle_input(FileTime::from_ticks(T0), &bytes, &mut rng)
+                .unwrap();
+            if let Some(event) = conn.poll_event() {
+                let HostEvent::Request(request) = event else {
+                    panic!("not a request: {event:?}");
+                };
+                return request;
+            }
+            let back = conn.transmit().to_vec();
+            conn.advance_transmit(back.len());
+            client.handle_input(&back, &mut rng).unwrap();
+        }
+        panic!("no event");
+    }
+
+    /// Counts in memory; the log never completes an append, or visits fail.
+    struct FaultyStore {
+        counts: MemoryStore,
+        fail_visits: bool,
+    }
+
+    impl CountStore for FaultyStore {
+        fn record_visit(
+            &self,
+            visit: Visit,
+        ) -> impl Future<Output = Result<Tally, StoreError>> + Send {
+            let result = if self.fail_visits {
+                Err(StoreError::Unavailable("database on fire".into()))
+            } else {
+                pollster::block_on(self.counts.record_visit(visit))
+            };
+            std::future::ready(result)
+        }
+
+        fn tally(
+            &self,
+            application_id: Uuid,
+            window_start: FileTime,
+        ) -> impl Future<Output = Result<Tally, StoreError>> + Send {
+            self.counts.tally(application_id, window_start)
+        }
+
+        fn append_activation(
+            &self,
+            _: &ActivationRecord,
+            _: FileTime,
+        ) -> impl Future<Output = Result<(), StoreError>> + Send {
+            std::future::pending()
+        }
+
+        fn recent_activations(
+            &self,
+            limit: usize,
+        ) -> impl Future<Output = Result<Vec<ActivationRecord>, StoreError>> + Send {
+            self.counts.recent_activations(limit)
+        }
+
+        fn host_epid(
+            &self,
+            csvlk_id: Uuid,
+            candidate: &str,
+        ) -> impl Future<Output = Result<String, StoreError>> + Send {
+            self.counts.host_epid(csvlk_id, candidate)
+        }
+
+        fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    fn faulty_host(fail_visits: bool) -> KmsHost<FaultyStore> {
+        let store = FaultyStore {
+            counts: MemoryStore::default(),
+            fail_visits,
+        };
+        pollster::block_on(KmsHost::start(
+            KmsHostConfig::default(),
+            store,
+            FileTime::from_ticks(T0),
+            &mut rng(),
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_answer_does_not_wait_for_the_activation_log() {
+        let host = faulty_host(false);
+        let event = request_event(windows_request(1, T0));
+        let (done, decided) = mpsc::channel();
+        std::thread::spawn(move || {
+            let decision = pollster::block_on(host.decide(&event));
+            let statistics = pollster::block_on(host.statistics(FileTime::from_ticks(T0)));
+            let _ = done.send((decision, statistics));
+        });
+        // Generous: only a host that waits on the never-ending append
+        // misses it.
+        let (decision, statistics) = decided
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the host waited for the activation log");
+        assert_eq!(decision.reply.unwrap().count, 1);
+        let statistics = statistics.unwrap();
+        // The record could not be stored at once: dropped and counted.
+        assert_eq!(statistics.dropped_records, 1);
+        assert_eq!(statistics.store_errors, 0);
+    }
+
+    #[test]
+    fn store_failures_are_refused_and_counted() {
+        let host = faulty_host(true);
+        for client in 1..=3 {
+            let event = request_event(windows_request(client, T0));
+            let decision = pollster::block_on(host.decide(&event));
+            assert_eq!(decision.reply, Err(HResult::BINDING_SERVICE_NOT_ENABLED));
+        }
+        let statistics = pollster::block_on(host.statistics(FileTime::from_ticks(T0))).unwrap();
+        assert_eq!(statistics.store_errors, 3);
     }
 }
