@@ -962,10 +962,9 @@ mod postgres {
     /// Host, port, user and database of the test URL.
     fn parts(url: &str) -> (String, u16, String, String) {
         let config: tokio_postgres::Config = url.parse().unwrap();
-        let host = match &config.get_hosts()[0] {
-            tokio_postgres::config::Host::Tcp(host) => host.clone(),
-            #[allow(unreachable_patterns)]
-            _ => panic!("the test database must be reached over TCP"),
+        #[allow(irrefutable_let_patterns, reason = "Unix sockets exist on Unix only")]
+        let tokio_postgres::config::Host::Tcp(host) = config.get_hosts()[0].clone() else {
+            panic!("the test database must be reached over TCP");
         };
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let user = config.get_user().unwrap_or("postgres").to_owned();
