@@ -23,6 +23,7 @@
 //! }
 //! # Ok(())
 //! # }
+//! # fn main() { drop(run()); }
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
