@@ -1514,4 +1514,50 @@ mod host {
         let statistics = pollster::block_on(host.statistics(FileTime::from_ticks(T0))).unwrap();
         assert_eq!(statistics.store_errors, 3);
     }
+
+    /// Collects what a `tracing` subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn store_failures_are_logged_at_warn_with_their_cause_and_rate_limited() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let host = faulty_host(true);
+        tracing::subscriber::with_default(subscriber, || {
+            for client in 1..=200 {
+                let event = request_event(windows_request(client, T0));
+                let decision = pollster::block_on(host.decide(&event));
+                assert_eq!(decision.reply, Err(HResult::BINDING_SERVICE_NOT_ENABLED));
+            }
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let warnings: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("WARN") && line.contains("database on fire"))
+            .collect();
+        // Every failure is counted, but a burst writes a bounded number of
+        // lines (200 failures in well under a minute).
+        assert!(!warnings.is_empty(), "{text}");
+        assert!(warnings.len() <= 20, "{} lines:\n{text}", warnings.len());
+        assert!(warnings[0].contains("recording a visit"), "{text}");
+        let statistics = pollster::block_on(host.statistics(FileTime::from_ticks(T0))).unwrap();
+        assert_eq!(statistics.store_errors, 200);
+    }
 }
