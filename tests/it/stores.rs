@@ -697,6 +697,70 @@ mod sqlite {
         assert_eq!(tally.unwrap().clients, 1);
     }
 
+    #[test]
+    fn sqlite_prunes_aged_clients_in_bounded_batches_behind_the_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aged.sqlite");
+        let mut options = SqliteOptions::default();
+        options.prune_interval = std::time::Duration::from_secs(3600);
+        SqliteStore::open_with(&path, options)
+            .unwrap()
+            .close()
+            .unwrap();
+        // 2 500 clients last seen at T0, written straight into the file.
+        let mut raw = rusqlite::Connection::open(&path).unwrap();
+        let tx = raw.transaction().unwrap();
+        for n in 0..2500u128 {
+            tx.execute(
+                "INSERT INTO clients VALUES (?1, ?2, ?3, 25)",
+                (
+                    app(1).as_bytes().as_slice(),
+                    cmid(n).as_bytes().as_slice(),
+                    i64::try_from(T0).unwrap(),
+                ),
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        let rows = |raw: &rusqlite::Connection| -> i64 {
+            raw.query_row("SELECT count(*) FROM clients", [], |row| row.get(0))
+                .unwrap()
+        };
+
+        // 31 days later they have all aged out: the count says so at once,
+        // while the visit deleted only one bounded batch.
+        let later = T0 + 31 * DAY;
+        let store = SqliteStore::open_with(&path, options).unwrap();
+        let tally = pollster::block_on(store.record_visit(visit(1, 9999, 5, later))).unwrap();
+        assert_eq!((tally.clients, tally.max_n_policy), (1, 5));
+        let statistics =
+            pollster::block_on(store.tally(app(1), FileTime::from_ticks(later - WINDOW)));
+        assert_eq!(statistics.unwrap().clients, 1);
+        assert_eq!(rows(&raw), 2500 - 1000 + 1);
+        store.close().unwrap();
+
+        // The rest goes in the background.
+        options.prune_interval = std::time::Duration::from_millis(20);
+        let store = SqliteStore::open_with(&path, options).unwrap();
+        assert_eq!(
+            pollster::block_on(clients(&store, visit(1, 9998, 5, later))),
+            2
+        );
+        let mut left = rows(&raw);
+        for _ in 0..500 {
+            if left == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            left = rows(&raw);
+        }
+        assert_eq!(left, 2);
+        assert_eq!(
+            pollster::block_on(clients(&store, visit(1, 9997, 5, later))),
+            3
+        );
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn sqlite_store_can_be_dropped_on_a_runtime() {
         let (_dir, store) = temp_store();

@@ -526,11 +526,18 @@ impl Writer {
     /// Batches, one transaction per batch; the log and pruning in between.
     fn serve(&mut self, queue: &mpsc::Receiver<Queued>) {
         let interval = self.options.prune_interval.max(Duration::from_millis(10));
+        let mut backlog = false;
         loop {
-            let first = match queue.recv_timeout(interval) {
+            // With pruning left over, come back to it soon.
+            let wait = if backlog {
+                Duration::from_millis(10)
+            } else {
+                interval
+            };
+            let first = match queue.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
-                    self.prune();
+                    backlog = self.prune();
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -544,8 +551,8 @@ impl Writer {
             }
             self.run_batch(batch);
             self.append_queued();
-            if self.last_prune.elapsed() >= interval {
-                self.prune();
+            if backlog || self.last_prune.elapsed() >= interval {
+                backlog = self.prune();
             }
         }
         self.append_queued();
@@ -635,22 +642,33 @@ impl Writer {
     }
 
     /// Deletes aged clients and activation records, a bounded batch per
-    /// statement and transaction, until none is left or jobs are waiting.
-    fn prune(&mut self) {
+    /// statement and transaction, at most [`PRUNE_ROUNDS`] batches per
+    /// table before the writer returns to its jobs. Returns true when
+    /// something was left for the next call.
+    fn prune(&mut self) -> bool {
         self.last_prune = Instant::now();
+        let mut left = false;
         let windows: Vec<([u8; 16], i64)> = self.windows.iter().map(|(a, w)| (*a, *w)).collect();
         for (app, window_start) in windows {
+            let mut rounds = 0;
             loop {
                 match prune_clients(&mut self.conn, &app, window_start) {
-                    Ok(deleted) if deleted >= PRUNE_BATCH => {}
+                    Ok(deleted) if deleted >= PRUNE_BATCH => {
+                        rounds += 1;
+                        if rounds >= PRUNE_ROUNDS {
+                            left = true;
+                            break;
+                        }
+                    }
                     Ok(_) => break,
                     Err(e) => {
                         self.background.failed("pruning aged clients", &e);
-                        return;
+                        return false;
                     }
                 }
             }
         }
+        let mut rounds = 0;
         loop {
             let result = self
                 .conn
@@ -662,16 +680,25 @@ impl Writer {
                     Ok(deleted)
                 });
             match result {
-                Ok(deleted) if deleted >= PRUNE_BATCH => {}
+                Ok(deleted) if deleted >= PRUNE_BATCH => {
+                    rounds += 1;
+                    if rounds >= PRUNE_ROUNDS {
+                        return true;
+                    }
+                }
                 Ok(_) => break,
                 Err(e) => {
                     self.background.failed("pruning the activation log", &e);
-                    return;
+                    return false;
                 }
             }
         }
+        left
     }
 }
+
+/// Pruning batches per table before the writer returns to its jobs.
+const PRUNE_ROUNDS: u32 = 8;
 
 /// One bounded batch of `app`'s clients last seen at or before
 /// `window_start`, deleted with its counter in one transaction.
