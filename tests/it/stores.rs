@@ -761,6 +761,40 @@ mod sqlite {
         );
     }
 
+    #[test]
+    fn a_full_log_queue_drops_records_counted_once_and_still_answers() {
+        use kms_activation::host::{KmsHost, KmsHostConfig};
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = SqliteOptions::default();
+        options.max_log_queue = 0;
+        let store = SqliteStore::open_with(dir.path().join("full.sqlite"), options).unwrap();
+        let host = pollster::block_on(KmsHost::start(
+            KmsHostConfig::default(),
+            store,
+            FileTime::from_ticks(T0),
+            &mut super::host::rng(),
+        ))
+        .unwrap();
+        for client in 1..=2 {
+            let event = super::host::request_event(super::host::windows_request(client, T0));
+            let decision = pollster::block_on(host.decide(&event));
+            assert_eq!(
+                decision.reply.unwrap().count,
+                u32::try_from(client).unwrap()
+            );
+        }
+        pollster::block_on(host.store().flush()).unwrap();
+        assert!(
+            pollster::block_on(host.store().recent_activations(10))
+                .unwrap()
+                .is_empty()
+        );
+        let statistics = pollster::block_on(host.statistics(FileTime::from_ticks(T0))).unwrap();
+        assert_eq!(statistics.dropped_records, 2);
+        assert_eq!(statistics.store_errors, 0);
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn sqlite_store_can_be_dropped_on_a_runtime() {
         let (_dir, store) = temp_store();

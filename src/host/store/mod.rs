@@ -166,9 +166,10 @@ pub enum StoreError {
 pub struct StoreHealth {
     /// Background operations (activation-log batches, pruning) that failed.
     pub errors: u64,
-    /// Activation records queued with [`CountStore::queue_activation`] that
-    /// were never stored: dropped from a full queue or lost with a failed
-    /// batch.
+    /// Activation records accepted by [`CountStore::queue_activation`]
+    /// that were never stored (lost with a failed batch). Records it
+    /// refused (a full queue) are not counted here: the caller saw the
+    /// error and counts them.
     pub dropped_records: u64,
 }
 

@@ -1057,11 +1057,10 @@ impl CountStore for PostgresStore {
             .try_send(LogItem::Record(Box::new(record), retain_since))
         {
             Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                let full = StoreError::TimedOut("the activation log's queue is full".into());
-                self.inner.background.dropped(1, &full);
-                Err(full)
-            }
+            // The caller counts and reports the refusal.
+            Err(mpsc::error::TrySendError::Full(_)) => Err(StoreError::TimedOut(
+                "the activation log's queue is full".into(),
+            )),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(StoreError::Closed),
         }
     }

@@ -363,10 +363,10 @@ impl CountStore for SqliteStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if records.len() >= self.log.capacity {
-            drop(records);
-            let full = StoreError::TimedOut("the activation log's queue is full".into());
-            self.background.dropped(1, &full);
-            return Err(full);
+            // The caller counts and reports the refusal.
+            return Err(StoreError::TimedOut(
+                "the activation log's queue is full".into(),
+            ));
         }
         let wake = records.is_empty();
         records.push((record, retain_since));
