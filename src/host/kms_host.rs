@@ -255,9 +255,15 @@ pub struct Decision {
 ///   [`ProductAllowList`](super::ProductAllowList),
 ///   [`MaxClients`](super::MaxClients).
 /// * **Records and statistics**: every request yields an
-///   [`ActivationRecord`], appended to the store's activation log (and
-///   emitted as a `tracing` event with the `tracing` feature);
-///   [`statistics`](Self::statistics) reports what `slmgr /dlv` shows.
+///   [`ActivationRecord`], queued for the store's activation log, which is
+///   written behind the answer ([`CountStore::queue_activation`]), and
+///   emitted as a `tracing` event with the `tracing` feature;
+///   [`statistics`](Self::statistics) reports what `slmgr /dlv` shows, and
+///   the store failures the host counted.
+/// * **Store failures**: a visit the store cannot record in time is refused
+///   with the configured HRESULT (0xC004F039 by default), logged at WARN
+///   with its cause (rate-limited, with the `tracing` feature) and counted
+///   in [`Statistics::store_errors`].
 ///
 /// The protocol's own checks (decoding, N policy, clock skew) are done by
 /// [`HostConnection`] before a request reaches the policy.
