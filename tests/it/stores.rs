@@ -795,6 +795,18 @@ mod sqlite {
         assert_eq!(statistics.store_errors, 0);
     }
 
+    #[test]
+    fn sqlite_an_unbounded_deadline_does_not_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = SqliteOptions::default();
+        options.operation_timeout = std::time::Duration::MAX;
+        options.busy_timeout = std::time::Duration::MAX;
+        options.prune_interval = std::time::Duration::MAX;
+        let store = SqliteStore::open_with(dir.path().join("max.sqlite"), options).unwrap();
+        assert_eq!(pollster::block_on(clients(&store, visit(1, 1, 25, T0))), 1);
+        store.close().unwrap();
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn sqlite_store_can_be_dropped_on_a_runtime() {
         let (_dir, store) = temp_store();
@@ -1380,6 +1392,26 @@ mod postgres {
             let statistics = kms.statistics(FileTime::from_ticks(T0)).await.unwrap();
             assert!(statistics.store_errors >= 2, "{statistics:?}");
             drop(kms);
+            drop(store);
+            drop_schema(&url, &schema).await;
+        });
+    }
+
+    #[test]
+    fn postgres_unbounded_timeouts_do_not_overflow() {
+        let Some(url) = database("postgres_unbounded_timeouts_do_not_overflow") else {
+            return;
+        };
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let mut options = PostgresOptions::default()
+                .with_schema(&schema)
+                .with_operation_timeout(std::time::Duration::MAX);
+            options.startup_timeout = std::time::Duration::MAX;
+            options.prune_interval = std::time::Duration::MAX;
+            let store = PostgresStore::connect_with(&url, options).await.unwrap();
+            assert_eq!(clients(&store, visit(1, 1, 25, T0)).await, 1);
+            store.flush().await.unwrap();
             drop(store);
             drop_schema(&url, &schema).await;
         });

@@ -380,6 +380,15 @@ impl Prepared {
     }
 }
 
+/// The largest timeout PostgreSQL takes, in milliseconds (`INT_MAX`).
+const MAX_SERVER_MILLIS: u128 = 2_147_483_647;
+
+/// A timeout as PostgreSQL's setting: whole milliseconds, at least 1, at
+/// most [`MAX_SERVER_MILLIS`] (about 24.8 days; longer is "unbounded").
+fn server_millis(timeout: Duration) -> u128 {
+    timeout.as_millis().clamp(1, MAX_SERVER_MILLIS)
+}
+
 /// Serializes schema creation between hosts starting at once (concurrent
 /// `CREATE TABLE IF NOT EXISTS` can otherwise fail on the catalog).
 const SCHEMA_LOCK: i64 = 0x6b6d_735f_7363_6865;
@@ -445,7 +454,7 @@ fn migrate_v1(s: &str) -> String {
 /// rebuilt.
 async fn set_up(client: &mut Client, s: &str, startup: Duration) -> Result<u64, Fail> {
     let tx = client.transaction().await?;
-    let millis = startup.as_millis().max(1);
+    let millis = server_millis(startup);
     tx.batch_execute(&format!(
         "SET LOCAL statement_timeout = {millis}; SET LOCAL lock_timeout = {millis};
          SELECT pg_advisory_xact_lock({SCHEMA_LOCK});
@@ -898,13 +907,13 @@ impl Inner {
         self.runtime.spawn(async move {
             let _ = connection.await;
         });
-        let millis = self.options.statement_timeout.as_millis().max(1);
+        let millis = server_millis(self.options.statement_timeout);
         self.bounded(async {
             client
                 .batch_execute(&format!(
                     "SET statement_timeout = {millis}; SET lock_timeout = {millis};
                      SET idle_in_transaction_session_timeout = {}",
-                    millis.saturating_mul(4)
+                    millis.saturating_mul(4).min(MAX_SERVER_MILLIS)
                 ))
                 .await?;
             Ok(())

@@ -164,7 +164,8 @@ enum Job {
 /// A job and the instant past which its caller no longer waits.
 struct Queued {
     job: Job,
-    deadline: Instant,
+    /// `None`: no deadline (an operation timeout past the clock's range).
+    deadline: Option<Instant>,
 }
 
 /// Activation records waiting for the writer, bounded.
@@ -292,9 +293,7 @@ impl SqliteStore {
         let sent = match &self.jobs {
             None => Err(StoreError::Closed),
             Some(jobs) => {
-                let deadline = Instant::now()
-                    .checked_add(timeout)
-                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+                let deadline = Instant::now().checked_add(timeout);
                 match jobs.try_send(Queued {
                     job: job(reply),
                     deadline,
@@ -376,7 +375,7 @@ impl CountStore for SqliteStore {
             // queue too.
             let _ = jobs.try_send(Queued {
                 job: Job::Wake,
-                deadline: Instant::now(),
+                deadline: None,
             });
         }
         Ok(())
@@ -466,8 +465,12 @@ CREATE INDEX IF NOT EXISTS clients_by_n_policy_seen ON clients (application_id, 
 /// rebuilt from the client rows (so a file edited by hand cannot keep a
 /// wrong count).
 fn prepare(conn: &mut Connection, options: SqliteOptions) -> Result<(), StoreError> {
-    conn.busy_timeout(options.busy_timeout.min(options.operation_timeout))
-        .map_err(error)?;
+    // SQLite takes the wait in milliseconds as a C int.
+    let busy = options
+        .busy_timeout
+        .min(options.operation_timeout)
+        .min(Duration::from_millis(i32::MAX.unsigned_abs().into()));
+    conn.busy_timeout(busy).map_err(error)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(error)?;
@@ -576,7 +579,7 @@ impl Writer {
         let mut done = Vec::with_capacity(batch.len());
         let mut jobs = batch.into_iter();
         for queued in jobs.by_ref() {
-            if queued.deadline < now && !matches!(queued.job, Job::Wake) {
+            if queued.deadline.is_some_and(|deadline| deadline < now) {
                 // Its caller has stopped waiting: skip it.
                 done.push(expired(queued.job));
                 continue;
