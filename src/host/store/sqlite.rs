@@ -552,6 +552,10 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // A flush also covers the records queued before it.
+            if batch.iter().any(|queued| matches!(queued.job, Job::Flush(_))) {
+                self.append_queued();
+            }
             self.run_batch(batch);
             self.append_queued();
             if backlog || self.last_prune.elapsed() >= interval {
