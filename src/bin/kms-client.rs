@@ -359,13 +359,13 @@ impl Probe {
         Vec<FailedAttempt<AttemptError>>,
     > {
         use kms_activation::client::discovery::{
-            AttemptFailure, DnsSettings, SrvResolver, activate_through,
+            AttemptFailure, BlockingSrvResolver, DnsSettings, activate_through,
         };
         let mut settings = DnsSettings::system().with_timeout(self.timeout, 2);
         if let Some(server) = self.args.dns_server {
             settings = settings.with_name_servers([server]);
         }
-        let resolver = SrvResolver::new(&settings).map_err(|e| {
+        let resolver = BlockingSrvResolver::new(&settings).map_err(|e| {
             vec![FailedAttempt {
                 host: KmsHostName::new(self.args.target.clone(), 0),
                 error: AttemptError::Unreachable(e.to_string()),

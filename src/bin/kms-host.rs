@@ -112,11 +112,25 @@ struct Args {
     threads: Option<usize>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum StoreSpec {
     Memory,
     Sqlite(PathBuf),
     Postgres(String),
+}
+
+/// Never shows a PostgreSQL password (the "ready" line logs the store).
+impl std::fmt::Debug for StoreSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Memory => f.write_str("Memory"),
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Postgres(url) => f
+                .debug_tuple("Postgres")
+                .field(&kms_activation::host::store::redact_url(url))
+                .finish(),
+        }
+    }
 }
 
 impl FromStr for StoreSpec {

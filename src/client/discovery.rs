@@ -2,22 +2,28 @@
 //!
 //! The I/O half of [`KmsLocator`]: [`SrvResolver::lookup_srv`] queries
 //! `_vlmcs._tcp.<domain>`, [`SrvResolver::lookup_host`] the addresses of a
-//! host, and [`activate_through`] runs a whole attempt the way a client
-//! does: the fixed or cached host first, otherwise the SRV records in RFC
-//! 2782 order, failing over to the next host until one succeeds. Every
+//! host, and [`activate_through_async`] runs a whole attempt the way a
+//! client does: the fixed or cached host first, otherwise the SRV records in
+//! RFC 2782 order, failing over to the next host until one succeeds. Every
 //! lookup is bounded by the resolver's timeout and attempts.
 //!
-//! The resolver runs on a private single-threaded tokio runtime, so the
-//! calls here block; they are meant for tools and blocking transports.
+//! [`SrvResolver`] is asynchronous and runs on the caller's Tokio runtime
+//! (it may be created, used and dropped inside any task).
+//! [`BlockingSrvResolver`] wraps it with a private runtime for code without
+//! one (tools, the blocking transport), with [`activate_through`]; it must
+//! not be used inside an async runtime, where its lookups return an error.
 //!
 //! ```no_run
 //! use kms_activation::client::discovery::{DnsSettings, SrvResolver};
 //!
+//! # async fn run() -> Result<(), kms_activation::client::discovery::DiscoveryError> {
 //! let resolver = SrvResolver::new(&DnsSettings::system())?;
-//! for record in resolver.lookup_srv("example.org")? {
+//! for record in resolver.lookup_srv("example.org").await? {
 //!     println!("{} {} {}:{}", record.priority, record.weight, record.target, record.port);
 //! }
-//! # Ok::<(), kms_activation::client::discovery::DiscoveryError>(())
+//! # Ok(())
+//! # }
+//! # fn main() { drop(run()); }
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -140,9 +146,10 @@ impl DiscoveryError {
     }
 }
 
-/// A blocking DNS resolver for KMS discovery.
+/// An asynchronous DNS resolver for KMS discovery, on the caller's Tokio
+/// runtime (with time and I/O enabled): its lookups are futures to await
+/// in a task, and it may be dropped anywhere.
 pub struct SrvResolver {
-    runtime: tokio::runtime::Runtime,
     resolver: TokioResolver,
 }
 
@@ -153,17 +160,14 @@ impl core::fmt::Debug for SrvResolver {
 }
 
 impl SrvResolver {
-    /// A resolver with `settings`.
+    /// A resolver with `settings`. Needs no runtime to be created; its
+    /// lookups run on the runtime that awaits them.
     ///
     /// # Errors
     ///
     /// [`DiscoveryError::Resolver`] when the system configuration cannot be
-    /// read or the runtime cannot start.
+    /// read.
     pub fn new(settings: &DnsSettings) -> Result<Self, DiscoveryError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| DiscoveryError::Resolver(e.to_string()))?;
         let provider = TokioRuntimeProvider::default();
         let mut builder = match &settings.name_servers {
             None => TokioResolver::builder_tokio()
@@ -192,7 +196,7 @@ impl SrvResolver {
         let resolver = builder
             .build()
             .map_err(|e| DiscoveryError::Resolver(e.to_string()))?;
-        Ok(Self { runtime, resolver })
+        Ok(Self { resolver })
     }
 
     /// The `_vlmcs._tcp` SRV records of `domain`, as published (unordered;
@@ -202,11 +206,12 @@ impl SrvResolver {
     ///
     /// [`DiscoveryError`] when the name does not exist, has no SRV record,
     /// or no server answered in time.
-    pub fn lookup_srv(&self, domain: &str) -> Result<Vec<SrvRecord>, DiscoveryError> {
+    pub async fn lookup_srv(&self, domain: &str) -> Result<Vec<SrvRecord>, DiscoveryError> {
         let name = srv_query_name(domain);
         let lookup = self
-            .runtime
-            .block_on(self.resolver.srv_lookup(name.as_str()))
+            .resolver
+            .srv_lookup(name.as_str())
+            .await
             .map_err(|e| DiscoveryError::from_net(&name, &e))?;
         let records: Vec<SrvRecord> = lookup
             .answers()
@@ -233,19 +238,120 @@ impl SrvResolver {
     /// # Errors
     ///
     /// [`DiscoveryError`] when the name does not resolve.
-    pub fn lookup_host(&self, host: &KmsHostName) -> Result<Vec<SocketAddr>, DiscoveryError> {
+    pub async fn lookup_host(&self, host: &KmsHostName) -> Result<Vec<SocketAddr>, DiscoveryError> {
         if let Ok(ip) = host.host.parse::<IpAddr>() {
             return Ok(vec![SocketAddr::new(ip, host.port)]);
         }
         let name = format!("{}.", host.host.trim_end_matches('.'));
         let ips = self
-            .runtime
-            .block_on(self.resolver.lookup_ip(name.as_str()))
+            .resolver
+            .lookup_ip(name.as_str())
+            .await
             .map_err(|e| DiscoveryError::from_net(&name, &e))?;
         Ok(ips
             .iter()
             .map(|ip| SocketAddr::new(ip, host.port))
             .collect())
+    }
+}
+
+/// A blocking wrapper of [`SrvResolver`] with a private single-threaded
+/// runtime, for code that has no runtime of its own (tools, the blocking
+/// transport).
+///
+/// **Not for use inside an async runtime**: there its lookups return
+/// [`DiscoveryError::Resolver`] instead of blocking a worker (use
+/// [`SrvResolver`] and `.await`). Dropping it is safe anywhere.
+///
+/// ```no_run
+/// use kms_activation::client::discovery::{BlockingSrvResolver, DnsSettings};
+///
+/// let resolver = BlockingSrvResolver::new(&DnsSettings::system())?;
+/// for record in resolver.lookup_srv("example.org")? {
+///     println!("{} {} {}:{}", record.priority, record.weight, record.target, record.port);
+/// }
+/// # Ok::<(), kms_activation::client::discovery::DiscoveryError>(())
+/// ```
+pub struct BlockingSrvResolver {
+    runtime: Option<tokio::runtime::Runtime>,
+    resolver: SrvResolver,
+}
+
+impl core::fmt::Debug for BlockingSrvResolver {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("BlockingSrvResolver")
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlockingSrvResolver {
+    /// A resolver with `settings` and a runtime of its own.
+    ///
+    /// # Errors
+    ///
+    /// [`DiscoveryError::Resolver`] when the system configuration cannot be
+    /// read or the runtime cannot start.
+    pub fn new(settings: &DnsSettings) -> Result<Self, DiscoveryError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DiscoveryError::Resolver(e.to_string()))?;
+        let resolver = SrvResolver::new(settings)?;
+        Ok(Self {
+            runtime: Some(runtime),
+            resolver,
+        })
+    }
+
+    /// The async resolver inside.
+    #[must_use]
+    pub const fn resolver(&self) -> &SrvResolver {
+        &self.resolver
+    }
+
+    fn block_on<T>(
+        &self,
+        lookup: impl std::future::Future<Output = Result<T, DiscoveryError>>,
+    ) -> Result<T, DiscoveryError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(DiscoveryError::Resolver(
+                "BlockingSrvResolver cannot block inside an async runtime; use SrvResolver".into(),
+            ));
+        }
+        match &self.runtime {
+            Some(runtime) => runtime.block_on(lookup),
+            None => Err(DiscoveryError::Resolver("the resolver is shut down".into())),
+        }
+    }
+
+    /// [`SrvResolver::lookup_srv`], blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`SrvResolver::lookup_srv`]; [`DiscoveryError::Resolver`] inside
+    /// an async runtime.
+    pub fn lookup_srv(&self, domain: &str) -> Result<Vec<SrvRecord>, DiscoveryError> {
+        self.block_on(self.resolver.lookup_srv(domain))
+    }
+
+    /// [`SrvResolver::lookup_host`], blocking.
+    ///
+    /// # Errors
+    ///
+    /// As [`SrvResolver::lookup_host`]; [`DiscoveryError::Resolver`] inside
+    /// an async runtime.
+    pub fn lookup_host(&self, host: &KmsHostName) -> Result<Vec<SocketAddr>, DiscoveryError> {
+        self.block_on(self.resolver.lookup_host(host))
+    }
+}
+
+impl Drop for BlockingSrvResolver {
+    fn drop(&mut self) {
+        // A runtime dropped the ordinary way blocks, which panics inside
+        // another runtime; this shutdown never blocks.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -272,13 +378,16 @@ pub enum AttemptFailure<E> {
 /// # Errors
 ///
 /// [`AttemptFailure`] when no host could be found or none succeeded.
+///
+/// This is the blocking form (see [`BlockingSrvResolver`]); in async code
+/// use [`activate_through_async`].
 #[expect(
     clippy::type_complexity,
     reason = "a tuple the caller destructures at once"
 )]
 pub fn activate_through<T, E, R: RandomSource + ?Sized>(
     locator: &mut KmsLocator,
-    resolver: &SrvResolver,
+    resolver: &BlockingSrvResolver,
     rng: &mut R,
     mut unresolved: impl FnMut(DiscoveryError) -> E,
     mut attempt: impl FnMut(&KmsHostName, &[SocketAddr]) -> Result<T, E>,
@@ -318,4 +427,72 @@ pub fn activate_through<T, E, R: RandomSource + ?Sized>(
             Err(AttemptFailure::AllHostsFailed(earlier))
         }
     }
+}
+
+/// [`activate_through`] for async code, on the caller's runtime: the same
+/// order and failover, with an asynchronous `attempt`.
+///
+/// # Errors
+///
+/// [`AttemptFailure`] when no host could be found or none succeeded.
+pub async fn activate_through_async<T, E, R: RandomSource + ?Sized>(
+    locator: &mut KmsLocator,
+    resolver: &SrvResolver,
+    rng: &mut R,
+    mut unresolved: impl FnMut(DiscoveryError) -> E,
+    mut attempt: impl AsyncFnMut(&KmsHostName, &[SocketAddr]) -> Result<T, E>,
+) -> Result<(KmsHostName, T, Vec<FailedAttempt<E>>), AttemptFailure<E>> {
+    let mut failures: Vec<FailedAttempt<E>> = Vec::new();
+    // A fixed or cached host first, without DNS.
+    let first = if locator.dns_domain().is_none() {
+        locator.candidates(&[], rng)
+    } else {
+        Vec::new()
+    };
+    for host in first {
+        let result = match resolver.lookup_host(&host).await {
+            Ok(addresses) => attempt(&host, &addresses).await,
+            Err(e) => Err(unresolved(e)),
+        };
+        match result {
+            Ok(value) => {
+                locator.record_success(&host);
+                return Ok((host, value, failures));
+            }
+            Err(error) => {
+                locator.record_failure(&host);
+                failures.push(FailedAttempt { host, error });
+            }
+        }
+    }
+    let Some(domain) = locator.dns_domain().map(str::to_owned) else {
+        return Err(AttemptFailure::AllHostsFailed(failures));
+    };
+    let srv = resolver
+        .lookup_srv(&domain)
+        .await
+        .map_err(AttemptFailure::Discovery)?;
+    let tried: Vec<KmsHostName> = failures.iter().map(|f| f.host.clone()).collect();
+    let hosts: Vec<KmsHostName> = locator
+        .candidates(&srv, rng)
+        .into_iter()
+        .filter(|h| !tried.contains(h))
+        .collect();
+    for host in hosts {
+        let result = match resolver.lookup_host(&host).await {
+            Ok(addresses) => attempt(&host, &addresses).await,
+            Err(e) => Err(unresolved(e)),
+        };
+        match result {
+            Ok(value) => {
+                locator.record_success(&host);
+                return Ok((host, value, failures));
+            }
+            Err(error) => {
+                locator.record_failure(&host);
+                failures.push(FailedAttempt { host, error });
+            }
+        }
+    }
+    Err(AttemptFailure::AllHostsFailed(failures))
 }

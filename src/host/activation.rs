@@ -10,7 +10,7 @@ use crate::{FileTime, HResult, LicenseStatus, Uuid};
 /// context a network host adds: who asked, over which connection, what was
 /// answered.
 ///
-/// [`KmsHost`](super::KmsHost) returns one per request, appends it to the
+/// [`KmsHost`](super::KmsHost) returns one per request, queues it for the
 /// store's activation log and, with the `tracing` feature, emits it as a
 /// `tracing` event at target `kms_activation::activation`.
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]

@@ -14,6 +14,7 @@ use super::responder::{Answer, DEFAULT_ACTIVATION_INTERVAL, DEFAULT_RENEWAL_INTE
 use super::statistics::{ApplicationCount, Counters, Statistics};
 use super::store::{CountStore, StoreError, Visit};
 use crate::epid::{self, Epid, EpidError, EpidProblem, GenerateError};
+use crate::log_limit::LogLimit;
 use crate::message::{Hwid, Version};
 use crate::product::{self, Csvlk};
 use crate::{FileTime, HResult, RandomSource, Uuid};
@@ -231,7 +232,7 @@ struct HeldKey {
 pub struct Decision {
     /// What to send: an answer, or a refusal.
     pub reply: Result<Answer, HResult>,
-    /// The activation record (already logged in the store).
+    /// The activation record (queued for the store's activation log).
     pub record: ActivationRecord,
 }
 
@@ -254,9 +255,15 @@ pub struct Decision {
 ///   [`ProductAllowList`](super::ProductAllowList),
 ///   [`MaxClients`](super::MaxClients).
 /// * **Records and statistics**: every request yields an
-///   [`ActivationRecord`], appended to the store's activation log (and
-///   emitted as a `tracing` event with the `tracing` feature);
-///   [`statistics`](Self::statistics) reports what `slmgr /dlv` shows.
+///   [`ActivationRecord`], queued for the store's activation log, which is
+///   written behind the answer ([`CountStore::queue_activation`]), and
+///   emitted as a `tracing` event with the `tracing` feature;
+///   [`statistics`](Self::statistics) reports what `slmgr /dlv` shows, and
+///   the store failures the host counted.
+/// * **Store failures**: a visit the store cannot record in time is refused
+///   with the configured HRESULT (0xC004F039 by default), logged at WARN
+///   with its cause (rate-limited, with the `tracing` feature) and counted
+///   in [`Statistics::store_errors`].
 ///
 /// The protocol's own checks (decoding, N policy, clock skew) are done by
 /// [`HostConnection`] before a request reaches the policy.
@@ -302,7 +309,14 @@ pub struct KmsHost<S> {
     store_failure: HResult,
     hooks: Vec<Box<dyn DecisionHook>>,
     counters: Counters,
+    /// Bounds the WARN lines about store failures.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code, reason = "used to log"))]
+    store_warnings: LogLimit,
 }
+
+/// At most this many WARN lines about store failures per minute (the rest
+/// are counted and reported with the next line).
+const STORE_WARNINGS_PER_MINUTE: u32 = 10;
 
 impl<S> std::fmt::Debug for KmsHost<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -372,6 +386,7 @@ impl<S: CountStore> KmsHost<S> {
             store_failure: config.store_failure,
             hooks: Vec::new(),
             counters: Counters::default(),
+            store_warnings: LogLimit::new(Duration::from_secs(60), STORE_WARNINGS_PER_MINUTE),
         }
     }
 
@@ -408,8 +423,11 @@ impl<S: CountStore> KmsHost<S> {
         Some(&key.epid)
     }
 
-    /// Decides one request: the answer or refusal to send, and its record
-    /// (appended to the store's activation log before this completes).
+    /// Decides one request: the answer or refusal to send, and its record.
+    /// The visit is committed to the store before this completes; the record
+    /// is only queued for the store's activation log
+    /// ([`CountStore::queue_activation`]), which is written behind the
+    /// answer.
     pub async fn decide(&self, event: &RequestEvent) -> Decision {
         let reply = self.reply(event).await;
         let (count, result) = match &reply {
@@ -425,11 +443,15 @@ impl<S: CountStore> KmsHost<S> {
             count,
             result,
         );
-        self.log(&record, Some(event.body.license_status)).await;
+        self.log(&record, Some(event.body.license_status));
         Decision { reply, record }
     }
 
     /// Logs and counts a request the engine refused by itself.
+    #[allow(
+        clippy::unused_async,
+        reason = "public signature; its record is queued for the log without waiting"
+    )]
     pub async fn record_rejection(&self, rejected: &RejectedRequest) -> Option<ActivationRecord> {
         let Some(body) = &rejected.body else {
             self.counters.count(None, true);
@@ -443,7 +465,7 @@ impl<S: CountStore> KmsHost<S> {
             None,
             rejected.result,
         );
-        self.log(&record, Some(body.license_status)).await;
+        self.log(&record, Some(body.license_status));
         Some(record)
     }
 
@@ -504,7 +526,13 @@ impl<S: CountStore> KmsHost<S> {
         let window_start = self.window_start(now);
         let mut counts = Vec::new();
         for application in product::applications() {
-            let tally = self.store.tally(application.id(), window_start).await?;
+            let tally = match self.store.tally(application.id(), window_start).await {
+                Ok(tally) => tally,
+                Err(error) => {
+                    self.store_failed("reading the counts", &error);
+                    return Err(error);
+                }
+            };
             if tally.clients == 0 {
                 continue;
             }
@@ -514,7 +542,7 @@ impl<S: CountStore> KmsHost<S> {
                 current_count: capped_count(tally.clients, tally.max_n_policy),
             });
         }
-        Ok(self.counters.snapshot(counts))
+        Ok(self.counters.snapshot_with(counts, self.store.health()))
     }
 
     async fn reply(&self, event: &RequestEvent) -> Result<Answer, HResult> {
@@ -544,11 +572,10 @@ impl<S: CountStore> KmsHost<S> {
                     window_start: self.window_start(now),
                     capacity,
                 };
-                let tally = self
-                    .store
-                    .record_visit(visit)
-                    .await
-                    .map_err(|_| self.store_failure)?;
+                let tally = self.store.record_visit(visit).await.map_err(|error| {
+                    self.store_failed("recording a visit", &error);
+                    self.store_failure
+                })?;
                 if !tally.admitted {
                     return Err(HResult::CLIENT_TABLE_FULL);
                 }
@@ -585,15 +612,51 @@ impl<S: CountStore> KmsHost<S> {
         FileTime::from_ticks(now.ticks().saturating_sub(self.count_window_ticks))
     }
 
-    async fn log(&self, record: &ActivationRecord, status: Option<crate::LicenseStatus>) {
+    fn log(&self, record: &ActivationRecord, status: Option<crate::LicenseStatus>) {
         self.counters.count(status, !record.is_answered());
         #[cfg(feature = "tracing")]
         emit_tracing(record);
         let retain_since =
             FileTime::from_ticks(record.time.ticks().saturating_sub(self.log_retention_ticks));
-        // A record that cannot be stored does not change the answer; the
-        // count was committed (or refused) before.
-        let _ = self.store.append_activation(record, retain_since).await;
+        // The log is written behind the answer. A record the store cannot
+        // take does not change the answer (the count was committed, or
+        // refused, before); it is counted and reported.
+        if let Err(error) = self.store.queue_activation(record.clone(), retain_since) {
+            let dropped = self.counters.dropped_record();
+            self.warn("activation record dropped", dropped, &error);
+        }
+    }
+
+    /// Counts a failed store operation and reports it (WARN, rate-limited).
+    fn store_failed(&self, operation: &str, error: &StoreError) {
+        let total = self.counters.store_error();
+        self.warn(operation, total, error);
+    }
+
+    #[cfg_attr(
+        not(feature = "tracing"),
+        allow(clippy::unused_self, reason = "logs only with the tracing feature")
+    )]
+    fn warn(&self, what: &str, total: u64, error: &StoreError) {
+        #[cfg(feature = "tracing")]
+        {
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "paces log lines only; no decision reads this clock"
+            )]
+            let now = std::time::Instant::now();
+            if let crate::log_limit::Admit::Yes { suppressed } = self.store_warnings.admit(now) {
+                tracing::warn!(
+                    target: "kms_activation::store",
+                    error = %error,
+                    total,
+                    suppressed,
+                    "store failure: {what}: {error}"
+                );
+            }
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = (what, total, error);
     }
 }
 

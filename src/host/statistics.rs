@@ -24,6 +24,14 @@ pub struct Statistics {
     pub requests_other_status: u64,
     /// The current count of each application the host has seen.
     pub counts: Vec<ApplicationCount>,
+    /// Store operations that failed: those the host waited for (a visit it
+    /// then refused, an ePID, the counts of a statistics report) and those
+    /// the store ran in the background (activation-log batches, pruning).
+    /// A running total: export it as a counter.
+    pub store_errors: u64,
+    /// Activation records that never reached the store's log: the log's
+    /// queue was full, or their batch failed. A running total.
+    pub dropped_records: u64,
 }
 
 /// One application's count in [`Statistics`].
@@ -54,6 +62,8 @@ pub(crate) struct Counters {
     failed: AtomicU64,
     by_status: [AtomicU64; 7],
     other_status: AtomicU64,
+    store_errors: AtomicU64,
+    dropped_records: AtomicU64,
 }
 
 impl Counters {
@@ -70,6 +80,31 @@ impl Counters {
             .fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one failed store operation; returns the new total.
+    pub(crate) fn store_error(&self) -> u64 {
+        self.store_errors.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Counts one activation record the store did not take; returns the
+    /// new total.
+    pub(crate) fn dropped_record(&self) -> u64 {
+        self.dropped_records.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// `snapshot` plus what the store counted itself.
+    pub(crate) fn snapshot_with(
+        &self,
+        counts: Vec<ApplicationCount>,
+        store: crate::host::store::StoreHealth,
+    ) -> Statistics {
+        let mut statistics = self.snapshot(counts);
+        statistics.store_errors = statistics.store_errors.saturating_add(store.errors);
+        statistics.dropped_records = statistics
+            .dropped_records
+            .saturating_add(store.dropped_records);
+        statistics
+    }
+
     pub(crate) fn snapshot(&self, counts: Vec<ApplicationCount>) -> Statistics {
         let mut by_status = [0; 7];
         for (out, counter) in by_status.iter_mut().zip(&self.by_status) {
@@ -81,6 +116,8 @@ impl Counters {
             requests_by_license_status: by_status,
             requests_other_status: self.other_status.load(Ordering::Relaxed),
             counts,
+            store_errors: self.store_errors.load(Ordering::Relaxed),
+            dropped_records: self.dropped_records.load(Ordering::Relaxed),
         }
     }
 }

@@ -12,7 +12,8 @@ use hickory_server::proto::serialize::txt::Parser;
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
 use kms_activation::client::discovery::{
-    AttemptFailure, DiscoveryError, DnsSettings, SrvResolver, activate_through,
+    AttemptFailure, BlockingSrvResolver, DiscoveryError, DnsSettings, SrvResolver,
+    activate_through, activate_through_async,
 };
 use kms_activation::client::{
     KmsHostName, KmsLocator, LocatorConfig, SrvRecord, SrvSelection, order_srv_records,
@@ -69,13 +70,14 @@ fn start_dns(records: &[String]) -> SocketAddr {
     rx.recv_timeout(Duration::from_secs(10)).unwrap()
 }
 
-fn resolver(dns: SocketAddr) -> SrvResolver {
-    SrvResolver::new(
-        &DnsSettings::system()
-            .with_name_servers([dns])
-            .with_timeout(Duration::from_secs(2), 2),
-    )
-    .unwrap()
+fn settings(dns: SocketAddr) -> DnsSettings {
+    DnsSettings::system()
+        .with_name_servers([dns])
+        .with_timeout(Duration::from_secs(2), 2)
+}
+
+fn resolver(dns: SocketAddr) -> BlockingSrvResolver {
+    BlockingSrvResolver::new(&settings(dns)).unwrap()
 }
 
 fn srv(priority: u16, weight: u16, target: &str, port: u16) -> String {
@@ -267,4 +269,81 @@ fn kms_client_fails_over_from_a_refusing_host() {
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("0x8007232B"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_async_resolver_works_inside_a_runtime_and_drops_there() {
+    let dns = start_dns(&[srv(0, 0, "kms1", 1688), srv(5, 0, "kms2", 1700)]);
+    let resolver = SrvResolver::new(&settings(dns)).unwrap();
+    let mut records = resolver.lookup_srv("example.test").await.unwrap();
+    records.sort_by_key(|r| r.priority);
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0].target, "kms1.example.test");
+    assert_eq!(
+        resolver
+            .lookup_host(&KmsHostName::new("kms2.example.test", 1700))
+            .await
+            .unwrap(),
+        ["127.0.0.1:1700".parse::<SocketAddr>().unwrap()]
+    );
+    let missing = resolver
+        .lookup_srv("missing.example.test")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, DiscoveryError::NameDoesNotExist { .. }),
+        "{missing:?}"
+    );
+    drop(resolver);
+}
+
+#[tokio::test]
+async fn async_failover_past_a_refused_connection() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let live_port = live.local_addr().unwrap().port();
+    let dns = start_dns(&[srv(0, 0, "kms1", dead), srv(5, 0, "kms2", live_port)]);
+    let resolver = SrvResolver::new(&settings(dns)).unwrap();
+    let mut rng = ScriptedRandom::new([0u8; 4096]);
+    let mut locator = KmsLocator::new(LocatorConfig::discover("example.test"));
+    let (host, (), failures) = activate_through_async(
+        &mut locator,
+        &resolver,
+        &mut rng,
+        |_| std::io::ErrorKind::NotFound,
+        async |_: &KmsHostName, addrs: &[SocketAddr]| {
+            tokio::net::TcpStream::connect(addrs[0])
+                .await
+                .map(|_| ())
+                .map_err(|e| e.kind())
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(host, KmsHostName::new("kms2.example.test", live_port));
+    assert_eq!(failures.len(), 1);
+    assert_eq!(failures[0].error, std::io::ErrorKind::ConnectionRefused);
+}
+
+#[tokio::test]
+async fn the_blocking_resolver_refuses_to_block_a_runtime_and_drops_there() {
+    let dns = start_dns(&[srv(0, 0, "kms1", 1688)]);
+    let resolver = resolver(dns);
+    let err = resolver.lookup_srv("example.test").unwrap_err();
+    assert!(matches!(err, DiscoveryError::Resolver(_)), "{err:?}");
+    // The async resolver inside still works here.
+    assert_eq!(
+        resolver
+            .resolver()
+            .lookup_srv("example.test")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    drop(resolver);
 }

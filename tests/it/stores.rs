@@ -85,8 +85,29 @@ async fn conformance<S: CountStore>(store: &S) {
     max_n_policy(store).await;
     capacity(store).await;
     activation_log(store).await;
+    queued_activation_log(store).await;
     epids(store).await;
     store.flush().await.unwrap();
+}
+
+async fn queued_activation_log<S: CountStore>(store: &S) {
+    // Records queued without waiting are stored by the time `flush`
+    // completes, newest first.
+    let queued: Vec<_> = (7..=9u32)
+        .map(|i| record(T0 + u64::from(i) * MINUTE, u128::from(i), true, Some(i)))
+        .collect();
+    for r in &queued {
+        store
+            .queue_activation(r.clone(), FileTime::from_ticks(0))
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    let recent = store.recent_activations(3).await.unwrap();
+    assert_eq!(
+        recent,
+        vec![queued[2].clone(), queued[1].clone(), queued[0].clone()]
+    );
+    assert_eq!(store.health().dropped_records, 0);
 }
 
 async fn counting<S: CountStore>(store: &S) {
@@ -276,7 +297,7 @@ mod sqlite {
     use std::process::{Command, Stdio};
     use std::sync::Arc;
 
-    use kms_activation::host::store::{SqliteStore, StoreError};
+    use kms_activation::host::store::{SqliteOptions, SqliteStore, StoreError};
 
     use super::*;
 
@@ -479,6 +500,321 @@ mod sqlite {
             pollster::block_on(clients(&store, visit(1, 1, 25, T0 + 1))),
             3
         );
+    }
+
+    /// The schema of the first release (version 0, no `user_version`), as
+    /// it created its file.
+    const SQLITE_V0: &str = "
+        CREATE TABLE clients (application_id BLOB NOT NULL, cmid BLOB NOT NULL,
+            last_seen INTEGER NOT NULL, n_policy INTEGER NOT NULL,
+            PRIMARY KEY (application_id, cmid)) WITHOUT ROWID;
+        CREATE INDEX clients_by_last_seen ON clients (application_id, last_seen);
+        CREATE INDEX clients_by_n_policy ON clients (application_id, n_policy);
+        CREATE TABLE applications (application_id BLOB PRIMARY KEY,
+            clients INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE activations (id INTEGER PRIMARY KEY, time INTEGER NOT NULL, peer TEXT,
+            connection_id INTEGER NOT NULL, protocol INTEGER NOT NULL,
+            application_id BLOB NOT NULL, sku_id BLOB NOT NULL, kms_id BLOB NOT NULL,
+            cmid BLOB NOT NULL, previous_cmid BLOB NOT NULL, workstation TEXT NOT NULL,
+            n_policy INTEGER NOT NULL, client_time INTEGER NOT NULL,
+            virtual_machine INTEGER NOT NULL, license_status INTEGER NOT NULL,
+            minutes_to_expiry INTEGER NOT NULL, count INTEGER, result INTEGER NOT NULL);
+        CREATE INDEX activations_by_time ON activations (time);
+        CREATE TABLE epids (csvlk_id BLOB PRIMARY KEY, epid TEXT NOT NULL) WITHOUT ROWID;";
+
+    fn user_version(path: &std::path::Path) -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn sqlite_migrates_a_database_of_the_first_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute_batch(SQLITE_V0).unwrap();
+        for (n, policy) in [(1u128, 5i64), (2, 25), (3, 5)] {
+            raw.execute(
+                "INSERT INTO clients VALUES (?1, ?2, ?3, ?4)",
+                (
+                    app(1).as_bytes().as_slice(),
+                    cmid(n).as_bytes().as_slice(),
+                    i64::try_from(T0).unwrap(),
+                    policy,
+                ),
+            )
+            .unwrap();
+        }
+        raw.execute(
+            "INSERT INTO applications VALUES (?1, 3)",
+            [app(1).as_bytes().as_slice()],
+        )
+        .unwrap();
+        raw.execute(
+            "INSERT INTO epids VALUES (?1, 'kept')",
+            [Uuid::from_u128(1).as_bytes().as_slice()],
+        )
+        .unwrap();
+        drop(raw);
+        assert_eq!(user_version(&path), 0);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let tally = pollster::block_on(store.record_visit(visit(1, 4, 5, T0 + MINUTE))).unwrap();
+        assert_eq!((tally.clients, tally.max_n_policy), (4, 25));
+        assert_eq!(
+            pollster::block_on(store.host_epid(Uuid::from_u128(1), "new")).unwrap(),
+            "kept"
+        );
+        store.close().unwrap();
+        assert_eq!(user_version(&path), 1);
+        // Opening again leaves a current file as it is.
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            pollster::block_on(clients(&store, visit(1, 1, 5, T0 + MINUTE))),
+            4
+        );
+    }
+
+    #[test]
+    fn sqlite_refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.sqlite");
+        SqliteStore::open(&path).unwrap().close().unwrap();
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 7)
+            .unwrap();
+        let err = SqliteStore::open(&path).unwrap_err();
+        assert!(
+            matches!(err, StoreError::SchemaTooNew { found: 7, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("version 7"), "{err}");
+        // Untouched.
+        assert_eq!(user_version(&path), 7);
+    }
+
+    #[test]
+    fn sqlite_keeps_at_most_the_configured_clients_per_application() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = SqliteOptions::default();
+        options.max_clients_per_application = 2;
+        let store = SqliteStore::open_with(dir.path().join("cap.sqlite"), options).unwrap();
+        // Client 1 is the oldest contact although it is not the first row.
+        pollster::block_on(store.record_visit(visit(1, 2, 25, T0 + MINUTE))).unwrap();
+        pollster::block_on(store.record_visit(visit(1, 1, 25, T0))).unwrap();
+        pollster::block_on(store.record_visit(visit(2, 9, 5, T0))).unwrap();
+        let tally = pollster::block_on(store.record_visit(visit(1, 3, 25, T0 + 2 * MINUTE)));
+        assert_eq!(tally.unwrap().clients, 2);
+        pollster::block_on(store.flush()).unwrap();
+        let raw = rusqlite::Connection::open(store.path()).unwrap();
+        let mut kept: Vec<Vec<u8>> = raw
+            .prepare("SELECT cmid FROM clients WHERE application_id = ?1 ORDER BY cmid")
+            .unwrap()
+            .query_map([app(1).as_bytes().as_slice()], |row| row.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            vec![cmid(2).as_bytes().to_vec(), cmid(3).as_bytes().to_vec()]
+        );
+        // Another application is not touched.
+        assert_eq!(pollster::block_on(clients(&store, visit(2, 9, 5, T0))), 1);
+    }
+
+    #[test]
+    fn sqlite_activation_log_is_capped_in_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = SqliteOptions::default();
+        options.max_log_records = 3;
+        let store = SqliteStore::open_with(dir.path().join("log.sqlite"), options).unwrap();
+        let records: Vec<_> = (1..=5u32)
+            .map(|i| record(T0 + u64::from(i) * MINUTE, u128::from(i), true, Some(i)))
+            .collect();
+        for r in &records {
+            store
+                .queue_activation(r.clone(), FileTime::from_ticks(0))
+                .unwrap();
+        }
+        pollster::block_on(store.flush()).unwrap();
+        let kept = pollster::block_on(store.recent_activations(10)).unwrap();
+        assert_eq!(
+            kept,
+            vec![records[4].clone(), records[3].clone(), records[2].clone()]
+        );
+    }
+
+    #[test]
+    fn sqlite_operations_fail_at_their_deadline_when_the_file_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("locked.sqlite");
+        let mut options = SqliteOptions::default();
+        options.operation_timeout = std::time::Duration::from_millis(300);
+        options.busy_timeout = std::time::Duration::from_secs(3600);
+        options.max_queue = 2;
+        let store = SqliteStore::open_with(&path, options).unwrap();
+        // Another process holds the write lock.
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let pending: Vec<_> = (1..=6u128)
+            .map(|n| store.record_visit(visit(1, n, 25, T0)))
+            .collect();
+        let results: Vec<_> = pending.into_iter().map(pollster::block_on).collect();
+        // Each fails within its deadline: timed out, or the lock wait
+        // (bounded by the deadline) gave up.
+        for result in &results {
+            assert!(
+                matches!(
+                    result,
+                    Err(StoreError::TimedOut(_) | StoreError::Unavailable(_))
+                ),
+                "{results:?}"
+            );
+        }
+        // The queue held two; the writer had one: the rest were refused at
+        // once for a full queue.
+        assert!(
+            results
+                .iter()
+                .any(|r| matches!(r, Err(StoreError::TimedOut(t)) if t.contains("queue is full"))),
+            "{results:?}"
+        );
+        raw.execute_batch("ROLLBACK").unwrap();
+        drop(raw);
+        // The store recovers once the lock is gone.
+        let mut tally = None;
+        for _ in 0..100 {
+            if let Ok(t) = pollster::block_on(store.record_visit(visit(1, 9, 25, T0))) {
+                tally = Some(t);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(tally.unwrap().clients, 1);
+    }
+
+    #[test]
+    fn sqlite_prunes_aged_clients_in_bounded_batches_behind_the_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aged.sqlite");
+        let mut options = SqliteOptions::default();
+        options.prune_interval = std::time::Duration::from_secs(3600);
+        SqliteStore::open_with(&path, options)
+            .unwrap()
+            .close()
+            .unwrap();
+        // 2 500 clients last seen at T0, written straight into the file.
+        let mut raw = rusqlite::Connection::open(&path).unwrap();
+        let tx = raw.transaction().unwrap();
+        for n in 0..2500u128 {
+            tx.execute(
+                "INSERT INTO clients VALUES (?1, ?2, ?3, 25)",
+                (
+                    app(1).as_bytes().as_slice(),
+                    cmid(n).as_bytes().as_slice(),
+                    i64::try_from(T0).unwrap(),
+                ),
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+        let rows = |raw: &rusqlite::Connection| -> i64 {
+            raw.query_row("SELECT count(*) FROM clients", [], |row| row.get(0))
+                .unwrap()
+        };
+
+        // 31 days later they have all aged out: the count says so at once,
+        // while the visit deleted only one bounded batch.
+        let later = T0 + 31 * DAY;
+        let store = SqliteStore::open_with(&path, options).unwrap();
+        let tally = pollster::block_on(store.record_visit(visit(1, 9999, 5, later))).unwrap();
+        assert_eq!((tally.clients, tally.max_n_policy), (1, 5));
+        let statistics =
+            pollster::block_on(store.tally(app(1), FileTime::from_ticks(later - WINDOW)));
+        assert_eq!(statistics.unwrap().clients, 1);
+        assert_eq!(rows(&raw), 2500 - 1000 + 1);
+        store.close().unwrap();
+
+        // The rest goes in the background.
+        options.prune_interval = std::time::Duration::from_millis(20);
+        let store = SqliteStore::open_with(&path, options).unwrap();
+        assert_eq!(
+            pollster::block_on(clients(&store, visit(1, 9998, 5, later))),
+            2
+        );
+        let mut left = rows(&raw);
+        for _ in 0..500 {
+            if left == 2 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            left = rows(&raw);
+        }
+        assert_eq!(left, 2);
+        assert_eq!(
+            pollster::block_on(clients(&store, visit(1, 9997, 5, later))),
+            3
+        );
+    }
+
+    #[test]
+    fn a_full_log_queue_drops_records_counted_once_and_still_answers() {
+        use kms_activation::host::{KmsHost, KmsHostConfig};
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = SqliteOptions::default();
+        options.max_log_queue = 0;
+        let store = SqliteStore::open_with(dir.path().join("full.sqlite"), options).unwrap();
+        let host = pollster::block_on(KmsHost::start(
+            KmsHostConfig::default(),
+            store,
+            FileTime::from_ticks(T0),
+            &mut super::host::rng(),
+        ))
+        .unwrap();
+        for client in 1..=2 {
+            let event = super::host::request_event(super::host::windows_request(client, T0));
+            let decision = pollster::block_on(host.decide(&event));
+            assert_eq!(
+                decision.reply.unwrap().count,
+                u32::try_from(client).unwrap()
+            );
+        }
+        pollster::block_on(host.store().flush()).unwrap();
+        assert!(
+            pollster::block_on(host.store().recent_activations(10))
+                .unwrap()
+                .is_empty()
+        );
+        let statistics = pollster::block_on(host.statistics(FileTime::from_ticks(T0))).unwrap();
+        assert_eq!(statistics.dropped_records, 2);
+        assert_eq!(statistics.store_errors, 0);
+    }
+
+    #[test]
+    fn sqlite_an_unbounded_deadline_does_not_overflow() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = SqliteOptions::default();
+        options.operation_timeout = std::time::Duration::MAX;
+        options.busy_timeout = std::time::Duration::MAX;
+        options.prune_interval = std::time::Duration::MAX;
+        let store = SqliteStore::open_with(dir.path().join("max.sqlite"), options).unwrap();
+        assert_eq!(pollster::block_on(clients(&store, visit(1, 1, 25, T0))), 1);
+        store.close().unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn sqlite_store_can_be_dropped_on_a_runtime() {
+        let (_dir, store) = temp_store();
+        store.record_visit(visit(1, 1, 25, T0)).await.unwrap();
+        store
+            .queue_activation(record(T0, 1, true, Some(1)), FileTime::from_ticks(0))
+            .unwrap();
+        drop(store);
     }
 }
 
@@ -733,6 +1069,354 @@ mod postgres {
         });
     }
 
+    /// Host, port, user and database of the test URL.
+    fn parts(url: &str) -> (String, u16, String, String) {
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        #[allow(irrefutable_let_patterns, reason = "Unix sockets exist on Unix only")]
+        let tokio_postgres::config::Host::Tcp(host) = config.get_hosts()[0].clone() else {
+            panic!("the test database must be reached over TCP");
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let user = config.get_user().unwrap_or("postgres").to_owned();
+        let db = config.get_dbname().unwrap_or(&user).to_owned();
+        (host, port, user, db)
+    }
+
+    #[test]
+    fn postgres_errors_name_their_cause_and_hide_the_password() {
+        let Some(url) = database("postgres_errors_name_their_cause_and_hide_the_password") else {
+            return;
+        };
+        let (host, port, user, _) = parts(&url);
+        let rt = runtime();
+        let missing = format!(
+            "postgres://{user}:hunter2-secret@{host}:{port}/kms_no_such_db_{}",
+            std::process::id()
+        );
+        let err = rt.block_on(PostgresStore::connect(&missing)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("database does not exist"), "{text}");
+        assert!(text.contains("kms_no_such_db_"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains(":***@"), "{text}");
+
+        // A port nobody listens on (bound, then released).
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let refused = format!("postgres://kms:hunter2-secret@127.0.0.1:{closed_port}/kms");
+        let err = rt.block_on(PostgresStore::connect(&refused)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("connection refused"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    /// The schema of the first release (version 0, no version table).
+    fn postgres_v0(s: &str) -> String {
+        format!(
+            "CREATE SCHEMA {s};
+             CREATE TABLE {s}.clients (application_id uuid NOT NULL, cmid uuid NOT NULL,
+                 last_seen bigint NOT NULL, n_policy bigint NOT NULL,
+                 PRIMARY KEY (application_id, cmid));
+             CREATE INDEX clients_by_last_seen ON {s}.clients (application_id, last_seen);
+             CREATE INDEX clients_by_n_policy ON {s}.clients (application_id, n_policy);
+             CREATE TABLE {s}.applications (application_id uuid PRIMARY KEY,
+                 clients bigint NOT NULL CHECK (clients >= 0));
+             CREATE TABLE {s}.activations (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                 time bigint NOT NULL, peer text, connection_id bigint NOT NULL,
+                 protocol bigint NOT NULL, application_id uuid NOT NULL, sku_id uuid NOT NULL,
+                 kms_id uuid NOT NULL, cmid uuid NOT NULL, previous_cmid uuid NOT NULL,
+                 workstation text NOT NULL, n_policy bigint NOT NULL,
+                 client_time bigint NOT NULL, virtual_machine boolean NOT NULL,
+                 license_status bigint NOT NULL, minutes_to_expiry bigint NOT NULL,
+                 count bigint, result bigint NOT NULL);
+             CREATE INDEX activations_by_time ON {s}.activations (time);
+             CREATE TABLE {s}.epids (csvlk_id uuid PRIMARY KEY, epid text NOT NULL);"
+        )
+    }
+
+    #[test]
+    fn postgres_migrates_a_schema_of_the_first_release_and_refuses_a_newer_one() {
+        let Some(url) = database("postgres_migrates_a_schema_of_the_first_release") else {
+            return;
+        };
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let admin = admin(&url).await;
+            admin.batch_execute(&postgres_v0(&schema)).await.unwrap();
+            for (n, policy) in [(1u128, 5i64), (2, 25), (3, 5)] {
+                admin
+                    .execute(
+                        &format!("INSERT INTO {schema}.clients VALUES ($1, $2, $3, $4)"),
+                        &[&app(1), &cmid(n), &i64::try_from(T0).unwrap(), &policy],
+                    )
+                    .await
+                    .unwrap();
+            }
+            admin
+                .execute(
+                    &format!("INSERT INTO {schema}.applications VALUES ($1, 3)"),
+                    &[&app(1)],
+                )
+                .await
+                .unwrap();
+            let store = store(&url, &schema).await;
+            let version: i64 = admin
+                .query_one(
+                    &format!("SELECT version FROM {schema}.kms_schema_version"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(version, 1);
+            let tally = store
+                .record_visit(visit(1, 4, 5, T0 + MINUTE))
+                .await
+                .unwrap();
+            assert_eq!((tally.clients, tally.max_n_policy), (4, 25));
+            drop(store);
+
+            admin
+                .execute(
+                    &format!("UPDATE {schema}.kms_schema_version SET version = 9"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            let err =
+                PostgresStore::connect_with(&url, PostgresOptions::default().with_schema(&schema))
+                    .await
+                    .unwrap_err();
+            assert!(
+                matches!(err, StoreError::SchemaTooNew { found: 9, .. }),
+                "{err:?}"
+            );
+            drop_schema(&url, &schema).await;
+        });
+    }
+
+    #[test]
+    fn postgres_counters_are_checked_and_rebuilt_on_connect() {
+        let Some(url) = database("postgres_counters_are_checked_and_rebuilt_on_connect") else {
+            return;
+        };
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let first = store(&url, &schema).await;
+            for n in 1..=3 {
+                first.record_visit(visit(1, n, 25, T0)).await.unwrap();
+            }
+            drop(first);
+            let admin = admin(&url).await;
+            admin
+                .execute(
+                    &format!("UPDATE {schema}.applications SET clients = 40"),
+                    &[],
+                )
+                .await
+                .unwrap();
+            let store = store(&url, &schema).await;
+            let counter: i64 = admin
+                .query_one(&format!("SELECT clients FROM {schema}.applications"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(counter, 3);
+            assert_eq!(clients(&store, visit(1, 4, 25, T0 + MINUTE)).await, 4);
+            drop(store);
+            drop_schema(&url, &schema).await;
+        });
+    }
+
+    #[test]
+    fn postgres_bounds_clients_per_application_and_log_rows() {
+        let Some(url) = database("postgres_bounds_clients_per_application_and_log_rows") else {
+            return;
+        };
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let mut options = PostgresOptions::default().with_schema(&schema);
+            options.max_clients_per_application = 2;
+            options.max_log_records = 3;
+            let store = PostgresStore::connect_with(&url, options).await.unwrap();
+            // Client 1 is the oldest contact although it came second.
+            store
+                .record_visit(visit(1, 2, 25, T0 + MINUTE))
+                .await
+                .unwrap();
+            store.record_visit(visit(1, 1, 25, T0)).await.unwrap();
+            store.record_visit(visit(2, 9, 5, T0)).await.unwrap();
+            let tally = store
+                .record_visit(visit(1, 3, 25, T0 + 2 * MINUTE))
+                .await
+                .unwrap();
+            assert_eq!(tally.clients, 2);
+            let admin = admin(&url).await;
+            let kept: Vec<Uuid> = admin
+                .query(
+                    &format!(
+                        "SELECT cmid FROM {schema}.clients WHERE application_id = $1 ORDER BY cmid"
+                    ),
+                    &[&app(1)],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            assert_eq!(kept, vec![cmid(2), cmid(3)]);
+            assert_eq!(clients(&store, visit(2, 9, 5, T0)).await, 1);
+
+            let records: Vec<_> = (1..=5u32)
+                .map(|i| record(T0 + u64::from(i) * MINUTE, u128::from(i), true, Some(i)))
+                .collect();
+            for r in &records {
+                store
+                    .queue_activation(r.clone(), FileTime::from_ticks(0))
+                    .unwrap();
+            }
+            store.flush().await.unwrap();
+            assert_eq!(
+                store.recent_activations(10).await.unwrap(),
+                vec![records[4].clone(), records[3].clone(), records[2].clone()]
+            );
+            drop(store);
+            drop_schema(&url, &schema).await;
+        });
+    }
+
+    /// A TCP proxy to `target` that stops forwarding while paused.
+    async fn pausable_proxy(
+        target: String,
+    ) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        async fn pump(
+            mut from: tokio::net::tcp::OwnedReadHalf,
+            mut to: tokio::net::tcp::OwnedWriteHalf,
+            paused: Arc<AtomicBool>,
+        ) {
+            let mut buf = vec![0u8; 16 * 1024];
+            loop {
+                let n = match from.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                while paused.load(Ordering::SeqCst) {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let paused = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&paused);
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(pump(client_read, server_write, Arc::clone(&flag)));
+                tokio::spawn(pump(server_read, client_write, Arc::clone(&flag)));
+            }
+        });
+        (addr, paused)
+    }
+
+    #[test]
+    fn postgres_hung_behind_a_paused_proxy_fails_at_the_deadline_and_the_host_refuses() {
+        use std::sync::atomic::Ordering;
+
+        use kms_activation::host::{KmsHost, KmsHostConfig};
+
+        let Some(url) = database("postgres_hung_behind_a_paused_proxy") else {
+            return;
+        };
+        let (host, port, user, db) = parts(&url);
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let (proxy, paused) = pausable_proxy(format!("{host}:{port}")).await;
+            let proxied = format!("postgres://{user}@{proxy}/{db}");
+            let options = PostgresOptions::default()
+                .with_schema(&schema)
+                .with_operation_timeout(std::time::Duration::from_millis(800));
+            let store = Arc::new(
+                PostgresStore::connect_with(&proxied, options)
+                    .await
+                    .unwrap(),
+            );
+            let kms = KmsHost::start(
+                KmsHostConfig::default(),
+                Arc::clone(&store),
+                FileTime::from_ticks(T0),
+                &mut super::host::rng(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(clients(&*store, visit(1, 1, 25, T0)).await, 1);
+
+            paused.store(true, Ordering::SeqCst);
+            // Generous outer bound: only a hang trips it.
+            let guard = std::time::Duration::from_secs(30);
+            let result = tokio::time::timeout(guard, store.record_visit(visit(1, 2, 25, T0)))
+                .await
+                .expect("the store operation hung past its deadline");
+            assert!(matches!(result, Err(StoreError::TimedOut(_))), "{result:?}");
+            let event = super::host::request_event(super::host::windows_request(7, T0));
+            let decision = tokio::time::timeout(guard, kms.decide(&event))
+                .await
+                .expect("the host hung on the store");
+            assert_eq!(decision.reply, Err(HResult::BINDING_SERVICE_NOT_ENABLED));
+            let statistics = kms.statistics(FileTime::from_ticks(T0)).await;
+            assert!(statistics.is_err());
+
+            paused.store(false, Ordering::SeqCst);
+            // Once the database answers again, so does the store.
+            let mut tally = None;
+            for _ in 0..50 {
+                if let Ok(t) = store.record_visit(visit(1, 3, 25, T0)).await {
+                    tally = Some(t);
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            assert_eq!(tally.unwrap().clients, 2);
+            let statistics = kms.statistics(FileTime::from_ticks(T0)).await.unwrap();
+            assert!(statistics.store_errors >= 2, "{statistics:?}");
+            drop(kms);
+            drop(store);
+            drop_schema(&url, &schema).await;
+        });
+    }
+
+    #[test]
+    fn postgres_unbounded_timeouts_do_not_overflow() {
+        let Some(url) = database("postgres_unbounded_timeouts_do_not_overflow") else {
+            return;
+        };
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let mut options = PostgresOptions::default()
+                .with_schema(&schema)
+                .with_operation_timeout(std::time::Duration::MAX);
+            options.startup_timeout = std::time::Duration::MAX;
+            options.prune_interval = std::time::Duration::MAX;
+            let store = PostgresStore::connect_with(&url, options).await.unwrap();
+            assert_eq!(clients(&store, visit(1, 1, 25, T0)).await, 1);
+            store.flush().await.unwrap();
+            drop(store);
+            drop_schema(&url, &schema).await;
+        });
+    }
+
     #[test]
     fn postgres_unreachable_is_unavailable() {
         let rt = runtime();
@@ -788,5 +1472,222 @@ mod postgres {
             drop(store);
             drop_schema(&url, &schema).await;
         });
+    }
+}
+
+/// The host on top of a store: the log behind the answer, store failures
+/// counted.
+mod host {
+    use std::future::Future;
+    use std::sync::mpsc;
+
+    use kms_activation::client::{ClientConfig, ClientConnection};
+    use kms_activation::host::store::StoreError;
+    use kms_activation::host::{
+        HostConfig, HostConnection, HostEvent, KmsHost, KmsHostConfig, RequestEvent,
+    };
+    use kms_activation::{ScriptedRandom, product};
+
+    use super::*;
+
+    pub(super) fn rng() -> ScriptedRandom {
+        ScriptedRandom::new((0..=255u8).cycle().take(8192).collect::<Vec<_>>())
+    }
+
+    /// A Windows 10 Enterprise request (client KMS ID, N policy 25).
+    pub(super) fn windows_request(client: u128, at: u64) -> RequestBody {
+        let windows = product::applications()
+            .iter()
+            .find(|a| a.name() == "Windows")
+            .unwrap()
+            .id();
+        RequestBody {
+            version: Version::V6,
+            vm_info: 0,
+            license_status: LicenseStatus::OobGrace,
+            binding_expiration: 43_200,
+            application_id: windows,
+            sku_id: "73111121-5638-40f6-bc11-f1d7b0d64300".parse().unwrap(),
+            kms_id: "58e2134f-8e11-4d17-9cb2-91069c151148".parse().unwrap(),
+            cmid: cmid(client),
+            previous_cmid: Uuid::nil(),
+            n_policy: 25,
+            client_time: FileTime::from_ticks(at),
+            workstation: format!("pc{client}.example.org"),
+        }
+    }
+
+    /// The request event a host engine reports for `body` sent by a real
+    /// client engine.
+    pub(super) fn request_event(body: RequestBody) -> RequestEvent {
+        let mut rng = rng();
+        let mut client = ClientConnection::new(&ClientConfig::default());
+        client.send_request(body, &mut rng).unwrap();
+        let mut conn = HostConnection::new(&HostConfig::default());
+        for _ in 0..4 {
+            let bytes = client.transmit().to_vec();
+            client.advance_transmit(bytes.len());
+            conn.handle_input(FileTime::from_ticks(T0), &bytes, &mut rng)
+                .unwrap();
+            if let Some(event) = conn.poll_event() {
+                let HostEvent::Request(request) = event else {
+                    panic!("not a request: {event:?}");
+                };
+                return request;
+            }
+            let back = conn.transmit().to_vec();
+            conn.advance_transmit(back.len());
+            client.handle_input(&back, &mut rng).unwrap();
+        }
+        panic!("no event");
+    }
+
+    /// Counts in memory; the log never completes an append, or visits fail.
+    struct FaultyStore {
+        counts: MemoryStore,
+        fail_visits: bool,
+    }
+
+    impl CountStore for FaultyStore {
+        fn record_visit(
+            &self,
+            visit: Visit,
+        ) -> impl Future<Output = Result<Tally, StoreError>> + Send {
+            let result = if self.fail_visits {
+                Err(StoreError::Unavailable("database on fire".into()))
+            } else {
+                pollster::block_on(self.counts.record_visit(visit))
+            };
+            std::future::ready(result)
+        }
+
+        fn tally(
+            &self,
+            application_id: Uuid,
+            window_start: FileTime,
+        ) -> impl Future<Output = Result<Tally, StoreError>> + Send {
+            self.counts.tally(application_id, window_start)
+        }
+
+        fn append_activation(
+            &self,
+            _: &ActivationRecord,
+            _: FileTime,
+        ) -> impl Future<Output = Result<(), StoreError>> + Send {
+            std::future::pending()
+        }
+
+        fn recent_activations(
+            &self,
+            limit: usize,
+        ) -> impl Future<Output = Result<Vec<ActivationRecord>, StoreError>> + Send {
+            self.counts.recent_activations(limit)
+        }
+
+        fn host_epid(
+            &self,
+            csvlk_id: Uuid,
+            candidate: &str,
+        ) -> impl Future<Output = Result<String, StoreError>> + Send {
+            self.counts.host_epid(csvlk_id, candidate)
+        }
+
+        fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    fn faulty_host(fail_visits: bool) -> KmsHost<FaultyStore> {
+        let store = FaultyStore {
+            counts: MemoryStore::default(),
+            fail_visits,
+        };
+        pollster::block_on(KmsHost::start(
+            KmsHostConfig::default(),
+            store,
+            FileTime::from_ticks(T0),
+            &mut rng(),
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_answer_does_not_wait_for_the_activation_log() {
+        let host = faulty_host(false);
+        let event = request_event(windows_request(1, T0));
+        let (done, decided) = mpsc::channel();
+        std::thread::spawn(move || {
+            let decision = pollster::block_on(host.decide(&event));
+            let statistics = pollster::block_on(host.statistics(FileTime::from_ticks(T0)));
+            let _ = done.send((decision, statistics));
+        });
+        // Generous: only a host that waits on the never-ending append
+        // misses it.
+        let (decision, statistics) = decided
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the host waited for the activation log");
+        assert_eq!(decision.reply.unwrap().count, 1);
+        let statistics = statistics.unwrap();
+        // The record could not be stored at once: dropped and counted.
+        assert_eq!(statistics.dropped_records, 1);
+        assert_eq!(statistics.store_errors, 0);
+    }
+
+    #[test]
+    fn store_failures_are_refused_and_counted() {
+        let host = faulty_host(true);
+        for client in 1..=3 {
+            let event = request_event(windows_request(client, T0));
+            let decision = pollster::block_on(host.decide(&event));
+            assert_eq!(decision.reply, Err(HResult::BINDING_SERVICE_NOT_ENABLED));
+        }
+        let statistics = pollster::block_on(host.statistics(FileTime::from_ticks(T0))).unwrap();
+        assert_eq!(statistics.store_errors, 3);
+    }
+
+    /// Collects what a `tracing` subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn store_failures_are_logged_at_warn_with_their_cause_and_rate_limited() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let host = faulty_host(true);
+        tracing::subscriber::with_default(subscriber, || {
+            for client in 1..=200 {
+                let event = request_event(windows_request(client, T0));
+                let decision = pollster::block_on(host.decide(&event));
+                assert_eq!(decision.reply, Err(HResult::BINDING_SERVICE_NOT_ENABLED));
+            }
+        });
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let warnings: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("WARN") && line.contains("database on fire"))
+            .collect();
+        // Every failure is counted, but a burst writes a bounded number of
+        // lines (200 failures in well under a minute).
+        assert!(!warnings.is_empty(), "{text}");
+        assert!(warnings.len() <= 20, "{} lines:\n{text}", warnings.len());
+        assert!(warnings[0].contains("recording a visit"), "{text}");
+        let statistics = pollster::block_on(host.statistics(FileTime::from_ticks(T0))).unwrap();
+        assert_eq!(statistics.store_errors, 200);
     }
 }

@@ -13,18 +13,29 @@ use crate::{FileTime, Uuid};
 #[non_exhaustive]
 pub struct MemoryStoreLimits {
     /// Client entries kept over all applications. At the bound, the entry
-    /// seen longest ago gives way to the new one. A genuine count never needs
-    /// more than twice the largest N policy per application (2 000 at most),
-    /// so the default (1 048 576) only matters for statistics.
+    /// seen longest ago (of any application) gives way to the new one. A
+    /// genuine count never needs more than twice the largest N policy per
+    /// application (2 000 at most), so the default (1 048 576) only matters
+    /// for statistics.
     pub max_clients: usize,
+    /// Client entries kept per application (default
+    /// [`DEFAULT_MAX_CLIENTS_PER_APPLICATION`]). At the bound, that
+    /// application's entry seen longest ago gives way to the new one.
+    pub max_clients_per_application: usize,
     /// Activation records kept; the oldest are dropped first.
     pub max_log_records: usize,
 }
+
+/// The default bound on the clients a store keeps per application:
+/// 1 000 000, far above any count a host reports (at most twice the largest
+/// N policy) and small enough to bound the table.
+pub const DEFAULT_MAX_CLIENTS_PER_APPLICATION: u64 = 1_000_000;
 
 impl Default for MemoryStoreLimits {
     fn default() -> Self {
         Self {
             max_clients: 1 << 20,
+            max_clients_per_application: 1_000_000,
             max_log_records: 100_000,
         }
     }
@@ -41,10 +52,15 @@ pub struct MemoryStore {
     state: Mutex<State>,
 }
 
+/// Every entry of every application by last visit: (last seen,
+/// application, CMID).
+type Ages = BTreeSet<(u64, Uuid, Uuid)>;
+
 #[derive(Debug, Default)]
 struct State {
     applications: HashMap<Uuid, ClientTable>,
     clients: usize,
+    ages: Ages,
     log: VecDeque<ActivationRecord>,
     epids: HashMap<Uuid, String>,
 }
@@ -75,28 +91,30 @@ impl ClientTable {
 
     /// Removes entries last seen at or before `window_start`; returns how
     /// many.
-    fn expire(&mut self, window_start: FileTime) -> usize {
+    fn expire(&mut self, app: Uuid, window_start: FileTime, ages: &mut Ages) -> usize {
         let mut removed = 0;
         while let Some(&(seen, cmid)) = self.by_last_seen.first() {
             if seen > window_start.ticks() {
                 break;
             }
-            self.remove(cmid);
+            self.remove(app, cmid, ages);
             removed += 1;
         }
         removed
     }
 
-    fn remove(&mut self, cmid: Uuid) -> Option<Entry> {
+    fn remove(&mut self, app: Uuid, cmid: Uuid, ages: &mut Ages) -> Option<Entry> {
         let entry = self.entries.remove(&cmid)?;
         self.by_last_seen.remove(&(entry.last_seen, cmid));
+        ages.remove(&(entry.last_seen, app, cmid));
         self.forget_n_policy(entry.n_policy);
         Some(entry)
     }
 
-    fn insert(&mut self, cmid: Uuid, entry: Entry) {
+    fn insert(&mut self, app: Uuid, cmid: Uuid, entry: Entry, ages: &mut Ages) {
         self.entries.insert(cmid, entry);
         self.by_last_seen.insert((entry.last_seen, cmid));
+        ages.insert((entry.last_seen, app, cmid));
         *self.n_policies.entry(entry.n_policy).or_insert(0) += 1;
     }
 
@@ -151,59 +169,61 @@ impl MemoryStore {
 
     fn record(&self, visit: Visit) -> Tally {
         let mut state = self.lock();
-        let state = &mut *state;
-        let table = state.applications.entry(visit.application_id).or_default();
-        let expired = table.expire(visit.window_start);
-        state.clients -= expired;
-        let previous = table.remove(visit.cmid);
+        let State {
+            applications,
+            clients,
+            ages,
+            ..
+        } = &mut *state;
+        let app = visit.application_id;
+        let table = applications.entry(app).or_default();
+        *clients -= table.expire(app, visit.window_start, ages);
+        let previous = table.remove(app, visit.cmid, ages);
         if previous.is_none() {
+            let held = table.entries.len();
             let full = visit
                 .capacity
-                .is_some_and(|cap| u64::try_from(table.entries.len()).unwrap_or(u64::MAX) >= cap);
+                .is_some_and(|cap| u64::try_from(held).unwrap_or(u64::MAX) >= cap);
             if full {
                 return table.tally(false);
             }
-            if state.clients >= self.limits.max_clients {
+            if held >= self.limits.max_clients_per_application.max(1) {
+                // This application's longest-unseen client gives way.
                 if let Some(oldest) = table.oldest() {
-                    table.remove(oldest);
-                } else if !evict_elsewhere(&mut state.applications, visit.application_id) {
-                    return state
-                        .applications
-                        .get(&visit.application_id)
+                    table.remove(app, oldest, ages);
+                    *clients -= 1;
+                }
+            }
+            if *clients >= self.limits.max_clients {
+                // The longest-unseen client of any application gives way.
+                let evicted = ages.first().copied().and_then(|(_, owner, oldest)| {
+                    applications.get_mut(&owner)?.remove(owner, oldest, ages)
+                });
+                if evicted.is_none() {
+                    return applications
+                        .get(&app)
                         .map(|t| t.tally(false))
                         .unwrap_or_default();
                 }
-            } else {
-                state.clients += 1;
+                *clients -= 1;
             }
+            *clients += 1;
         }
         let last_seen = previous.map_or(visit.at.ticks(), |p| p.last_seen.max(visit.at.ticks()));
-        let Some(table) = state.applications.get_mut(&visit.application_id) else {
+        let Some(table) = applications.get_mut(&app) else {
             return Tally::default();
         };
         table.insert(
+            app,
             visit.cmid,
             Entry {
                 last_seen,
                 n_policy: visit.n_policy,
             },
+            ages,
         );
         table.tally(true)
     }
-}
-
-/// Drops the oldest entry of some other application; false if none holds one.
-fn evict_elsewhere(applications: &mut HashMap<Uuid, ClientTable>, except: Uuid) -> bool {
-    for (id, table) in applications.iter_mut() {
-        if *id == except {
-            continue;
-        }
-        if let Some(oldest) = table.oldest() {
-            table.remove(oldest);
-            return true;
-        }
-    }
-    false
 }
 
 impl CountStore for MemoryStore {
@@ -220,7 +240,7 @@ impl CountStore for MemoryStore {
         let state = &mut *state;
         let tally = match state.applications.get_mut(&application_id) {
             Some(table) => {
-                state.clients -= table.expire(window_start);
+                state.clients -= table.expire(application_id, window_start, &mut state.ages);
                 table.tally(true)
             }
             None => Tally {
@@ -236,18 +256,17 @@ impl CountStore for MemoryStore {
         record: &ActivationRecord,
         retain_since: FileTime,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let mut state = self.lock();
-        while state
-            .log
-            .front()
-            .is_some_and(|r| r.time < retain_since || state_log_full(&state.log, self.limits))
-        {
-            state.log.pop_front();
-        }
-        if self.limits.max_log_records > 0 {
-            state.log.push_back(record.clone());
-        }
+        self.append(record.clone(), retain_since);
         ready(Ok(()))
+    }
+
+    fn queue_activation(
+        &self,
+        record: ActivationRecord,
+        retain_since: FileTime,
+    ) -> Result<(), StoreError> {
+        self.append(record, retain_since);
+        Ok(())
     }
 
     fn recent_activations(
@@ -274,6 +293,22 @@ impl CountStore for MemoryStore {
 
     fn flush(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         ready(Ok(()))
+    }
+}
+
+impl MemoryStore {
+    fn append(&self, record: ActivationRecord, retain_since: FileTime) {
+        let mut state = self.lock();
+        while state
+            .log
+            .front()
+            .is_some_and(|r| r.time < retain_since || state_log_full(&state.log, self.limits))
+        {
+            state.log.pop_front();
+        }
+        if self.limits.max_log_records > 0 {
+            state.log.push_back(record);
+        }
     }
 }
 
@@ -368,6 +403,7 @@ mod tests {
         let store = MemoryStore::new(MemoryStoreLimits {
             max_clients: 3,
             max_log_records: 2,
+            ..MemoryStoreLimits::default()
         });
         for cmid in 1..=10 {
             store.record(visit(1, cmid, 25, T0 + u64::try_from(cmid).unwrap()));
@@ -377,5 +413,55 @@ mod tests {
         assert_eq!(store.len(), 3);
         let tally = pollster::block_on(store.tally(Uuid::from_u128(1), FileTime::from_ticks(0)));
         assert_eq!(tally.unwrap().clients, 2);
+    }
+
+    fn held(store: &MemoryStore, app: u128) -> Vec<u128> {
+        let state = store.lock();
+        let mut cmids: Vec<u128> = state
+            .applications
+            .get(&Uuid::from_u128(app))
+            .map(|t| t.entries.keys().map(Uuid::as_u128).collect())
+            .unwrap_or_default();
+        cmids.sort_unstable();
+        cmids
+    }
+
+    #[test]
+    fn at_the_global_bound_the_oldest_entry_of_any_application_goes() {
+        let store = MemoryStore::new(MemoryStoreLimits {
+            max_clients: 3,
+            ..MemoryStoreLimits::default()
+        });
+        // Application 2 holds the entry seen longest ago.
+        store.record(visit(2, 20, 5, T0));
+        store.record(visit(1, 11, 25, T0 + MINUTE));
+        store.record(visit(1, 12, 25, T0 + 2 * MINUTE));
+        // A new client of application 1: application 2's entry gives way,
+        // not application 1's oldest (seen later).
+        store.record(visit(1, 13, 25, T0 + 3 * MINUTE));
+        assert_eq!(held(&store, 1), vec![11, 12, 13]);
+        assert_eq!(held(&store, 2), Vec::<u128>::new());
+        assert_eq!(store.len(), 3);
+        // Then application 1's own oldest, 11.
+        store.record(visit(3, 30, 5, T0 + 4 * MINUTE));
+        assert_eq!(held(&store, 1), vec![12, 13]);
+        assert_eq!(held(&store, 3), vec![30]);
+    }
+
+    #[test]
+    fn at_the_application_bound_its_oldest_entry_goes() {
+        let store = MemoryStore::new(MemoryStoreLimits {
+            max_clients_per_application: 2,
+            ..MemoryStoreLimits::default()
+        });
+        store.record(visit(2, 20, 5, T0));
+        // 11 is application 1's oldest although it visited last but one.
+        store.record(visit(1, 12, 25, T0 + 2 * MINUTE));
+        store.record(visit(1, 11, 25, T0 + MINUTE));
+        let tally = store.record(visit(1, 13, 25, T0 + 3 * MINUTE));
+        assert_eq!((tally.clients, tally.admitted), (2, true));
+        assert_eq!(held(&store, 1), vec![12, 13]);
+        assert_eq!(held(&store, 2), vec![20]);
+        assert_eq!(store.len(), 3);
     }
 }

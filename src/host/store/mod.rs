@@ -50,16 +50,43 @@
 //! Durability: a persistent store has committed a visit when the future of
 //! `record_visit` completes, so a host that answers only afterwards never
 //! reports a count it would forget on a crash.
+//!
+//! # Bounds and deadlines
+//!
+//! The persistent stores bound every operation by a deadline (2 s by
+//! default, the wait for a connection or for the writer included, and
+//! shorter than a transport's handler timeout), after which the operation
+//! fails with [`StoreError::TimedOut`] and the host refuses the client
+//! rather than leave it without an answer. The activation log is written
+//! behind the answers ([`CountStore::queue_activation`]), in batches, from a
+//! bounded queue. Aged clients and activation records are pruned in the
+//! background in bounded batches, the activation log is also capped in rows,
+//! and each application keeps at most a configured number of clients (the
+//! one seen longest ago gives way to a new one).
+//!
+//! Both persistent stores carry a schema version and migrate an older
+//! database forward when they open it; a database written by a newer
+//! release is refused with [`StoreError::SchemaTooNew`].
 
+#[cfg(feature = "sqlite")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a store's deadlines are I/O: they read the monotonic clock"
+)]
+mod deadline;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "sqlite")]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the writer thread is I/O: its deadlines and pruning read the monotonic clock"
+)]
 mod sqlite;
 
 use std::future::Future;
 
-pub use memory::{MemoryStore, MemoryStoreLimits};
+pub use memory::{DEFAULT_MAX_CLIENTS_PER_APPLICATION, MemoryStore, MemoryStoreLimits};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresOptions, PostgresStore};
@@ -114,6 +141,103 @@ pub enum StoreError {
     /// The store was shut down.
     #[error("store is closed")]
     Closed,
+    /// The operation did not complete within the store's deadline (the
+    /// database is slow, hung or unreachable, or its queue is full).
+    #[error("store timed out: {0}")]
+    TimedOut(String),
+    /// The database was written by a newer release, whose schema this one
+    /// does not know; it is left untouched.
+    #[error(
+        "the store's schema is version {found}, newer than version {supported} this release knows: upgrade kms-activation or use another database"
+    )]
+    SchemaTooNew {
+        /// The version found in the database.
+        found: i64,
+        /// The newest version this release knows.
+        supported: i64,
+    },
+}
+
+/// What a store did wrong out of sight of any caller: background writes and
+/// pruning that failed, activation records it had to drop. Counters since
+/// the store was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct StoreHealth {
+    /// Background operations (activation-log batches, pruning) that failed.
+    pub errors: u64,
+    /// Activation records accepted by [`CountStore::queue_activation`]
+    /// that were never stored (lost with a failed batch). Records it
+    /// refused (a full queue) are not counted here: the caller saw the
+    /// error and counts them.
+    pub dropped_records: u64,
+}
+
+/// A store URL with its password replaced by `***`, for messages and logs.
+///
+/// Accepts the URL forms PostgreSQL accepts (`postgres://user:pass@host/db`,
+/// `postgresql://…`) and `key=value` strings (`password=…`); anything else
+/// is returned unchanged.
+///
+/// ```
+/// use kms_activation::host::store::redact_url;
+///
+/// assert_eq!(
+///     redact_url("postgres://kms:s3cret@db.example.org:5432/kms"),
+///     "postgres://kms:***@db.example.org:5432/kms"
+/// );
+/// assert_eq!(redact_url("host=db password=s3cret user=kms"), "host=db password=*** user=kms");
+/// assert_eq!(redact_url("postgres://kms@db/kms"), "postgres://kms@db/kms");
+/// ```
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest_start = scheme_end + 3;
+        let rest = url.get(rest_start..).unwrap_or("");
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = rest.get(..authority_end).unwrap_or("");
+        let mut out = String::with_capacity(url.len());
+        out.push_str(url.get(..rest_start).unwrap_or(""));
+        if let Some(at) = authority.rfind('@') {
+            let user_info = authority.get(..at).unwrap_or("");
+            match user_info.find(':') {
+                Some(colon) => {
+                    out.push_str(user_info.get(..colon).unwrap_or(""));
+                    out.push_str(":***");
+                }
+                None => out.push_str(user_info),
+            }
+            out.push_str(authority.get(at..).unwrap_or(""));
+        } else {
+            out.push_str(authority);
+        }
+        out.push_str(&redact_query(rest.get(authority_end..).unwrap_or("")));
+        return out;
+    }
+    url.split(' ')
+        .map(|word| match word.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => word.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `?…&password=…` parameters redacted.
+fn redact_query(tail: &str) -> String {
+    let Some(query_start) = tail.find('?') else {
+        return tail.to_owned();
+    };
+    let (path, query) = tail.split_at(query_start);
+    let query = query.get(1..).unwrap_or("");
+    let redacted: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", redacted.join("&"))
 }
 
 /// A host's persistent state, behind one interface for every backend.
@@ -177,6 +301,43 @@ pub trait CountStore: Send + Sync {
         retain_since: FileTime,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Hands `record` to the activation log without waiting for it to be
+    /// stored: the host calls this after deciding a request, so a slow log
+    /// never delays an answer. A persistent store queues the record (the
+    /// queue is bounded) and appends it in a batch from the background;
+    /// `retain_since` is as for [`append_activation`](Self::append_activation).
+    ///
+    /// The default drives [`append_activation`](Self::append_activation) as
+    /// far as it goes without waiting, which stores a record in a store whose
+    /// futures are ready at once (such as one in memory); a store that must
+    /// wait should override it with a queue of its own, or its records are
+    /// dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the record was dropped (a full queue, a closed
+    /// store, or an append that could not complete at once).
+    fn queue_activation(
+        &self,
+        record: ActivationRecord,
+        retain_since: FileTime,
+    ) -> Result<(), StoreError> {
+        let mut append = std::pin::pin!(self.append_activation(&record, retain_since));
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        match append.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => Err(StoreError::TimedOut(
+                "this store cannot append an activation record without waiting".into(),
+            )),
+        }
+    }
+
+    /// Counters of what failed in the background (see [`StoreHealth`]);
+    /// all zero by default.
+    fn health(&self) -> StoreHealth {
+        StoreHealth::default()
+    }
+
     /// Up to `limit` activation records, newest first.
     ///
     /// # Errors
@@ -228,6 +389,18 @@ impl<S: CountStore> CountStore for std::sync::Arc<S> {
         (**self).append_activation(record, retain_since)
     }
 
+    fn queue_activation(
+        &self,
+        record: ActivationRecord,
+        retain_since: FileTime,
+    ) -> Result<(), StoreError> {
+        (**self).queue_activation(record, retain_since)
+    }
+
+    fn health(&self) -> StoreHealth {
+        (**self).health()
+    }
+
     fn recent_activations(
         &self,
         limit: usize,
@@ -247,6 +420,86 @@ impl<S: CountStore> CountStore for std::sync::Arc<S> {
         (**self).flush()
     }
 }
+
+/// What a persistent store counts and reports about its background work.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Debug)]
+struct Background {
+    errors: std::sync::atomic::AtomicU64,
+    dropped: std::sync::atomic::AtomicU64,
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code, reason = "used to log"))]
+    warnings: crate::log_limit::LogLimit,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl Background {
+    fn new() -> Self {
+        Self {
+            errors: std::sync::atomic::AtomicU64::new(0),
+            dropped: std::sync::atomic::AtomicU64::new(0),
+            warnings: crate::log_limit::LogLimit::new(std::time::Duration::from_secs(60), 10),
+        }
+    }
+
+    fn health(&self) -> StoreHealth {
+        use std::sync::atomic::Ordering::Relaxed;
+        StoreHealth {
+            errors: self.errors.load(Relaxed),
+            dropped_records: self.dropped.load(Relaxed),
+        }
+    }
+
+    /// Counts `dropped` activation records that will never be stored.
+    fn dropped(&self, dropped: u64, why: &StoreError) {
+        self.dropped
+            .fetch_add(dropped, std::sync::atomic::Ordering::Relaxed);
+        self.warn("activation records dropped", dropped, why);
+    }
+
+    /// Counts and reports a background operation that failed.
+    fn failed(&self, what: &str, error: &StoreError) {
+        self.errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.warn(what, 0, error);
+    }
+
+    #[cfg_attr(
+        not(feature = "tracing"),
+        allow(clippy::unused_self, reason = "logs only with the tracing feature")
+    )]
+    fn warn(&self, what: &str, records: u64, error: &StoreError) {
+        #[cfg(feature = "tracing")]
+        {
+            #[allow(clippy::disallowed_methods, reason = "paces log lines only")]
+            let now = std::time::Instant::now();
+            if let crate::log_limit::Admit::Yes { suppressed } = self.warnings.admit(now) {
+                tracing::warn!(
+                    target: "kms_activation::store",
+                    error = %error,
+                    records,
+                    suppressed,
+                    "store failure in the background: {what}: {error}"
+                );
+            }
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = (what, records, error);
+    }
+}
+
+/// Rows deleted by one pruning statement: bounded, so no statement holds
+/// the database for long however much has aged.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+const PRUNE_BATCH: i64 = 1000;
+
+/// The default cap on activation-log rows of a persistent store:
+/// 1 000 000 rows (a few hundred megabytes), pruned oldest first.
+pub const DEFAULT_MAX_LOG_RECORDS: u64 = 1_000_000;
+
+/// The default deadline of one operation of a persistent store: 2 s, the
+/// wait for a connection or the writer included. Shorter than a transport's
+/// handler timeout, so a client gets a refusal rather than silence.
+pub const DEFAULT_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Conversions between the store's types and the 64-bit signed integers SQL
 /// databases hold; whatever comes back from a database is checked.

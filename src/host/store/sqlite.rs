@@ -1,26 +1,36 @@
 //! The SQLite count store: one file for one host, with group commit.
 //!
 //! One writer thread owns the connection. Every operation is sent to it over
-//! a channel; the thread takes the first operation waiting, then every other
-//! one already queued (up to [`SqliteOptions::max_batch`]), runs them in one
-//! transaction, commits once and only then completes each operation's
-//! future. Under load many visits therefore share one `fsync`, while a lone
-//! visit is committed at once. Reads go through the same thread, so they see
-//! every operation submitted before them.
+//! a bounded channel; the thread takes the first operation waiting, then
+//! every other one already queued (up to [`SqliteOptions::max_batch`]), runs
+//! them in one transaction, commits once and only then completes each
+//! operation's future. Under load many visits therefore share one `fsync`,
+//! while a lone visit is committed at once. Reads go through the same
+//! thread, so they see every operation submitted before them.
+//!
+//! Activation records queued by [`CountStore::queue_activation`] are
+//! appended in a transaction of their own after each batch, so they never
+//! delay a visit's commit. Between batches, and when idle, the thread prunes
+//! aged clients and activation records in bounded batches.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::mpsc::{self, RecvTimeoutError, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
 
 use super::sql::{self, bad};
-use super::{CountStore, StoreError, Tally, Visit};
+use super::{
+    Background, CountStore, DEFAULT_MAX_CLIENTS_PER_APPLICATION, DEFAULT_MAX_LOG_RECORDS,
+    DEFAULT_OPERATION_TIMEOUT, PRUNE_BATCH, StoreError, StoreHealth, Tally, Visit, deadline,
+};
 use crate::host::activation::ActivationRecord;
 use crate::message::Version;
 use crate::{FileTime, HResult, LicenseStatus, Uuid};
@@ -52,8 +62,28 @@ pub struct SqliteOptions {
     /// The most operations one transaction carries.
     pub max_batch: usize,
     /// How long to wait for a lock held by another process on the same file
-    /// before the operation fails with [`StoreError::Unavailable`].
+    /// (never longer than [`operation_timeout`](Self::operation_timeout)).
     pub busy_timeout: Duration,
+    /// The deadline of one operation, its wait in the queue included
+    /// (default [`DEFAULT_OPERATION_TIMEOUT`], 2 s); past it the operation
+    /// fails with [`StoreError::TimedOut`].
+    pub operation_timeout: Duration,
+    /// Operations waiting for the writer at most (default 4096); one more
+    /// fails at once with [`StoreError::TimedOut`].
+    pub max_queue: usize,
+    /// Activation records waiting to be appended at most (default 16 384);
+    /// past it records are dropped and counted ([`StoreHealth`]).
+    pub max_log_queue: usize,
+    /// Clients kept per application (default
+    /// [`DEFAULT_MAX_CLIENTS_PER_APPLICATION`], 1 000 000); at the bound the
+    /// client seen longest ago gives way to a new one.
+    pub max_clients_per_application: u64,
+    /// Activation-log rows kept at most (default [`DEFAULT_MAX_LOG_RECORDS`],
+    /// 1 000 000), besides the retention in time; the oldest go first.
+    pub max_log_records: u64,
+    /// How often the writer prunes aged rows when it is otherwise idle
+    /// (default 10 s).
+    pub prune_interval: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -61,7 +91,13 @@ impl Default for SqliteOptions {
         Self {
             synchronous: SqliteSync::Full,
             max_batch: 1024,
-            busy_timeout: Duration::from_secs(5),
+            busy_timeout: DEFAULT_OPERATION_TIMEOUT,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            max_queue: 4096,
+            max_log_queue: 16_384,
+            max_clients_per_application: DEFAULT_MAX_CLIENTS_PER_APPLICATION,
+            max_log_records: DEFAULT_MAX_LOG_RECORDS,
+            prune_interval: Duration::from_secs(10),
         }
     }
 }
@@ -69,10 +105,12 @@ impl Default for SqliteOptions {
 /// A [`CountStore`] in one SQLite file: clients, activation log and ePIDs
 /// survive a restart (and a `SIGKILL`), for one host.
 ///
-/// Every future completes once its operation is committed, and works under
-/// any executor (`pollster::block_on` included): it only waits on a oneshot
-/// channel the writer thread completes. Dropping the store lets the writer
-/// finish what was submitted, then closes the file.
+/// Every future completes once its operation is committed, or fails at its
+/// deadline ([`SqliteOptions::operation_timeout`]), and works under any
+/// executor (`pollster::block_on` included): it only waits on a oneshot
+/// channel the writer thread completes, and on a timer thread. Dropping the
+/// store never blocks: the writer finishes what was submitted, then closes
+/// the file, on its own; [`close`](Self::close) waits for that.
 ///
 /// ```no_run
 /// use kms_activation::host::store::{CountStore, SqliteStore, Visit};
@@ -93,8 +131,11 @@ impl Default for SqliteOptions {
 /// ```
 pub struct SqliteStore {
     path: PathBuf,
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<mpsc::SyncSender<Queued>>,
     writer: Option<JoinHandle<()>>,
+    log: Arc<LogQueue>,
+    background: Arc<Background>,
+    timeout: Duration,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -116,6 +157,21 @@ enum Job {
     Recent(usize, Reply<Vec<ActivationRecord>>),
     Epid(Uuid, String, Reply<String>),
     Flush(Reply<()>),
+    /// Activation records are waiting in the log queue.
+    Wake,
+}
+
+/// A job and the instant past which its caller no longer waits.
+struct Queued {
+    job: Job,
+    /// `None`: no deadline (an operation timeout past the clock's range).
+    deadline: Option<Instant>,
+}
+
+/// Activation records waiting for the writer, bounded.
+struct LogQueue {
+    records: Mutex<Vec<(ActivationRecord, FileTime)>>,
+    capacity: usize,
 }
 
 /// An executed job waiting for its batch to commit; called with the
@@ -145,12 +201,14 @@ impl SqliteStore {
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the file cannot be opened or is
-    /// locked, [`StoreError::Backend`] when it is not a usable database.
+    /// locked, [`StoreError::SchemaTooNew`] when a newer release wrote it,
+    /// [`StoreError::Backend`] when it is not a usable database.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(path, SqliteOptions::default())
     }
 
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed) the store at `path`, migrating a file
+    /// written by an older release to the current schema.
     ///
     /// ```no_run
     /// use kms_activation::host::store::{SqliteOptions, SqliteStore, SqliteSync};
@@ -158,7 +216,7 @@ impl SqliteStore {
     /// let mut options = SqliteOptions::default();
     /// options.synchronous = SqliteSync::Normal;
     /// let store = SqliteStore::open_with("host.sqlite", options)?;
-    /// drop(store); // waits for the writer thread to finish
+    /// store.close()?; // waits for the writer thread to finish
     /// # Ok::<(), kms_activation::host::store::StoreError>(())
     /// ```
     ///
@@ -169,16 +227,32 @@ impl SqliteStore {
         let path = path.as_ref().to_path_buf();
         let mut conn = Connection::open(&path).map_err(error)?;
         prepare(&mut conn, options)?;
-        let (jobs, queue) = mpsc::channel();
-        let max_batch = options.max_batch.max(1);
-        let writer = std::thread::Builder::new()
+        let (jobs, queue) = mpsc::sync_channel(options.max_queue.max(1));
+        let log = Arc::new(LogQueue {
+            records: Mutex::new(Vec::new()),
+            capacity: options.max_log_queue,
+        });
+        let background = Arc::new(Background::new());
+        let mut writer = Writer {
+            conn,
+            options,
+            log: Arc::clone(&log),
+            background: Arc::clone(&background),
+            windows: HashMap::new(),
+            retain_since: None,
+            last_prune: Instant::now(),
+        };
+        let thread = std::thread::Builder::new()
             .name("kms-sqlite-writer".into())
-            .spawn(move || serve(conn, &queue, max_batch))
+            .spawn(move || writer.serve(&queue))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
             path,
             jobs: Some(jobs),
-            writer: Some(writer),
+            writer: Some(thread),
+            log,
+            background,
+            timeout: options.operation_timeout,
         })
     }
 
@@ -188,32 +262,67 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Hands `job` to the writer; the future completes with its answer.
+    /// Stops taking operations, waits until the writer has finished those
+    /// submitted (queued activation records included) and closes the file.
+    ///
+    /// This blocks the calling thread: call it from a plain thread (or
+    /// `tokio::task::spawn_blocking`), not from an async task. Dropping the
+    /// store instead never blocks; the writer then finishes on its own.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the writer thread panicked.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.jobs = None;
+        match self.writer.take() {
+            Some(writer) => writer
+                .join()
+                .map_err(|_| StoreError::Backend("the SQLite writer thread panicked".into())),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands `job` to the writer; the future completes with its answer, or
+    /// fails at the deadline.
     fn submit<T: Send + 'static>(
         &self,
         job: impl FnOnce(Reply<T>) -> Job,
     ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
         let (reply, answer) = oneshot::channel();
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send(job(reply)).is_ok());
-        async move {
-            if !sent {
-                return Err(StoreError::Closed);
+        let timeout = self.timeout;
+        let sent = match &self.jobs {
+            None => Err(StoreError::Closed),
+            Some(jobs) => {
+                let deadline = Instant::now().checked_add(timeout);
+                match jobs.try_send(Queued {
+                    job: job(reply),
+                    deadline,
+                }) {
+                    Ok(()) => Ok(()),
+                    Err(TrySendError::Full(_)) => Err(StoreError::TimedOut(
+                        "the SQLite writer's queue is full".into(),
+                    )),
+                    Err(TrySendError::Disconnected(_)) => Err(StoreError::Closed),
+                }
             }
-            answer.await.unwrap_or(Err(StoreError::Closed))
+        };
+        async move {
+            sent?;
+            deadline::within(timeout, "the SQLite operation", async move {
+                answer.await.unwrap_or(Err(StoreError::Closed))
+            })
+            .await
         }
     }
 }
 
 impl Drop for SqliteStore {
     fn drop(&mut self) {
-        // Closing the channel ends the writer's loop once the queue is empty.
+        // Closing the channel ends the writer's loop once the queue is
+        // empty. The writer is not joined: a drop on an async runtime's
+        // worker must not block it (`close` waits, when asked).
         self.jobs = None;
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
-        }
+        drop(self.writer.take());
     }
 }
 
@@ -239,6 +348,43 @@ impl CountStore for SqliteStore {
         self.submit(move |reply| Job::Append(record, retain_since, reply))
     }
 
+    fn queue_activation(
+        &self,
+        record: ActivationRecord,
+        retain_since: FileTime,
+    ) -> Result<(), StoreError> {
+        let Some(jobs) = &self.jobs else {
+            return Err(StoreError::Closed);
+        };
+        let mut records = self
+            .log
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if records.len() >= self.log.capacity {
+            // The caller counts and reports the refusal.
+            return Err(StoreError::TimedOut(
+                "the activation log's queue is full".into(),
+            ));
+        }
+        let wake = records.is_empty();
+        records.push((record, retain_since));
+        drop(records);
+        if wake {
+            // A full channel means a batch is coming, which drains the log
+            // queue too.
+            let _ = jobs.try_send(Queued {
+                job: Job::Wake,
+                deadline: None,
+            });
+        }
+        Ok(())
+    }
+
+    fn health(&self) -> StoreHealth {
+        self.background.health()
+    }
+
     fn recent_activations(
         &self,
         limit: usize,
@@ -260,7 +406,15 @@ impl CountStore for SqliteStore {
     }
 }
 
-const SCHEMA: &str = "
+/// The schema version this release writes (`PRAGMA user_version`).
+///
+/// * 0: the first release, unversioned.
+/// * 1: the maximum N policy is read from an index that also holds
+///   `last_seen`, so aged rows not yet pruned are skipped without a scan.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+/// Version 0, as the first release created it.
+const SCHEMA_V0: &str = "
 CREATE TABLE IF NOT EXISTS clients (
     application_id BLOB NOT NULL,
     cmid BLOB NOT NULL,
@@ -301,10 +455,22 @@ CREATE TABLE IF NOT EXISTS epids (
 ) WITHOUT ROWID;
 ";
 
-/// Pragmas, schema, and the per-application counters rebuilt from the
-/// client rows (so a file edited by hand cannot keep a wrong count).
+/// Version 0 → 1.
+const MIGRATE_V1: &str = "
+DROP INDEX IF EXISTS clients_by_n_policy;
+CREATE INDEX IF NOT EXISTS clients_by_n_policy_seen ON clients (application_id, n_policy, last_seen);
+";
+
+/// Pragmas, schema (migrated forward), and the per-application counters
+/// rebuilt from the client rows (so a file edited by hand cannot keep a
+/// wrong count).
 fn prepare(conn: &mut Connection, options: SqliteOptions) -> Result<(), StoreError> {
-    conn.busy_timeout(options.busy_timeout).map_err(error)?;
+    // SQLite takes the wait in milliseconds as a C int.
+    let busy = options
+        .busy_timeout
+        .min(options.operation_timeout)
+        .min(Duration::from_millis(i32::MAX.unsigned_abs().into()));
+    conn.busy_timeout(busy).map_err(error)?;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(error)?;
@@ -322,7 +488,21 @@ fn prepare(conn: &mut Connection, options: SqliteOptions) -> Result<(), StoreErr
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(error)?;
-    tx.execute_batch(SCHEMA).map_err(error)?;
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(error)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version < 1 {
+        tx.execute_batch(SCHEMA_V0).map_err(error)?;
+        tx.execute_batch(MIGRATE_V1).map_err(error)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(error)?;
     tx.execute_batch(
         "DELETE FROM applications;
          INSERT INTO applications (application_id, clients)
@@ -332,54 +512,262 @@ fn prepare(conn: &mut Connection, options: SqliteOptions) -> Result<(), StoreErr
     tx.commit().map_err(error)
 }
 
-/// The writer thread: batches, one transaction per batch.
-fn serve(mut conn: Connection, queue: &mpsc::Receiver<Job>, max_batch: usize) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+/// The writer thread's state.
+struct Writer {
+    conn: Connection,
+    options: SqliteOptions,
+    log: Arc<LogQueue>,
+    background: Arc<Background>,
+    /// The latest window start seen per application (for pruning).
+    windows: HashMap<[u8; 16], i64>,
+    /// The latest retention bound of the activation log seen.
+    retain_since: Option<i64>,
+    last_prune: Instant,
+}
+
+impl Writer {
+    /// Batches, one transaction per batch; the log and pruning in between.
+    fn serve(&mut self, queue: &mpsc::Receiver<Queued>) {
+        let interval = self.options.prune_interval.max(Duration::from_millis(10));
+        let mut backlog = false;
+        loop {
+            // With pruning left over, come back to it soon.
+            let wait = if backlog {
+                Duration::from_millis(10)
+            } else {
+                interval
+            };
+            let first = match queue.recv_timeout(wait) {
+                Ok(job) => job,
+                Err(RecvTimeoutError::Timeout) => {
+                    backlog = self.prune();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < self.options.max_batch.max(1) {
+                match queue.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            // A flush also covers the records queued before it.
+            if batch.iter().any(|queued| matches!(queued.job, Job::Flush(_))) {
+                self.append_queued();
+            }
+            self.run_batch(batch);
+            self.append_queued();
+            if backlog || self.last_prune.elapsed() >= interval {
+                backlog = self.prune();
             }
         }
-        run_batch(&mut conn, batch);
+        self.append_queued();
+    }
+
+    fn run_batch(&mut self, batch: Vec<Queued>) {
+        let now = Instant::now();
+        let mut tx = match self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+        {
+            Ok(tx) => tx,
+            Err(e) => {
+                let failure = Err(error(e));
+                for queued in batch {
+                    fail(queued.job)(&failure);
+                }
+                return;
+            }
+        };
+        let mut done = Vec::with_capacity(batch.len());
+        let mut jobs = batch.into_iter();
+        for queued in jobs.by_ref() {
+            if queued.deadline.is_some_and(|deadline| deadline < now) {
+                // Its caller has stopped waiting: skip it.
+                done.push(expired(queued.job));
+                continue;
+            }
+            done.push(execute(
+                &mut tx,
+                queued.job,
+                &mut self.windows,
+                &mut self.retain_since,
+                self.options,
+            ));
+            if tx.is_autocommit() {
+                // SQLite rolled the whole transaction back (disk full, I/O
+                // error): nothing of this batch is committed.
+                break;
+            }
+        }
+        let outcome = if tx.is_autocommit() {
+            Err(StoreError::Backend(
+                "the transaction was rolled back by SQLite".into(),
+            ))
+        } else {
+            tx.commit().map_err(error)
+        };
+        for queued in jobs {
+            fail(queued.job)(&outcome);
+        }
+        for complete in done {
+            complete(&outcome);
+        }
+    }
+
+    /// Appends the queued activation records in one transaction.
+    fn append_queued(&mut self) {
+        let records = std::mem::take(
+            &mut *self
+                .log
+                .records
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        if records.is_empty() {
+            return;
+        }
+        let count = u64::try_from(records.len()).unwrap_or(u64::MAX);
+        let result = (|| {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(error)?;
+            for (record, retain_since) in &records {
+                insert_activation(&tx, record)?;
+                let bound = sql::ticks(*retain_since)?;
+                self.retain_since = Some(self.retain_since.map_or(bound, |b| b.max(bound)));
+            }
+            prune_log(&tx, self.retain_since, self.options.max_log_records)?;
+            tx.commit().map_err(error)
+        })();
+        if let Err(e) = result {
+            self.background.failed("appending activation records", &e);
+            self.background.dropped(count, &e);
+        }
+    }
+
+    /// Deletes aged clients and activation records, a bounded batch per
+    /// statement and transaction, at most [`PRUNE_ROUNDS`] batches per
+    /// table before the writer returns to its jobs. Returns true when
+    /// something was left for the next call.
+    fn prune(&mut self) -> bool {
+        self.last_prune = Instant::now();
+        let mut left = false;
+        let windows: Vec<([u8; 16], i64)> = self.windows.iter().map(|(a, w)| (*a, *w)).collect();
+        for (app, window_start) in windows {
+            let mut rounds = 0;
+            loop {
+                match prune_clients(&mut self.conn, &app, window_start) {
+                    Ok(deleted) if deleted >= PRUNE_BATCH => {
+                        rounds += 1;
+                        if rounds >= PRUNE_ROUNDS {
+                            left = true;
+                            break;
+                        }
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        self.background.failed("pruning aged clients", &e);
+                        return false;
+                    }
+                }
+            }
+        }
+        let mut rounds = 0;
+        loop {
+            let result = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(error)
+                .and_then(|tx| {
+                    let deleted = prune_log(&tx, self.retain_since, self.options.max_log_records)?;
+                    tx.commit().map_err(error)?;
+                    Ok(deleted)
+                });
+            match result {
+                Ok(deleted) if deleted >= PRUNE_BATCH => {
+                    rounds += 1;
+                    if rounds >= PRUNE_ROUNDS {
+                        return true;
+                    }
+                }
+                Ok(_) => break,
+                Err(e) => {
+                    self.background.failed("pruning the activation log", &e);
+                    return false;
+                }
+            }
+        }
+        left
     }
 }
 
-fn run_batch(conn: &mut Connection, batch: Vec<Job>) {
-    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
-        Err(e) => {
-            let failure = Err(error(e));
-            for job in batch {
-                fail(job)(&failure);
-            }
-            return;
-        }
-    };
-    let mut done = Vec::with_capacity(batch.len());
-    let mut jobs = batch.into_iter();
-    for job in jobs.by_ref() {
-        done.push(execute(&mut tx, job));
-        if tx.is_autocommit() {
-            // SQLite rolled the whole transaction back (disk full, I/O
-            // error): nothing of this batch is committed.
-            break;
-        }
+/// Pruning batches per table before the writer returns to its jobs.
+const PRUNE_ROUNDS: u32 = 8;
+
+/// One bounded batch of `app`'s clients last seen at or before
+/// `window_start`, deleted with its counter in one transaction.
+fn prune_clients(conn: &mut Connection, app: &[u8], window_start: i64) -> Result<i64, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(error)?;
+    let deleted = delete_aged(&tx, app, window_start)?;
+    tx.commit().map_err(error)?;
+    Ok(deleted)
+}
+
+/// Deletes up to [`PRUNE_BATCH`] aged clients of `app`, counter included;
+/// returns how many.
+fn delete_aged(conn: &Connection, app: &[u8], window_start: i64) -> Result<i64, StoreError> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM clients WHERE application_id = ?1 AND cmid IN (
+                 SELECT cmid FROM clients WHERE application_id = ?1 AND last_seen <= ?2
+                 LIMIT ?3)",
+        )
+        .and_then(|mut s| s.execute((app, window_start, PRUNE_BATCH)))
+        .map_err(error)?;
+    let deleted = i64::try_from(deleted).unwrap_or(i64::MAX);
+    if deleted > 0 {
+        conn.prepare_cached(
+            "UPDATE applications SET clients = max(clients - ?2, 0) WHERE application_id = ?1",
+        )
+        .and_then(|mut s| s.execute((app, deleted)))
+        .map_err(error)?;
     }
-    let outcome = if tx.is_autocommit() {
-        Err(StoreError::Backend(
-            "the transaction was rolled back by SQLite".into(),
-        ))
-    } else {
-        tx.commit().map_err(error)
-    };
-    for job in jobs {
-        fail(job)(&outcome);
+    Ok(deleted)
+}
+
+/// One bounded batch of activation records: older than `retain_since`,
+/// then beyond the newest `max_rows`. Returns how many were deleted.
+fn prune_log(
+    conn: &Connection,
+    retain_since: Option<i64>,
+    max_rows: u64,
+) -> Result<i64, StoreError> {
+    let mut deleted = 0;
+    if let Some(retain_since) = retain_since {
+        deleted += conn
+            .prepare_cached(
+                "DELETE FROM activations WHERE id IN (
+                     SELECT id FROM activations WHERE time < ?1 ORDER BY time LIMIT ?2)",
+            )
+            .and_then(|mut s| s.execute((retain_since, PRUNE_BATCH)))
+            .map_err(error)?;
     }
-    for complete in done {
-        complete(&outcome);
-    }
+    // Row ids only grow, so the newest `max_rows` rows have ids above
+    // max(id) - max_rows.
+    deleted += conn
+        .prepare_cached(
+            "DELETE FROM activations WHERE id IN (
+                 SELECT id FROM activations
+                 WHERE id <= (SELECT max(id) FROM activations) - ?1 ORDER BY id LIMIT ?2)",
+        )
+        .and_then(|mut s| s.execute((sql::limit(max_rows), PRUNE_BATCH)))
+        .map_err(error)?;
+    Ok(i64::try_from(deleted).unwrap_or(i64::MAX))
 }
 
 /// A completion that only reports the batch's failure.
@@ -387,29 +775,73 @@ fn fail(job: Job) -> Completion {
     fn aborted<T>() -> Result<T, StoreError> {
         Err(StoreError::Backend("batch aborted".into()))
     }
+    finish(job, aborted(), aborted(), aborted(), aborted())
+}
+
+/// A completion for a job whose caller's deadline passed in the queue.
+fn expired(job: Job) -> Completion {
+    fn late<T>() -> Result<T, StoreError> {
+        Err(StoreError::TimedOut(
+            "the operation waited past its deadline for the SQLite writer".into(),
+        ))
+    }
+    finish(job, late(), late(), late(), late())
+}
+
+fn finish(
+    job: Job,
+    tally: Result<Tally, StoreError>,
+    unit: Result<(), StoreError>,
+    recent: Result<Vec<ActivationRecord>, StoreError>,
+    epid: Result<String, StoreError>,
+) -> Completion {
     match job {
-        Job::Visit(_, reply) | Job::Tally(_, _, reply) => completion(reply, aborted()),
-        Job::Append(_, _, reply) | Job::Flush(reply) => completion(reply, aborted()),
-        Job::Recent(_, reply) => completion(reply, aborted()),
-        Job::Epid(_, _, reply) => completion(reply, aborted()),
+        Job::Visit(_, reply) | Job::Tally(_, _, reply) => completion(reply, tally),
+        Job::Append(_, _, reply) | Job::Flush(reply) => completion(reply, unit),
+        Job::Recent(_, reply) => completion(reply, recent),
+        Job::Epid(_, _, reply) => completion(reply, epid),
+        Job::Wake => Box::new(|_: &Result<(), StoreError>| {}),
     }
 }
 
 /// Runs one job inside the batch; a failing write is rolled back to its
 /// savepoint so the rest of the batch still commits.
-fn execute(tx: &mut Transaction<'_>, job: Job) -> Completion {
+fn execute(
+    tx: &mut Transaction<'_>,
+    job: Job,
+    windows: &mut HashMap<[u8; 16], i64>,
+    retain: &mut Option<i64>,
+    options: SqliteOptions,
+) -> Completion {
     match job {
-        Job::Visit(visit, reply) => completion(reply, in_savepoint(tx, |c| record(c, &visit))),
+        Job::Visit(visit, reply) => {
+            if let Ok(start) = sql::ticks(visit.window_start) {
+                windows.insert(*visit.application_id.as_bytes(), start);
+            }
+            let cap = options.max_clients_per_application;
+            completion(reply, in_savepoint(tx, |c| record(c, &visit, cap)))
+        }
         Job::Tally(app, window_start, reply) => completion(reply, tally(tx, app, window_start)),
-        Job::Append(record, retain_since, reply) => completion(
-            reply,
-            in_savepoint(tx, |c| append(c, &record, retain_since)),
-        ),
+        Job::Append(record, retain_since, reply) => {
+            if let Ok(bound) = sql::ticks(retain_since) {
+                *retain = Some(retain.map_or(bound, |b| b.max(bound)));
+            }
+            let bound = *retain;
+            completion(
+                reply,
+                in_savepoint(tx, |c| {
+                    insert_activation(c, &record)?;
+                    prune_log(c, bound, options.max_log_records)?;
+                    Ok(())
+                }),
+            )
+        }
         Job::Recent(limit, reply) => completion(reply, recent(tx, limit)),
         Job::Epid(csvlk_id, candidate, reply) => {
             completion(reply, in_savepoint(tx, |c| epid(c, csvlk_id, &candidate)))
         }
         Job::Flush(reply) => completion(reply, Ok(())),
+        Job::Wake => Box::new(|_: &Result<(), StoreError>| {}),
     }
 }
 
@@ -423,25 +855,49 @@ fn in_savepoint<T>(
     Ok(result)
 }
 
+/// `app`'s counted clients within the window and their largest N policy:
+/// the maintained counter minus the aged rows not yet pruned (an index
+/// range, empty once pruning has run), and the first live row of the N
+/// policy index from the top. No scan of the live clients.
+fn live_tally(conn: &Connection, app: &[u8], window_start: i64) -> Result<(u64, u32), StoreError> {
+    let counted: i64 = conn
+        .prepare_cached("SELECT clients FROM applications WHERE application_id = ?1")
+        .and_then(|mut s| s.query_row([app], |row| row.get(0)).optional())
+        .map_err(error)?
+        .unwrap_or(0);
+    let aged: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM clients INDEXED BY clients_by_last_seen
+             WHERE application_id = ?1 AND last_seen <= ?2",
+        )
+        .and_then(|mut s| s.query_row((app, window_start), |row| row.get(0)))
+        .map_err(error)?;
+    let max_n: Option<i64> = conn
+        .prepare_cached(
+            "SELECT n_policy FROM clients INDEXED BY clients_by_n_policy_seen
+             WHERE application_id = ?1 AND last_seen > ?2 ORDER BY n_policy DESC LIMIT 1",
+        )
+        .and_then(|mut s| {
+            s.query_row((app, window_start), |row| row.get(0))
+                .optional()
+        })
+        .map_err(error)?;
+    Ok((
+        sql::count_of(counted.saturating_sub(aged).max(0), "applications.clients")?,
+        sql::u32_of(max_n.unwrap_or(0), "clients.n_policy")?,
+    ))
+}
+
 /// The counting rule (see the module documentation of `store`).
-fn record(conn: &Connection, visit: &Visit) -> Result<Tally, StoreError> {
+fn record(conn: &Connection, visit: &Visit, max_clients: u64) -> Result<Tally, StoreError> {
     let app = visit.application_id.as_bytes().as_slice();
     let cmid = visit.cmid.as_bytes().as_slice();
     let at = sql::ticks(visit.at)?;
     let window_start = sql::ticks(visit.window_start)?;
     let n_policy = i64::from(visit.n_policy);
 
-    let aged = conn
-        .prepare_cached("DELETE FROM clients WHERE application_id = ?1 AND last_seen <= ?2")
-        .and_then(|mut s| s.execute((app, window_start)))
-        .map_err(error)?;
-    if aged > 0 {
-        conn.prepare_cached(
-            "UPDATE applications SET clients = clients - ?2 WHERE application_id = ?1",
-        )
-        .and_then(|mut s| s.execute((app, i64::try_from(aged).unwrap_or(i64::MAX))))
-        .map_err(error)?;
-    }
+    // A bounded batch of aged rows goes now; the rest in the background.
+    delete_aged(conn, app, window_start)?;
     let known = conn
         .prepare_cached(
             "UPDATE clients SET last_seen = max(last_seen, ?3), n_policy = ?4
@@ -449,17 +905,35 @@ fn record(conn: &Connection, visit: &Visit) -> Result<Tally, StoreError> {
         )
         .and_then(|mut s| s.execute((app, cmid, at, n_policy)))
         .map_err(error)?;
-    let counted: i64 = conn
-        .prepare_cached("SELECT clients FROM applications WHERE application_id = ?1")
-        .and_then(|mut s| s.query_row([app], |row| row.get(0)).optional())
-        .map_err(error)?
-        .unwrap_or(0);
-    let mut clients = sql::count_of(counted, "applications.clients")?;
     let mut admitted = true;
     if known == 0 {
-        if visit.capacity.is_some_and(|cap| clients >= cap) {
+        let (live, _) = live_tally(conn, app, window_start)?;
+        if visit.capacity.is_some_and(|cap| live >= cap) {
             admitted = false;
         } else {
+            let held: i64 = conn
+                .prepare_cached("SELECT clients FROM applications WHERE application_id = ?1")
+                .and_then(|mut s| s.query_row([app], |row| row.get(0)).optional())
+                .map_err(error)?
+                .unwrap_or(0);
+            if sql::count_of(held, "applications.clients")? >= max_clients.max(1) {
+                // The client seen longest ago gives way.
+                let evicted = conn
+                    .prepare_cached(
+                        "DELETE FROM clients WHERE application_id = ?1 AND cmid = (
+                             SELECT cmid FROM clients WHERE application_id = ?1
+                             ORDER BY last_seen LIMIT 1)",
+                    )
+                    .and_then(|mut s| s.execute([app]))
+                    .map_err(error)?;
+                if evicted > 0 {
+                    conn.prepare_cached(
+                        "UPDATE applications SET clients = clients - 1 WHERE application_id = ?1",
+                    )
+                    .and_then(|mut s| s.execute([app]))
+                    .map_err(error)?;
+                }
+            }
             conn.prepare_cached(
                 "INSERT INTO clients (application_id, cmid, last_seen, n_policy)
                  VALUES (?1, ?2, ?3, ?4)",
@@ -472,52 +946,30 @@ fn record(conn: &Connection, visit: &Visit) -> Result<Tally, StoreError> {
             )
             .and_then(|mut s| s.execute([app]))
             .map_err(error)?;
-            clients += 1;
         }
     }
-    let max_n: Option<i64> = conn
-        .prepare_cached("SELECT max(n_policy) FROM clients WHERE application_id = ?1")
-        .and_then(|mut s| s.query_row([app], |row| row.get(0)))
-        .map_err(error)?;
+    let (clients, max_n_policy) = live_tally(conn, app, window_start)?;
     Ok(Tally {
         clients,
-        max_n_policy: sql::u32_of(max_n.unwrap_or(0), "clients.n_policy")?,
+        max_n_policy,
         admitted,
     })
 }
 
-/// Counts the rows themselves (statistics: `O(n)` in the clients counted).
+/// The tally from the maintained counter (statistics: no scan).
 fn tally(conn: &Connection, app: Uuid, window_start: FileTime) -> Result<Tally, StoreError> {
-    let window_start = sql::ticks(window_start)?;
-    let (clients, max_n): (i64, Option<i64>) = conn
-        .prepare_cached(
-            "SELECT count(*), max(n_policy) FROM clients
-             WHERE application_id = ?1 AND last_seen > ?2",
-        )
-        .and_then(|mut s| {
-            s.query_row((app.as_bytes().as_slice(), window_start), |row| {
-                Ok((row.get(0)?, row.get(1)?))
-            })
-        })
-        .map_err(error)?;
+    let (clients, max_n_policy) =
+        live_tally(conn, app.as_bytes().as_slice(), sql::ticks(window_start)?)?;
     Ok(Tally {
-        clients: sql::count_of(clients, "count")?,
-        max_n_policy: sql::u32_of(max_n.unwrap_or(0), "clients.n_policy")?,
+        clients,
+        max_n_policy,
         admitted: true,
     })
 }
 
-fn append(
-    conn: &Connection,
-    record: &ActivationRecord,
-    retain_since: FileTime,
-) -> Result<(), StoreError> {
+fn insert_activation(conn: &Connection, record: &ActivationRecord) -> Result<(), StoreError> {
     let time = sql::ticks(record.time)?;
     let client_time = sql::ticks(record.client_time)?;
-    let retain_since = sql::ticks(retain_since)?;
-    conn.prepare_cached("DELETE FROM activations WHERE time < ?1")
-        .and_then(|mut s| s.execute([retain_since]))
-        .map_err(error)?;
     conn.prepare_cached(
         "INSERT INTO activations (time, peer, connection_id, protocol, application_id, sku_id,
              kms_id, cmid, previous_cmid, workstation, n_policy, client_time, virtual_machine,
