@@ -16,7 +16,8 @@
 //! | `kms_clients` | gauge | `application` (distinct clients in the counting window; 0 once none is left) |
 //! | `kms_current_count` | gauge | `application` (the count the host reports now; 0 once no client is left) |
 //! | `kms_requests_by_license_status_total` | counter | `status` (since start, from the host's statistics) |
-//! | `kms_store_errors_total` | counter | `operation` (store operations that failed or timed out, from [`HostMetrics::record_store_error`]) |
+//! | `kms_store_errors_total` | counter | `operation` (store operations that failed or timed out: `host` for the host's own total from its [`Statistics`], others from [`HostMetrics::record_store_error`]) |
+//! | `kms_dropped_activation_records_total` | counter | (activation records the store's log could not take: queue full or batch failed) |
 //! | `kms_handler_failures_total` | counter | `kind` (`timeout` or `panic`: the handler's requests were refused) |
 //!
 //! In the `OpenMetrics` text, a counter's samples end in `_total`.
@@ -116,6 +117,7 @@ pub struct HostMetrics {
     store_errors: Family<OperationLabels, Counter>,
     operations: Mutex<HashSet<String>>,
     handler_failures: Family<KindLabels, Counter>,
+    dropped_records: Counter,
 }
 
 impl Default for HostMetrics {
@@ -186,6 +188,12 @@ impl HostMetrics {
             "Exchanges whose handler timed out or panicked (its requests were refused)",
             handler_failures.clone(),
         );
+        let dropped_records = Counter::default();
+        registry.register(
+            "kms_dropped_activation_records",
+            "Activation records the store's log could not take (queue full or batch failed)",
+            dropped_records.clone(),
+        );
         Self {
             registry,
             requests,
@@ -200,6 +208,7 @@ impl HostMetrics {
             store_errors,
             operations: Mutex::new(HashSet::new()),
             handler_failures,
+            dropped_records,
         }
     }
 
@@ -309,6 +318,15 @@ impl HostMetrics {
             let counter = self.by_status.get_or_create(&StatusLabels { status });
             counter.inc_by(n.saturating_sub(counter.get()));
         }
+        let host_errors = self.store_errors.get_or_create(&OperationLabels {
+            operation: "host".to_owned(),
+        });
+        host_errors.inc_by(statistics.store_errors.saturating_sub(host_errors.get()));
+        self.dropped_records.inc_by(
+            statistics
+                .dropped_records
+                .saturating_sub(self.dropped_records.get()),
+        );
     }
 
     /// The metrics in the `OpenMetrics` text format (which Prometheus
@@ -475,5 +493,43 @@ mod http {
         };
         stream.write_all(response.as_bytes()).await?;
         stream.shutdown().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(text: &str, name: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn the_hosts_store_errors_and_dropped_records_are_counters_that_follow_its_totals() {
+        let metrics = HostMetrics::new();
+        let mut statistics = Statistics::default();
+        statistics.store_errors = 3;
+        statistics.dropped_records = 7;
+        metrics.set_statistics(&statistics);
+        metrics.set_statistics(&statistics);
+        let text = metrics.encode();
+        assert_eq!(
+            sample(&text, "kms_store_errors_total{operation=\"host\"}"),
+            Some(3)
+        );
+        assert_eq!(
+            sample(&text, "kms_dropped_activation_records_total"),
+            Some(7)
+        );
+        statistics.store_errors = 5;
+        metrics.set_statistics(&statistics);
+        assert_eq!(
+            sample(
+                &metrics.encode(),
+                "kms_store_errors_total{operation=\"host\"}"
+            ),
+            Some(5)
+        );
     }
 }

@@ -553,7 +553,10 @@ impl Writer {
                 }
             }
             // A flush also covers the records queued before it.
-            if batch.iter().any(|queued| matches!(queued.job, Job::Flush(_))) {
+            if batch
+                .iter()
+                .any(|queued| matches!(queued.job, Job::Flush(_)))
+            {
                 self.append_queued();
             }
             self.run_batch(batch);
