@@ -151,7 +151,7 @@ fn every_catalog_sku_and_version_against_a_genuine_host() {
             let expected_key = product::csvlks()
                 .iter()
                 .filter(|c| c.id().is_some() && c.group_id().is_some() && c.key_ids().is_some())
-                .any(|c| c.covers_kms(item.id()))
+                .any(|c| c.activates(item.id()))
                 && !item.is_retail()
                 && !item.is_preview();
             match ask(&host, request, at) {
