@@ -83,7 +83,10 @@ mod search;
 use chrono::NaiveDate;
 use uuid::Uuid;
 
-pub use search::{SkuLookupError, find_sku, search_csvlks, search_kms_items, search_skus};
+pub use search::{
+    CsvlkLookupError, ProductRef, SkuLookupError, find_csvlk, find_product, find_sku,
+    search_csvlks, search_kms_items, search_skus,
+};
 
 /// Where a catalog row comes from.
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]

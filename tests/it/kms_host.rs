@@ -1081,3 +1081,66 @@ fn host_build_errors_name_the_build() {
         "the error names the build: {error}"
     );
 }
+
+/// Runs `kms-host` with arguments it must refuse before listening.
+fn kms_host_refuses(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kms-host"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn kms_host_names_and_builds_are_checked_and_echoed() {
+    let error = kms_host_refuses(&["--host-build", "0"]);
+    assert!(error.contains("unknown host build 0"), "{error}");
+    assert!(error.contains("20348"), "lists server builds: {error}");
+    // Several partial matches: listed, none picked.
+    let error = kms_host_refuses(&["--csvlk", "server 2008 r2"]);
+    for channel in ["R2 A", "R2 B", "R2 C"] {
+        assert!(error.contains(channel), "{error}");
+    }
+    let error = kms_host_refuses(&["--csvlk", "toaster"]);
+    assert!(error.contains("toaster"), "{error}");
+    let error = kms_host_refuses(&["--products", "windows 11 toaster"]);
+    assert!(error.contains("windows 11 toaster"), "{error}");
+    let error = kms_host_refuses(&["--products", "office"]);
+    assert!(error.contains("products match"), "{error}");
+}
+
+/// `kms-catalog --csvlks --json` lists every host key with what it
+/// activates, as Microsoft's table says: the Server 2022 key activates
+/// Server 2022 and Windows 10/11, the Server 2008 R2 channel A key not
+/// Datacenter.
+#[test]
+fn kms_catalog_lists_the_host_keys() {
+    let out = crate::loopback::kms_catalog(&["--csvlks", "--json"]);
+    assert!(out.status.success());
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), product::csvlks().len());
+    let activates = |csvlk: &str| -> Vec<String> {
+        let row = rows
+            .iter()
+            .find(|r| r["csvlk_id"] == csvlk)
+            .unwrap_or_else(|| panic!("{csvlk} not listed"));
+        row["activates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["kms_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let server_2022 = activates("661f7658-7035-4b4c-9f35-010682943ec2");
+    assert!(server_2022.contains(&SERVER_2022_KMS.to_owned()));
+    assert!(server_2022.contains(&WIN_CLIENT_KMS.to_owned()));
+    let r2_a = activates("f73d1bcd-0802-47dd-b2d9-81bf2f8c0744");
+    // Server 2008 R2 C (Datacenter and Itanium) KMS ID.
+    assert!(!r2_a.contains(&"b2ca2689-a9a8-42d7-938d-cf8e9f201958".to_owned()));
+    // Windows 7.
+    assert!(r2_a.contains(&"7fde5219-fbfa-484a-82c9-34d1ad53e856".to_owned()));
+}
