@@ -667,7 +667,8 @@ impl Epid {
     /// Checks: channel is 03; LCID is in [`KNOWN_LCIDS`]; the build is a
     /// Windows build of the catalog ([`product::build`]) and the platform ID
     /// is that build's; the group is known and some range
-    /// of the group holds the key ID; the date is not before the build's or
+    /// of the group holds the key ID; a Windows Server key is not on a
+    /// client build; the date is not before the build's or
     /// the CSVLK's release and not after `now`.
     #[must_use]
     pub fn problems(&self, now: DateTime<Utc>) -> Vec<EpidProblem> {
@@ -689,7 +690,13 @@ impl Epid {
                 key_id: self.key_id,
             });
         }
-        if let Some(release) = self.likely_csvlk().and_then(Csvlk::release_date)
+        let likely = self.likely_csvlk();
+        if likely.is_some_and(Csvlk::is_server_key)
+            && product::build(self.build).is_some_and(|b| !b.may_be_server())
+        {
+            out.push(EpidProblem::ServerKeyOnClientBuild { build: self.build });
+        }
+        if let Some(release) = likely.and_then(Csvlk::release_date)
             && self.activation_date < release
         {
             out.push(EpidProblem::BeforeCsvlkRelease {

@@ -384,6 +384,15 @@ fn no_server_key_epid_on_a_client_build() {
         );
     }
     assert!(servers >= 15, "{servers} server keys");
+    // The catalog-wide check sees it too: a Server 2019 key range on the
+    // Windows 10 21H2 build.
+    let forged = Epid::parse("03612-00206-565-184251-03-1068-19044.0000-1222025").unwrap();
+    assert_eq!(forged.likely_csvlk().unwrap().name(), "Windows Server 2019");
+    assert!(
+        forged
+            .problems(now)
+            .contains(&epid::EpidProblem::ServerKeyOnClientBuild { build: 19_044 })
+    );
     // A Windows 10 client key is fine on a client build.
     let windows_10 = product::csvlk(
         "0724cb7d-3437-4cb7-93cb-830375d0079d"
