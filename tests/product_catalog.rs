@@ -266,6 +266,10 @@ fn csvlk_for_kms_picks_production_key() {
             "4b83307d-7788-50ff-8d1f-1861915bdb9d",
             "Windows Server 2025",
         ),
+        (
+            "b74263e4-0f92-46c6-bcf8-c11d5efe2959",
+            "Windows Server 2022",
+        ),
         ("e85af946-2e25-47b7-83e1-bebcebeac611", "Office 2010 VL"),
         ("1b4db7eb-4057-5ddf-91e0-36dec72071f5", "Office LTSC 2024"),
         (

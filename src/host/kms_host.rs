@@ -646,11 +646,14 @@ fn emit_tracing(record: &ActivationRecord) {
     );
 }
 
-/// Ranks CSVLKs covering the same KMS ID: its own keys first, then production keys, then the most recent release.
-fn preference(csvlk: &Csvlk, kms_id: Uuid) -> (bool, bool, Option<chrono::NaiveDate>) {
+/// Ranks CSVLKs covering the same KMS ID: its own keys first, then
+/// production keys, then general keys before Azure-only ones, then the most
+/// recent release.
+fn preference(csvlk: &Csvlk, kms_id: Uuid) -> (bool, bool, bool, Option<chrono::NaiveDate>) {
     (
         csvlk.is_own_key_of(kms_id),
         !csvlk.is_lab() && !csvlk.is_preview(),
+        !csvlk.is_azure_only(),
         csvlk.release_date(),
     )
 }

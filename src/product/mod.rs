@@ -389,6 +389,15 @@ impl Csvlk {
         self.is_preview
     }
 
+    /// A key Microsoft uses only in Azure (its name says so, e.g.
+    /// `"Windows Server 2022 (Azure-only)"`); a host prefers the general key
+    /// of the same product.
+    #[must_use]
+    pub fn is_azure_only(&self) -> bool {
+        let name = self.name.to_ascii_lowercase();
+        name.contains("azure-only") || name.contains("azure only")
+    }
+
     /// vlmcsd's ePID slot for this key, if it exports one.
     #[must_use]
     pub const fn vlmcsd_index(&self) -> Option<u8> {
@@ -688,7 +697,8 @@ pub fn csvlks_activating(kms_id: Uuid) -> impl Iterator<Item = &'static Csvlk> +
 /// The CSVLK a host would answer with for `kms_id`: among the keys that
 /// activate it, its own key ([`Csvlk::is_own_key_of`]) before a key that
 /// covers it, then a production key (not lab, not pre-release) with an ePID
-/// group and key range, the most recently released one.
+/// group and key range, a general key before an Azure-only one, the most
+/// recently released one.
 ///
 /// `None` when no CSVLK in the catalog activates the KMS ID (unknown IDs and
 /// the gaps listed in the module docs); a host then uses its default key.
@@ -706,6 +716,7 @@ pub fn csvlk_for_kms(kms_id: Uuid) -> Option<&'static Csvlk> {
             c.is_own_key_of(kms_id),
             !c.is_lab && !c.is_preview,
             c.group_id.is_some() && c.key_ids.is_some(),
+            !c.is_azure_only(),
             c.release_date,
         )
     })

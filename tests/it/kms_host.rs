@@ -911,6 +911,10 @@ fn default_host_activates_every_server_2022_edition() {
     ] {
         assert!(editions.iter().any(|s| s.gvlk() == gvlk), "{gvlk}");
     }
+    // Answered with the general Server 2022 key's ePID (group 4573 in the
+    // XML), not the Azure-only or lab key's.
+    let epid = host.epid_for(id(SERVER_2022_KMS)).unwrap();
+    assert!(epid.starts_with("03612-04573-"), "{epid}");
     let mut at = T0;
     for (n, sku) in editions.iter().enumerate() {
         at += MINUTE;
