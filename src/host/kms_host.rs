@@ -118,7 +118,11 @@ impl KmsHostConfig {
         self.host_build
     }
 
-    /// Sets the host build generated ePIDs name.
+    /// Sets the host build generated ePIDs name: a Windows build of the
+    /// catalog ([`KmsHostError::UnknownHostBuild`] otherwise). A key is never
+    /// given a build it is not used on ([`Csvlk::allows_host_build`]): on a
+    /// client build the default key set leaves the Windows Server keys out,
+    /// and holding one explicitly is an error.
     pub const fn set_host_build(&mut self, build: u32) -> &mut Self {
         self.host_build = build;
         self
