@@ -1,10 +1,13 @@
 //! Generator and freshness check for `src/product/data.rs`.
 //!
 //! Reads `tests/data/reference/KmsDataBase.xml` (public domain) and the rows
-//! of [`SEED_EXTRAS`] taken from `tests/data/reference/gvlk-windows-seed.csv`
-//! (Microsoft's published GVLK table), renders the Rust tables and compares
-//! them with the checked-in file. With `KMS_REGENERATE=1` in the environment
-//! it rewrites the file instead:
+//! of [`SEED_EXTRAS`] taken from Microsoft's published GVLK tables
+//! (`tests/data/reference/gvlk-windows-seed.csv`, `gvlk-windows-current.csv`),
+//! fixes the XML's known errors ([`CORRECTIONS`]), works out what each host
+//! key activates ([`COVERAGE`], from Microsoft's activation tables), renders
+//! the Rust tables and compares them with the checked-in file. It panics on
+//! any reference to a KMS ID, SKU or host key that does not exist. With
+//! `KMS_REGENERATE=1` in the environment it rewrites the file instead:
 //!
 //! ```text
 //! KMS_REGENERATE=1 cargo test --test product_data
