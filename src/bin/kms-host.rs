@@ -58,9 +58,16 @@ struct Args {
     /// Hardware ID sent in V6 responses, 16 hex digits.
     #[arg(long)]
     hwid: Option<Hwid>,
-    /// Windows build that generated ePIDs name [default: 26100].
-    #[arg(long, value_name = "BUILD")]
+    /// Windows build that generated ePIDs name [default: 26100]; a Windows
+    /// Server key is never given a client build.
+    #[arg(long, value_name = "BUILD", value_parser = parse_host_build)]
     host_build: Option<u32>,
+    /// Hold only this host key (CSVLK), by ID or name (an exact name wins
+    /// over a partial one); repeatable [default: every key of the catalog].
+    /// A real host holds one key per product family: `kms-catalog --csvlks`
+    /// lists the keys and what each activates.
+    #[arg(long = "csvlk", value_name = "NAME-OR-ID", value_parser = parse_csvlk)]
+    csvlks: Vec<Uuid>,
     /// Minutes a client waits before retrying a failed activation.
     #[arg(long, default_value_t = 120, value_name = "MINUTES")]
     activation_interval: u32,
@@ -77,8 +84,10 @@ struct Args {
     /// repeated).
     #[arg(long = "allow", value_name = "CIDR")]
     allow: Vec<String>,
-    /// Only activate these products: SKU IDs or KMS IDs, comma-separated.
-    #[arg(long, value_delimiter = ',', value_name = "GUID,…")]
+    /// Only activate these products, comma-separated: SKU IDs or KMS IDs,
+    /// GVLKs, or names (a product group such as "Windows Server 2022", or an
+    /// edition such as "windows 10/11 enterprise").
+    #[arg(long, value_delimiter = ',', value_name = "PRODUCT,…", value_parser = parse_product)]
     products: Vec<Uuid>,
     /// Count at most this many clients per application.
     #[arg(long, value_name = "N")]
@@ -255,11 +264,63 @@ fn descriptor_cap(requested: usize) -> usize {
     }
 }
 
+/// `--host-build`: a Windows build of the catalog.
+fn parse_host_build(text: &str) -> Result<u32, String> {
+    let build: u32 = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{text:?} is not a build number: {e}"))?;
+    if product::build(build).is_none() {
+        let known: Vec<String> = product::builds()
+            .iter()
+            .filter(|b| b.is_usable_for_epid())
+            .map(|b| format!("{} ({})", b.build(), b.name()))
+            .collect();
+        return Err(format!(
+            "unknown host build {build}: not a Windows build of the catalog; server builds: {}",
+            known.join(", ")
+        ));
+    }
+    Ok(build)
+}
+
+/// `--csvlk`: a host key by ID or name.
+fn parse_csvlk(text: &str) -> Result<Uuid, String> {
+    let csvlk = product::find_csvlk(text).map_err(|e| e.to_string())?;
+    csvlk
+        .id()
+        .ok_or_else(|| format!("{} has no ID and cannot be held", csvlk.name()))
+}
+
+/// `--products`: a KMS ID or SKU ID, a GVLK or a name.
+fn parse_product(text: &str) -> Result<Uuid, String> {
+    match product::find_product(text) {
+        Ok(found) => Ok(found.id()),
+        Err(product::SkuLookupError::Ambiguous { query, candidates }) => {
+            let names: Vec<&str> = candidates.iter().take(8).map(|s| s.name()).collect();
+            Err(format!(
+                "{} products match {query:?}: {}{}; give a longer name or an ID",
+                candidates.len(),
+                names.join("; "),
+                if candidates.len() > names.len() {
+                    "; …"
+                } else {
+                    ""
+                }
+            ))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn host_config(args: &Args) -> KmsHostConfig {
     let mut config = KmsHostConfig::default();
     config
         .set_intervals(args.activation_interval, args.renewal_interval)
         .set_count_policy(args.count.0);
+    if !args.csvlks.is_empty() {
+        config.set_csvlks(args.csvlks.iter().copied());
+    }
     if let Some(build) = args.host_build {
         config.set_host_build(build);
     }

@@ -111,6 +111,6 @@ pub use kms_host::{
 };
 pub use responder::{
     Answer, DEFAULT_ACTIVATION_INTERVAL, DEFAULT_RENEWAL_INTERVAL, FixedResponder, MAX_N_POLICY,
-    Responder,
+    Responder, capped_count, count_cap,
 };
 pub use statistics::{ApplicationCount, Statistics};

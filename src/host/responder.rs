@@ -8,6 +8,44 @@ use crate::{FileTime, HResult};
 /// [`HResult::INVALID_DATA`] before any policy sees the request.
 pub const MAX_N_POLICY: u32 = 1000;
 
+/// The largest count a host reports when the largest N policy among the
+/// clients it counts is `max_n_policy`: twice that, and at least 1.
+///
+/// A Microsoft KMS host keeps the most recent contacts up to twice the
+/// largest N policy it has seen: 50 once a Windows client (N = 25) has
+/// asked, 10 for Office or servers alone (N = 5); mixed clients of one
+/// application share the larger cap. Every count this crate reports is
+/// capped here ([`capped_count`]), and the not-genuine "twice the N policy"
+/// modes use it too.
+///
+/// ```
+/// use kms_activation::host::count_cap;
+/// assert_eq!(count_cap(25), 50);
+/// assert_eq!(count_cap(5), 10);
+/// assert_eq!(count_cap(0), 1);
+/// ```
+#[must_use]
+pub const fn count_cap(max_n_policy: u32) -> u32 {
+    let cap = max_n_policy.saturating_mul(2);
+    if cap == 0 { 1 } else { cap }
+}
+
+/// The count a host reports for `clients` distinct recent clients whose
+/// largest N policy is `max_n_policy`: `clients`, capped at
+/// [`count_cap`].
+///
+/// ```
+/// use kms_activation::host::capped_count;
+/// assert_eq!(capped_count(7, 5), 7);
+/// assert_eq!(capped_count(70, 5), 10);
+/// assert_eq!(capped_count(70, 25), 50);
+/// ```
+#[must_use]
+pub fn capped_count(clients: u64, max_n_policy: u32) -> u32 {
+    let capped = clients.min(u64::from(count_cap(max_n_policy)));
+    u32::try_from(capped).unwrap_or(u32::MAX)
+}
+
 /// Default activation (retry) interval in minutes: 2 hours.
 pub const DEFAULT_ACTIVATION_INTERVAL: u32 = 120;
 
@@ -179,8 +217,9 @@ impl FixedResponder {
     /// Refuse, as a genuine host does, requests whose KMS ID is not in the
     /// [product catalog](crate::product), is a retail or preview group, or
     /// belongs to another application than the request's `ApplicationID`
-    /// (all answered with [`HResult::KMS_ID_MISMATCH`]). Off by default, as
-    /// in vlmcsd.
+    /// ([`product::volume_kms_item`](crate::product::volume_kms_item); all
+    /// answered with [`HResult::KMS_ID_MISMATCH`]). Off by default, as in
+    /// vlmcsd.
     pub fn set_require_known_kms_id(&mut self, on: bool) -> &mut Self {
         self.require_known_kms_id = on;
         self
@@ -200,19 +239,12 @@ impl Responder for FixedResponder {
         _context: &RequestContext,
         request: &RequestBody,
     ) -> Result<Answer, HResult> {
-        if self.require_known_kms_id {
-            let known = crate::product::kms_item(request.kms_id).filter(|item| {
-                !item.is_retail()
-                    && !item.is_preview()
-                    && item.application_id() == request.application_id
-            });
-            if known.is_none() {
-                return Err(HResult::KMS_ID_MISMATCH);
-            }
+        if self.require_known_kms_id
+            && crate::product::volume_kms_item(request.kms_id, request.application_id).is_none()
+        {
+            return Err(HResult::KMS_ID_MISMATCH);
         }
-        let count = self
-            .count
-            .unwrap_or_else(|| request.n_policy.saturating_mul(2).max(1));
+        let count = self.count.unwrap_or_else(|| count_cap(request.n_policy));
         Ok(Answer {
             epid: self.epid.clone(),
             hwid: self.hwid,
