@@ -508,9 +508,11 @@ mod tests {
     #[test]
     fn the_hosts_store_errors_and_dropped_records_are_counters_that_follow_its_totals() {
         let metrics = HostMetrics::new();
-        let mut statistics = Statistics::default();
-        statistics.store_errors = 3;
-        statistics.dropped_records = 7;
+        let mut statistics = Statistics {
+            store_errors: 3,
+            dropped_records: 7,
+            ..Statistics::default()
+        };
         metrics.set_statistics(&statistics);
         metrics.set_statistics(&statistics);
         let text = metrics.encode();
