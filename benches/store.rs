@@ -23,12 +23,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use kms_activation::dcerpc::Ndr;
 use kms_activation::host::store::{
     CountStore, MemoryStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore, Visit,
 };
 use kms_activation::host::{KmsHost, KmsHostConfig, RequestContext, RequestEvent};
 use kms_activation::message::{RequestBody, Version};
-use kms_activation::rpc::Ndr;
 use kms_activation::{FileTime, LicenseStatus, ScriptedRandom, Uuid};
 use tokio::runtime::Runtime;
 

@@ -1,7 +1,7 @@
 //! HRESULT status codes: what a KMS host returns instead of a response.
 //!
 //! A host that refuses an activation answers the RPC call successfully with a
-//! non-zero HRESULT and no KMS message (see [the error stub](crate::rpc#output-stub-on-error)); KMS errors never
+//! non-zero HRESULT and no KMS message (see [the error stub](crate::dcerpc#output-stub-on-error)); KMS errors never
 //! travel as RPC faults.
 //!
 //! The module also carries a small catalogue of the codes met around volume

@@ -26,8 +26,9 @@
 //!
 //! ## Layers
 //!
-//! * [`rpc`]: DCE/RPC connection-oriented PDUs, NDR32/NDR64 stubs of the
-//!   single `RequestActivation` call, context negotiation, frame splitting.
+//! * [`dcerpc`]: how KMS uses connection-oriented DCE/RPC (PDUs, context
+//!   negotiation, the NDR32/NDR64 stubs of the single `RequestActivation`
+//!   call); the codecs themselves are internal to the engines.
 //! * [`message`]: the KMS request and response of protocol V4, V5 and V6,
 //!   with their cryptography (AES-CBC, the V4 CBC-MAC, the V6 HMAC).
 //! * [`host`] and [`client`]: sans-IO connection engines.
@@ -167,11 +168,15 @@
 
 pub mod client;
 mod crypto;
+pub mod dcerpc;
 #[cfg(feature = "pcap")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pcap")))]
 pub mod dissect;
 pub mod epid;
 mod error;
+// Fuzzing entry points, for the `fuzz/` targets and the corpus replay test
+// only: feature `fuzzing` (or `--cfg fuzzing`), no stability promise.
+#[cfg(any(fuzzing, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod guid;
@@ -190,6 +195,13 @@ pub mod metrics;
 pub mod product;
 pub mod product_key;
 mod random;
+#[cfg(not(any(fuzzing, feature = "fuzzing")))]
+mod rpc;
+// The DCE/RPC codecs the engines use: public only for the fuzz targets and
+// the test suite (feature `fuzzing`), with no stability promise. The protocol
+// notes are in `dcerpc`.
+#[cfg(any(fuzzing, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod rpc;
 #[cfg(feature = "serde")]
 mod serde_text;

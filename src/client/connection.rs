@@ -24,7 +24,7 @@ pub const MAX_PENDING_EVENTS: usize = 64;
 /// `alter_context`, at most a few hundred bytes), so `handle_input` leaves
 /// less than this limit plus one PDU queued.
 pub const MAX_PENDING_OUTPUT: usize = 4096;
-/// Bind-time feature bits a client asks for (see [transfer syntaxes](crate::rpc#transfer-syntaxes)).
+/// Bind-time feature bits a client asks for (see [transfer syntaxes](crate::dcerpc#transfer-syntaxes)).
 const BTFN_MASK: u64 = 3;
 
 /// What a client connection reports.

@@ -87,9 +87,20 @@ impl HostConfig {
     }
 
     /// Transfer syntaxes and features the host accepts.
-    #[must_use]
-    pub const fn negotiation(&self) -> &NegotiationPolicy {
+    pub(crate) const fn negotiation(&self) -> &NegotiationPolicy {
         &self.negotiation
+    }
+
+    /// Whether the host accepts NDR64 (default true).
+    #[must_use]
+    pub const fn ndr64(&self) -> bool {
+        self.negotiation.ndr64
+    }
+
+    /// Whether the host acknowledges bind-time feature negotiation (default true).
+    #[must_use]
+    pub const fn btfn(&self) -> bool {
+        self.negotiation.btfn
     }
 
     /// Accept NDR64 (on by default, as Windows 8 and later hosts do).

@@ -94,7 +94,7 @@ impl<R: Responder + ?Sized> Responder for &mut R {
 ///
 /// ```
 /// use kms_activation::host::{FixedResponder, RequestContext, Responder};
-/// use kms_activation::rpc::Ndr;
+/// use kms_activation::dcerpc::Ndr;
 /// # use kms_activation::message::{RequestBody, Version};
 /// # use kms_activation::{FileTime, LicenseStatus, Uuid};
 /// # let request = RequestBody {

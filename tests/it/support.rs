@@ -2,9 +2,9 @@
 
 use kms_activation::FileTime;
 use kms_activation::HResult;
+use kms_activation::dcerpc::Ndr;
 use kms_activation::host::{Answer, RequestContext, Responder};
 use kms_activation::message::RequestBody;
-use kms_activation::rpc::Ndr;
 
 /// A request context for calling responders directly.
 pub fn context() -> RequestContext {
