@@ -29,6 +29,7 @@ pub const DEFAULT_KMS_PORT: u16 = 1688;
 
 /// One SRV record of `_vlmcs._tcp.<domain>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct SrvRecord {
     /// Lower values are tried first.
     pub priority: u16,
@@ -42,11 +43,25 @@ pub struct SrvRecord {
 
 /// A KMS host to connect to: a name (or address literal) and a port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct KmsHostName {
     /// Host name or IP address literal.
     pub host: String,
     /// TCP port.
     pub port: u16,
+}
+
+impl SrvRecord {
+    /// The record `priority weight port target`.
+    #[must_use]
+    pub fn new(priority: u16, weight: u16, port: u16, target: impl Into<String>) -> Self {
+        Self {
+            priority,
+            weight,
+            port,
+            target: target.into(),
+        }
+    }
 }
 
 impl KmsHostName {

@@ -228,6 +228,7 @@ struct HeldKey {
 
 /// The outcome of one request decided by [`KmsHost::decide`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Decision {
     /// What to send: an answer, or a refusal.
     pub reply: Result<Answer, HResult>,

@@ -86,7 +86,6 @@ use crate::{FileTime, HResult, RandomSource};
 /// assert_eq!(ServerLimits::threaded().max_connections, 64);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct ServerLimits {
     /// Connections held at once. At the cap the connection idle for longest
     /// (at least a second) is closed to make room; when there is none the

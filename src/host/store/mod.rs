@@ -70,8 +70,9 @@ pub use sqlite::{SqliteOptions, SqliteStore, SqliteSync};
 use super::activation::ActivationRecord;
 use crate::{FileTime, Uuid};
 
-/// A client asking to be counted.
+/// A client asking to be counted ([`Visit::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Visit {
     /// The application the client counts under (its request's application
     /// ID: Windows, Office 2010 or Office 2013+).
@@ -89,8 +90,9 @@ pub struct Visit {
     pub capacity: Option<u64>,
 }
 
-/// The state of one application's client table.
+/// The state of one application's client table ([`Tally::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Tally {
     /// Distinct CMIDs seen within the window.
     pub clients: u64,
@@ -98,6 +100,43 @@ pub struct Tally {
     pub max_n_policy: u32,
     /// False when [`Visit::capacity`] kept a new client out.
     pub admitted: bool,
+}
+
+impl Visit {
+    /// `cmid` of `application_id` reporting `n_policy` at `at`, counting
+    /// entries seen after `window_start`, with no capacity (set the public
+    /// field `capacity` to cap admissions).
+    #[must_use]
+    pub const fn new(
+        application_id: Uuid,
+        cmid: Uuid,
+        n_policy: u32,
+        at: FileTime,
+        window_start: FileTime,
+    ) -> Self {
+        Self {
+            application_id,
+            cmid,
+            n_policy,
+            at,
+            window_start,
+            capacity: None,
+        }
+    }
+}
+
+impl Tally {
+    /// A tally of `clients` with the largest N policy `max_n_policy`;
+    /// `admitted` tells whether the visit was let in (what a [`CountStore`]
+    /// implementation returns).
+    #[must_use]
+    pub const fn new(clients: u64, max_n_policy: u32, admitted: bool) -> Self {
+        Self {
+            clients,
+            max_n_policy,
+            admitted,
+        }
+    }
 }
 
 /// Why a store operation failed.

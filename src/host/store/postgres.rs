@@ -46,7 +46,6 @@ use crate::{FileTime, HResult, LicenseStatus, Uuid};
 
 /// How a [`PostgresStore`] connects and where its tables live.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct PostgresOptions {
     /// The schema holding the tables, created if missing (lowercase ASCII
     /// letters, digits and `_`, at most 63 bytes). Hosts that share a count

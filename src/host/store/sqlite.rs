@@ -45,7 +45,6 @@ pub enum SqliteSync {
 
 /// How a [`SqliteStore`] opens its file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct SqliteOptions {
     /// Durability of a commit.
     pub synchronous: SqliteSync,
