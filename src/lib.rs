@@ -64,6 +64,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! The store's operations are futures. The examples here run them with
+//! `pollster::block_on` (add `pollster` to your dev-dependencies, or use
+//! the executor you have); [`host::KmsHost::process_blocking`] needs none.
+//!
 //! ## Embedding: a socket loop
 //!
 //! The whole of a host over `std::net`, without the ready-made transports:
@@ -166,6 +170,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+mod block_on;
 pub mod client;
 mod crypto;
 pub mod dcerpc;
@@ -224,3 +229,11 @@ pub use product_key::{ProductKey, ProductKeyError};
 pub use random::{OsRandom, RandomSource, ScriptedRandom};
 pub use time::{FileTime, FileTimeRangeError};
 pub use uuid::Uuid;
+
+/// The `chrono` the API is written in: ePID dates, license timelines and
+/// capture timestamps are [`chrono::DateTime<chrono::Utc>`],
+/// [`chrono::NaiveDate`] and [`chrono::TimeDelta`]. Use this re-export to
+/// build and read them with the same version. It is built without the
+/// `clock` feature; `chrono::Utc::now()` needs `chrono` with `clock` (or
+/// `now`) in your own dependencies.
+pub use chrono;

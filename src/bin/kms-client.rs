@@ -270,7 +270,7 @@ impl Probe {
             let mut answer = None;
             while let Some(event) = session.client.poll_event() {
                 match event {
-                    ClientEvent::Activated(response) => {
+                    ClientEvent::Answered(response) => {
                         answer = Some(ActivationOutcome::from_response(
                             request,
                             &response.body,

@@ -42,7 +42,11 @@ pub enum ClientEvent {
         btfn: Option<u64>,
     },
     /// A request was answered with a response that passed every check.
-    Activated(VerifiedResponse),
+    ///
+    /// Not yet an activation: a client activates only when the response's
+    /// count reaches its N policy ([`ActivationOutcome::from_response`](super::ActivationOutcome::from_response)
+    /// draws that conclusion).
+    Answered(VerifiedResponse),
     /// The host answered a request with an HRESULT instead of a response.
     Refused(HResult),
 }
@@ -492,7 +496,7 @@ impl ClientConnection {
         let event = match rpc::decode_response_stub(call.ndr, &response.stub)? {
             StubReply::Error(hresult) => ClientEvent::Refused(hresult),
             StubReply::Message(message) => {
-                ClientEvent::Activated(call.sent.verify_response(message)?)
+                ClientEvent::Answered(call.sent.verify_response(message)?)
             }
         };
         self.events.push_back(event);

@@ -157,7 +157,7 @@ fn below<R: RandomSource + ?Sized>(rng: &mut R, n: u64) -> u64 {
 /// use kms_activation::client::{order_srv_records, SrvRecord, SrvSelection};
 /// use kms_activation::ScriptedRandom;
 ///
-/// let record = |priority, weight, target: &str| SrvRecord { priority, weight, port: 1688, target: target.into() };
+/// let record = |priority, weight, target: &str| SrvRecord::new(priority, weight, 1688, target);
 /// let records = vec![record(10, 0, "backup"), record(0, 60, "kms1"), record(0, 40, "kms2")];
 /// let mut rng = ScriptedRandom::new([3u8; 64]);
 /// let order = order_srv_records(records, SrvSelection::PriorityWeight, &mut rng);
@@ -340,8 +340,8 @@ pub struct FailedAttempt<E> {
 /// let mut locator = KmsLocator::new(LocatorConfig::discover("example.org"));
 /// assert_eq!(locator.dns_domain(), Some("example.org")); // nothing cached: look up SRV
 /// let srv = vec![
-///     SrvRecord { priority: 0, weight: 0, port: 1688, target: "kms1.example.org".into() },
-///     SrvRecord { priority: 1, weight: 0, port: 1688, target: "kms2.example.org".into() },
+///     SrvRecord::new(0, 0, 1688, "kms1.example.org"),
+///     SrvRecord::new(1, 0, 1688, "kms2.example.org"),
 /// ];
 /// let mut rng = ScriptedRandom::new([0u8; 64]);
 /// let hosts = locator.candidates(&srv, &mut rng);

@@ -129,13 +129,8 @@ impl<R: Responder + ?Sized> Responder for &mut R {
 /// #     kms_id: Uuid::nil(), cmid: Uuid::nil(), previous_cmid: Uuid::nil(), n_policy: 25,
 /// #     client_time: FileTime::from_ticks(0), workstation: "pc".into(),
 /// # };
-/// let context = RequestContext {
-///     peer: None,
-///     connection_id: 1,
-///     call_id: 2,
-///     ndr: Ndr::Ndr32,
-///     received_at: FileTime::from_ticks(0),
-/// };
+/// let mut context = RequestContext::new(FileTime::from_ticks(0));
+/// context.ndr = Ndr::Ndr64;
 ///
 /// let mut responder = FixedResponder::default();
 /// let answer = responder.respond(FileTime::from_ticks(0), &context, &request).unwrap();

@@ -236,7 +236,7 @@ impl<H: Handler> Server<H> {
         }
         lock(&shared.queue).stopped = true;
         shared.changed.notify_all();
-        pollster::block_on(shared.handler.flush()).map_err(io::Error::other)
+        crate::block_on::block_on(shared.handler.flush()).map_err(io::Error::other)
     }
 }
 
@@ -401,7 +401,8 @@ fn drive<H: Handler>(
             .ingest(buf.get(..n).unwrap_or_default(), &mut rng)
             .err();
         loop {
-            let records = pollster::block_on(shared.handler.process(session.conn(), &mut rng));
+            let records =
+                crate::block_on::block_on(shared.handler.process(session.conn(), &mut rng));
             let written = match write_output(&mut stream, session.conn()) {
                 Ok(written) => written,
                 Err(e) => break 'conn write_failure(&e),
@@ -453,7 +454,7 @@ fn write_output(stream: &mut TcpStream, conn: &mut HostConnection) -> io::Result
 /// use std::time::Duration;
 /// # fn run(request: kms_activation::RequestBody) -> Result<(), kms_activation::transport::Error> {
 /// let mut client = Client::connect("127.0.0.1:1688", &ClientConfig::default(), Duration::from_secs(5))?;
-/// if let Outcome::Activated(response) = client.activate(request)? {
+/// if let Outcome::Answered(response) = client.activate(request)? {
 ///     println!("count {}", response.body.count);
 /// }
 /// # Ok(())

@@ -411,14 +411,37 @@ impl<O: Observer + ?Sized> Observer for std::sync::Arc<O> {
     }
 }
 
-/// The result of one activation request made by a client transport.
+/// The result of one activation request made by a client transport: what
+/// the host sent back, before a client's conclusion
+/// ([`conclusion`](Self::conclusion)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// The host answered with a response that passed every check.
-    Activated(VerifiedResponse),
+    /// The host answered with a response that passed every check. The client
+    /// activates only if the response's count reaches the request's N
+    /// policy; below it, it shows 0xC004F038.
+    Answered(VerifiedResponse),
     /// The host refused the request with this HRESULT.
     Refused(HResult),
+}
+
+impl Outcome {
+    /// What a real client concludes from this outcome of `request` at `now`:
+    /// activated, or the HRESULT it shows (0xC004F038 for an answer whose
+    /// count is below the request's N policy).
+    #[must_use]
+    pub fn conclusion(
+        &self,
+        request: &crate::RequestBody,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> crate::client::ActivationOutcome {
+        match self {
+            Self::Answered(response) => {
+                crate::client::ActivationOutcome::from_response(request, &response.body, now)
+            }
+            Self::Refused(hresult) => crate::client::ActivationOutcome::refused(*hresult),
+        }
+    }
 }
 
 /// Why a client transport failed. The connection is unusable afterwards.

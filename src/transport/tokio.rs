@@ -378,7 +378,7 @@ async fn write_output(stream: &mut TcpStream, conn: &mut HostConnection) -> io::
 /// # async fn run(request: kms_activation::RequestBody) -> Result<(), kms_activation::transport::Error> {
 /// let mut client = Client::connect("127.0.0.1:1688", &ClientConfig::default(), Duration::from_secs(5)).await?;
 /// match client.activate(request).await? {
-///     Outcome::Activated(response) => println!("count {}", response.body.count),
+///     Outcome::Answered(response) => println!("count {}", response.body.count),
 ///     Outcome::Refused(hresult) => println!("refused: {hresult}"),
 ///     _ => {}
 /// }

@@ -113,7 +113,7 @@ fn activate<S: CountStore>(
         );
         while let Some(event) = client.poll_event() {
             match event {
-                ClientEvent::Activated(response) => {
+                ClientEvent::Answered(response) => {
                     return (Outcome::Count(response.body.count), records);
                 }
                 ClientEvent::Refused(hresult) => return (Outcome::Refused(hresult), records),

@@ -167,14 +167,8 @@ pub enum StoreError {
 ///
 /// let store = MemoryStore::default();
 /// let at = FileTime::from_ticks(134_397_882_570_000_000);
-/// let visit = |cmid: u128| Visit {
-///     application_id: Uuid::from_u128(1),
-///     cmid: Uuid::from_u128(cmid),
-///     n_policy: 25,
-///     at,
-///     window_start: FileTime::from_ticks(at.ticks() - 30 * 86_400 * 10_000_000),
-///     capacity: None,
-/// };
+/// let window_start = FileTime::from_ticks(at.ticks() - 30 * 86_400 * 10_000_000);
+/// let visit = |cmid: u128| Visit::new(Uuid::from_u128(1), Uuid::from_u128(cmid), 25, at, window_start);
 /// let tally = pollster::block_on(store.record_visit(visit(7)))?;
 /// assert_eq!(tally.clients, 1);
 /// let tally = pollster::block_on(store.record_visit(visit(7)))?; // same CMID again
