@@ -38,6 +38,7 @@ use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 
 use crate::message::MAX_EPID_LEN;
 use crate::product::{self, Csvlk, KeyIdRange};
+use crate::random::below;
 use crate::{RandomSource, Uuid};
 
 /// The license channel every KMS host ePID carries (`03`, volume).
@@ -991,14 +992,6 @@ pub enum GenerateError {
     /// above 9999).
     #[error(transparent)]
     Epid(#[from] EpidError),
-}
-
-/// A uniform-enough draw in `0..n` (`n > 0`); the modulo bias of a 64-bit
-/// draw over ranges this small is negligible.
-fn below<R: RandomSource + ?Sized>(rng: &mut R, n: u64) -> u64 {
-    let mut bytes = [0u8; 8];
-    rng.fill_bytes(&mut bytes);
-    u64::from_le_bytes(bytes).checked_rem(n).unwrap_or(0)
 }
 
 /// Makes an ePID a host holding `csvlk` and running build `host_build`

@@ -20,6 +20,7 @@
 use core::fmt;
 
 use crate::RandomSource;
+use crate::random::below;
 
 /// The service label clients look up: `_vlmcs._tcp.<domain>`.
 pub const KMS_SRV_LABEL: &str = "_vlmcs._tcp";
@@ -135,13 +136,6 @@ pub enum SrvSelection {
     PriorityWeight,
     /// Priority and weight ignored: a uniformly random order.
     Random,
-}
-
-/// A uniform draw in `0..n` (`n > 0`) from 8 random bytes.
-fn below<R: RandomSource + ?Sized>(rng: &mut R, n: u64) -> u64 {
-    let mut bytes = [0u8; 8];
-    rng.fill_bytes(&mut bytes);
-    u64::from_le_bytes(bytes).checked_rem(n).unwrap_or(0)
 }
 
 /// Puts `records` in the order a client tries them (see [`SrvSelection`]).

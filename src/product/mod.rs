@@ -679,8 +679,9 @@ pub fn application_for_kms(kms_id: Uuid) -> Option<&'static Application> {
     kms_item(kms_id).and_then(KmsItem::application)
 }
 
-/// The application ID of Windows.
-const WINDOWS_APPLICATION: Uuid = Uuid::from_u128(0x55c9_2734_d682_4d71_983e_d6ec_3f16_059f);
+/// The application ID of Windows; every other application is an Office.
+pub(crate) const WINDOWS_APPLICATION: Uuid =
+    Uuid::from_u128(0x55c9_2734_d682_4d71_983e_d6ec_3f16_059f);
 
 /// The build record with exactly this build number.
 #[must_use]
