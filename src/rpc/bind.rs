@@ -160,7 +160,7 @@ impl TransferSyntax {
 
     /// The syntax identifier that carries this meaning.
     #[must_use]
-    pub fn to_syntax(&self) -> SyntaxId {
+    pub fn to_syntax(self) -> SyntaxId {
         match self {
             Self::Ndr32 => NDR32,
             Self::Ndr64 => NDR64,
@@ -177,7 +177,7 @@ impl TransferSyntax {
                     version: BTFN_VERSION,
                 }
             }
-            Self::Other(s) => *s,
+            Self::Other(s) => s,
         }
     }
 
@@ -702,20 +702,20 @@ const BTFN_KNOWN_FEATURES: u64 = 0x3;
 ///     offer(1, NDR64),
 ///     offer(2, TransferSyntax::BindTimeFeatures(3).to_syntax()),
 /// ];
-/// let results = negotiate(&contexts, &NegotiationPolicy::default());
+/// let results = negotiate(&contexts, NegotiationPolicy::default());
 /// assert_eq!(results[0], ContextResult::reject(2));
 /// assert_eq!(results[1], ContextResult::accept(NDR64));
 /// assert_eq!((results[2].result, results[2].reason), (ResultKind::NegotiateAck, 3));
 ///
 /// // The follow-up `alter_context` offers NDR32 alone: accepted.
-/// let results = negotiate(&[offer(0, NDR32)], &NegotiationPolicy::default());
+/// let results = negotiate(&[offer(0, NDR32)], NegotiationPolicy::default());
 /// assert_eq!(results, [ContextResult::accept(NDR32)]);
 /// # }
 /// # #[cfg(not(feature = "fuzzing"))]
 /// # fn main() {}
 /// ```
 #[must_use]
-pub fn negotiate(contexts: &[ContextElement], policy: &NegotiationPolicy) -> Vec<ContextResult> {
+pub fn negotiate(contexts: &[ContextElement], policy: NegotiationPolicy) -> Vec<ContextResult> {
     let is_kms = |c: &ContextElement| {
         c.abstract_syntax.uuid == KMS_INTERFACE.uuid
             && c.abstract_syntax.major() == KMS_INTERFACE.major()
@@ -830,7 +830,7 @@ mod tests {
         assert_eq!(
             negotiate(
                 &[kms(0, &[NDR32]), kms(1, &[NDR64]), kms(2, &[btfn])],
-                &ndr32_only
+                ndr32_only
             ),
             [
                 ContextResult::accept(NDR32),
@@ -839,7 +839,7 @@ mod tests {
             ]
         );
         // BTFN mask is ANDed with 3.
-        let r = negotiate(&[kms(2, &[btfn])], &all);
+        let r = negotiate(&[kms(2, &[btfn])], all);
         assert_eq!((r[0].result, r[0].reason), (ResultKind::NegotiateAck, 3));
         // Wrong interface or major version: reason 1.
         let mut other = kms(0, &[NDR32]);
@@ -849,7 +849,7 @@ mod tests {
         let mut minor = kms(2, &[NDR32]);
         minor.abstract_syntax = SyntaxId::interface(KMS_INTERFACE.uuid, 1, 3);
         assert_eq!(
-            negotiate(&[other, v2, minor], &all),
+            negotiate(&[other, v2, minor], all),
             [
                 ContextResult::reject(1),
                 ContextResult::reject(1),
@@ -860,22 +860,22 @@ mod tests {
         // NDR64 in the same element.
         let unknown = SyntaxId::interface(Uuid::from_u128(9), 1, 0);
         assert_eq!(
-            negotiate(&[kms(0, &[unknown, NDR32, NDR64])], &all),
+            negotiate(&[kms(0, &[unknown, NDR32, NDR64])], all),
             [ContextResult::accept(NDR64)]
         );
         assert_eq!(
-            negotiate(&[kms(0, &[unknown, NDR32, NDR64])], &ndr32_only),
+            negotiate(&[kms(0, &[unknown, NDR32, NDR64])], ndr32_only),
             [ContextResult::accept(NDR32)]
         );
         // An NDR64 offer under a foreign interface does not block NDR32.
         let mut foreign64 = kms(1, &[NDR64]);
         foreign64.abstract_syntax.uuid = Uuid::from_u128(5);
         assert_eq!(
-            negotiate(&[kms(0, &[NDR32]), foreign64], &all),
+            negotiate(&[kms(0, &[NDR32]), foreign64], all),
             [ContextResult::accept(NDR32), ContextResult::reject(1)]
         );
         // No transfer syntax at all.
-        assert_eq!(negotiate(&[kms(0, &[])], &all), [ContextResult::reject(2)]);
+        assert_eq!(negotiate(&[kms(0, &[])], all), [ContextResult::reject(2)]);
         assert_eq!(ContextResult::accept(NDR64).ndr(), Some(Ndr::Ndr64));
         assert_eq!(ContextResult::reject(2).ndr(), None);
     }

@@ -614,7 +614,7 @@ mod tests {
                     PduBody::Bind(b) | PduBody::AlterContext(b) => offered = Some(b.contexts),
                     PduBody::BindAck(a) | PduBody::AlterContextResp(a) => {
                         let contexts = offered.take().unwrap();
-                        let results = negotiate(&contexts, &NegotiationPolicy::default());
+                        let results = negotiate(&contexts, NegotiationPolicy::default());
                         assert_eq!(results, a.results, "{name}");
                         checked += 1;
                     }

@@ -30,11 +30,12 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use super::io_loop;
 use super::random::BufferedOsRandom;
 use super::registry::{Closer, Entry, Registry};
 use super::session::{ClientSession, READ_CHUNK, ServerSession};
@@ -433,16 +434,7 @@ fn write_failure(e: &io::Error) -> CloseReason {
 
 /// Writes everything the engine has queued; returns how many bytes.
 fn write_output(stream: &mut TcpStream, conn: &mut HostConnection) -> io::Result<usize> {
-    let mut written = 0;
-    while !conn.transmit().is_empty() {
-        let n = stream.write(conn.transmit())?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        conn.advance_transmit(n);
-        written += n;
-    }
-    Ok(written)
+    crate::block_on::block_on(io_loop::write_output(stream, conn))
 }
 
 /// A blocking KMS client: one connection, any number of activations on it,
@@ -521,40 +513,10 @@ impl Client {
     pub fn activate(&mut self, request: crate::RequestBody) -> Result<Outcome, Error> {
         let deadline = clock::instant() + self.timeout;
         self.session.send(request)?;
-        loop {
-            while !self.session.transmit().is_empty() {
-                let n = self
-                    .stream
-                    .write(self.session.transmit())
-                    .map_err(timeout)?;
-                if n == 0 {
-                    return Err(Error::Closed);
-                }
-                self.session.advance_transmit(n);
-            }
-            let left = deadline.saturating_duration_since(clock::instant());
-            if left.is_zero() {
-                return Err(Error::Timeout);
-            }
-            self.stream.set_read_timeout(Some(left))?;
-            let mut buf = [0u8; READ_CHUNK];
-            let n = match self.stream.read(&mut buf) {
-                Ok(0) => return Err(Error::Closed),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(timeout(e)),
-            };
-            if let Some(outcome) = self.session.ingest(buf.get(..n).unwrap_or_default())? {
-                return Ok(outcome);
-            }
-        }
-    }
-}
-
-/// A socket timeout as [`Error::Timeout`].
-fn timeout(e: io::Error) -> Error {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout,
-        _ => Error::Io(e),
+        let mut wire = io_loop::Deadlined {
+            stream: &mut self.stream,
+            deadline,
+        };
+        crate::block_on::block_on(io_loop::exchange(&mut wire, &mut self.session))
     }
 }

@@ -51,6 +51,7 @@
 #[cfg(feature = "blocking")]
 #[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
 pub mod blocking;
+mod io_loop;
 mod listen;
 mod random;
 mod registry;
