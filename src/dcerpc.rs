@@ -11,7 +11,9 @@
 //! * [`Error`], the RPC-layer errors inside
 //!   [`host::HostError::Rpc`](crate::host::HostError::Rpc),
 //!   [`client::ClientError::Rpc`](crate::client::ClientError::Rpc) and
-//!   [`crate::Error::Rpc`].
+//!   [`crate::Error::Rpc`], and
+//! * [`PduType`], the type of a PDU that came when another was expected
+//!   ([`client::ClientError::UnexpectedPdu`](crate::client::ClientError::UnexpectedPdu)).
 //!
 //! # The DCE/RPC layer of KMS
 //!
@@ -402,4 +404,4 @@
 //! refusal by the NULL pointer and then reads the HRESULT. It should also
 //! take a non-zero HRESULT as the outcome of the call when response data are
 //! present; `decode_response_stub` does both.
-pub use crate::rpc::{Error, Ndr};
+pub use crate::rpc::{Error, Ndr, PduType};

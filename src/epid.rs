@@ -317,7 +317,7 @@ impl fmt::Display for EpidPart {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EpidError {
-    /// Longer than [`MAX_EPID_LEN`](crate::message::MAX_EPID_LEN) bytes, the
+    /// Longer than [`crate::message::MAX_EPID_LEN`] bytes, the
     /// most a response can carry (a real ePID has 44–49 characters).
     #[error("epid is {len} bytes long, at most {max} allowed")]
     TooLong {

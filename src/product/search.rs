@@ -164,8 +164,8 @@ pub fn search_csvlks(query: &str) -> Vec<&'static Csvlk> {
 
 /// Why [`find_sku`] found no single SKU.
 ///
-/// Its `Debug` names the candidates of an ambiguous lookup (at most
-/// [`DEBUG_CANDIDATES`] of them) rather than printing every SKU whole.
+/// Its `Debug` names the candidates of an ambiguous lookup (the first eight,
+/// then how many more) rather than printing every SKU whole.
 #[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SkuLookupError {

@@ -50,15 +50,10 @@ pub const DREP: [u8; 4] = [0x10, 0, 0, 0];
 /// round trip.
 ///
 /// ```
-/// # #[cfg(feature = "fuzzing")]
-/// # fn main() {
-/// use kms_activation::rpc::PduType;
+/// use kms_activation::dcerpc::PduType;
 ///
 /// assert_eq!(PduType::from(11), PduType::Bind);
 /// assert_eq!(u8::from(PduType::Unknown(16)), 16);
-/// # }
-/// # #[cfg(not(feature = "fuzzing"))]
-/// # fn main() {}
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PduType {
