@@ -12,7 +12,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{Error, SyntaxId, put_zeros};
+use super::{Error, put_zeros};
 use crate::HResult;
 use crate::wire::{DecodeError, DecodeErrorKind, Reader};
 
@@ -34,9 +34,11 @@ pub enum Ndr {
 }
 
 impl Ndr {
-    /// The flavour a transfer syntax names, if it is NDR32 or NDR64.
+    /// The flavour a transfer syntax names, if it is NDR32 or NDR64 (the
+    /// dissector reads it from a `bind_ack`).
+    #[cfg(any(feature = "pcap", test))]
     #[must_use]
-    pub(crate) fn from_syntax(syntax: &SyntaxId) -> Option<Self> {
+    pub(crate) fn from_syntax(syntax: &super::SyntaxId) -> Option<Self> {
         super::TransferSyntax::from_syntax(syntax).ndr()
     }
 }
