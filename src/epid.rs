@@ -36,15 +36,13 @@ use core::str::FromStr;
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 
+use crate::message::MAX_EPID_LEN;
 use crate::product::{self, Csvlk, KeyIdRange};
+use crate::random::below;
 use crate::{RandomSource, Uuid};
 
 /// The license channel every KMS host ePID carries (`03`, volume).
 pub const VOLUME_CHANNEL: u8 = 3;
-
-/// Longest ePID text [`Epid::parse`] looks at (a real one has 44–49
-/// characters; the wire field holds up to 64 UTF-16 units).
-pub const MAX_EPID_LEN: usize = 64;
 
 /// Windows language IDs (LCID, decimal) and their language tags, sorted by
 /// LCID: every LCID of four or five decimal digits (the width an ePID
@@ -319,7 +317,8 @@ impl fmt::Display for EpidPart {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EpidError {
-    /// Longer than [`MAX_EPID_LEN`] bytes.
+    /// Longer than [`crate::message::MAX_EPID_LEN`] bytes, the
+    /// most a response can carry (a real ePID has 44–49 characters).
     #[error("epid is {len} bytes long, at most {max} allowed")]
     TooLong {
         /// Length of the input in bytes.
@@ -1026,14 +1025,6 @@ pub enum GenerateError {
     /// above 9999).
     #[error(transparent)]
     Epid(#[from] EpidError),
-}
-
-/// A uniform-enough draw in `0..n` (`n > 0`); the modulo bias of a 64-bit
-/// draw over ranges this small is negligible.
-fn below<R: RandomSource + ?Sized>(rng: &mut R, n: u64) -> u64 {
-    let mut bytes = [0u8; 8];
-    rng.fill_bytes(&mut bytes);
-    u64::from_le_bytes(bytes).checked_rem(n).unwrap_or(0)
 }
 
 /// Makes an ePID a host holding `csvlk` and running build `host_build`

@@ -64,7 +64,8 @@ fn err(text: &str) -> EpidError {
 fn malformed_shapes_each_get_their_error() {
     use EpidPart::*;
     let long = format!("{EXAMPLE}{}", "0".repeat(20));
-    assert_eq!(err(&long), EpidError::TooLong { len: 68, max: 64 });
+    // A response carries at most 63 UTF-16 units of ePID (PIDSize <= 128 with the NUL).
+    assert_eq!(err(&long), EpidError::TooLong { len: 68, max: 63 });
     assert_eq!(err(""), EpidError::PartCount { found: 1 });
     assert_eq!(
         err("05426-00206-565184251-03-1068-9200.0000-1222025"),

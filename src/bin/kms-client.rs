@@ -32,20 +32,22 @@
 //! arguments.
 
 use std::fmt::Write as _;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use kms_activation::client::{
-    ActivationOutcome, ClientConfig, ClientConnection, ClientEvent, EpidCheck, FailedAttempt,
-    KmsHostName, KmsLocator, LocatorConfig, MachineIdentity, ProductRequest, ProductRequestError,
-    SrvSelection, srv_zone_line,
+    ActivationOutcome, ClientConfig, ClientError, EpidCheck, FailedAttempt, KmsHostName,
+    KmsLocator, LocatorConfig, MachineIdentity, ProductRequest, ProductRequestError, SrvSelection,
+    srv_zone_line,
 };
 use kms_activation::license::LicenseTimeline;
 use kms_activation::message::{RequestBody, Version};
 use kms_activation::product::SkuLookupError;
+use kms_activation::transport::Error as TransportError;
+use kms_activation::transport::blocking::Client;
 use kms_activation::{FileTime, HResult, OsRandom};
 use serde::Serialize;
 
@@ -139,8 +141,7 @@ enum AttemptError {
 struct Session {
     host: KmsHostName,
     addresses: Vec<SocketAddr>,
-    stream: TcpStream,
-    client: ClientConnection,
+    client: Client,
     answered: u32,
 }
 
@@ -181,6 +182,8 @@ impl Probe {
         self.product.build(machine, &timeline.state_at(now), time)
     }
 
+    /// Opens a connection to the first of `addresses` that accepts within
+    /// the timeout, with the library's blocking client.
     fn connect(
         &self,
         host: &KmsHostName,
@@ -188,21 +191,16 @@ impl Probe {
     ) -> Result<Session, AttemptError> {
         let mut last = format!("{host} has no address");
         for address in addresses {
-            match TcpStream::connect_timeout(address, self.timeout) {
-                Ok(stream) => {
-                    let set = stream
-                        .set_read_timeout(Some(self.timeout))
-                        .and_then(|()| stream.set_write_timeout(Some(self.timeout)));
-                    set.map_err(|e| AttemptError::Unreachable(e.to_string()))?;
+            match Client::connect(address, &self.config, self.timeout) {
+                Ok(client) => {
                     return Ok(Session {
                         host: host.clone(),
                         addresses: addresses.to_vec(),
-                        stream,
-                        client: ClientConnection::new(&self.config),
+                        client,
                         answered: 0,
                     });
                 }
-                Err(e) if e.kind() == ErrorKind::TimedOut => {
+                Err(TransportError::Timeout) => {
                     last = format!("connect {address}: no answer in {} s", self.args.timeout);
                 }
                 Err(e) => last = format!("connect {address}: {e}"),
@@ -241,7 +239,9 @@ impl Probe {
         }
     }
 
-    /// One request over the open session.
+    /// One request over the open session, bounded as a whole by the
+    /// timeout (the library client's per-exchange deadline: a host that
+    /// dribbles its reply cannot hold the probe longer).
     fn exchange(
         &mut self,
         request: &RequestBody,
@@ -251,60 +251,21 @@ impl Probe {
             return Err(AttemptError::Unreachable("no connection".into()));
         };
         let started = monotonic_clock();
-        session
-            .client
-            .send_request(request.clone(), &mut self.rng)
-            .map_err(|e| AttemptError::Unreachable(e.to_string()))?;
-        let mut buf = [0u8; 4096];
-        let (mut start, mut end) = (0, 0);
-        let outcome = loop {
-            let queued = session.client.transmit();
-            if !queued.is_empty() {
-                let n = queued.len();
-                session
-                    .stream
-                    .write_all(queued)
-                    .map_err(|e| AttemptError::Unreachable(format!("send: {e}")))?;
-                session.client.advance_transmit(n);
+        let outcome = match session.client.activate(request.clone()) {
+            Ok(outcome) => outcome.conclusion(request, wall_clock()),
+            Err(TransportError::Timeout) => return Err(AttemptError::TimedOut(timeout_secs)),
+            Err(TransportError::Closed) => {
+                return Err(AttemptError::Unreachable(
+                    "the host closed the connection".into(),
+                ));
             }
-            let mut answer = None;
-            while let Some(event) = session.client.poll_event() {
-                match event {
-                    ClientEvent::Activated(response) => {
-                        answer = Some(ActivationOutcome::from_response(
-                            request,
-                            &response.body,
-                            wall_clock(),
-                        ));
-                    }
-                    ClientEvent::Refused(hresult) => {
-                        answer = Some(ActivationOutcome::refused(hresult));
-                    }
-                    _ => {}
-                }
+            Err(TransportError::Client(e @ ClientError::Encode(_))) => {
+                return Err(AttemptError::Unreachable(e.to_string()));
             }
-            if let Some(outcome) = answer {
-                break outcome;
+            Err(TransportError::Client(e)) => {
+                return Err(AttemptError::Unreachable(format!("bad reply: {e}")));
             }
-            if start == end {
-                end = match session.stream.read(&mut buf) {
-                    Ok(0) => {
-                        return Err(AttemptError::Unreachable(
-                            "the host closed the connection".into(),
-                        ));
-                    }
-                    Ok(n) => n,
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                        return Err(AttemptError::TimedOut(timeout_secs));
-                    }
-                    Err(e) => return Err(AttemptError::Unreachable(format!("receive: {e}"))),
-                };
-                start = 0;
-            }
-            start += session
-                .client
-                .handle_input(buf.get(start..end).unwrap_or_default(), &mut self.rng)
-                .map_err(|e| AttemptError::Unreachable(format!("bad reply: {e}")))?;
+            Err(e) => return Err(AttemptError::Unreachable(e.to_string())),
         };
         session.answered += 1;
         let latency = started.elapsed();

@@ -339,12 +339,14 @@ fn server_config(args: &Args, port: u16) -> ServerConfig {
         .set_ndr64(!args.no_ndr64)
         .set_btfn(!args.no_btfn)
         .set_max_clock_skew(args.skew.0);
-    let mut limits = ServerLimits::default();
-    limits.max_connections = descriptor_cap(args.max_connections);
-    limits.idle_timeout = Duration::from_secs(args.idle_timeout);
-    limits.pdu_timeout = Duration::from_secs(args.pdu_timeout);
-    limits.max_requests_per_connection = args.max_requests;
-    limits.shutdown_grace = Duration::from_secs(args.grace);
+    let limits = ServerLimits {
+        max_connections: descriptor_cap(args.max_connections),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        pdu_timeout: Duration::from_secs(args.pdu_timeout),
+        max_requests_per_connection: args.max_requests,
+        shutdown_grace: Duration::from_secs(args.grace),
+        ..ServerLimits::default()
+    };
     ServerConfig::new(host, limits)
 }
 

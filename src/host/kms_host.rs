@@ -253,6 +253,7 @@ struct HeldKey {
 
 /// The outcome of one request decided by [`KmsHost::decide`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Decision {
     /// What to send: an answer, or a refusal.
     pub reply: Result<Answer, HResult>,
@@ -528,12 +529,12 @@ impl<S: CountStore> KmsHost<S> {
         while let Some(event) = conn.poll_event() {
             match event {
                 HostEvent::Request(request) => {
-                    let decision = pollster::block_on(self.decide(&request));
+                    let decision = crate::block_on::block_on(self.decide(&request));
                     reply(conn, &request, decision.reply, rng);
                     records.push(decision.record);
                 }
                 HostEvent::Rejected(rejected) => {
-                    records.extend(pollster::block_on(self.record_rejection(&rejected)));
+                    records.extend(crate::block_on::block_on(self.record_rejection(&rejected)));
                 }
             }
         }

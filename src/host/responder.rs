@@ -53,7 +53,17 @@ pub const DEFAULT_ACTIVATION_INTERVAL: u32 = 120;
 pub const DEFAULT_RENEWAL_INTERVAL: u32 = 10_080;
 
 /// What a host tells a client it activates.
+///
+/// ```
+/// use kms_activation::Hwid;
+/// use kms_activation::host::{Answer, DEFAULT_RENEWAL_INTERVAL};
+///
+/// let mut answer = Answer::new("06401-00206-551-123456-03-1033-9600.0000-1002025", Hwid([0; 8]), 50);
+/// answer.activation_interval = 60;
+/// assert_eq!(answer.renewal_interval, DEFAULT_RENEWAL_INTERVAL);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Answer {
     /// The host's extended product ID (at most 63 characters).
     pub epid: String,
@@ -65,6 +75,22 @@ pub struct Answer {
     pub activation_interval: u32,
     /// Minutes between renewals once a client is activated.
     pub renewal_interval: u32,
+}
+
+impl Answer {
+    /// An answer with `epid`, `hwid` and `count`, and the default
+    /// intervals ([`DEFAULT_ACTIVATION_INTERVAL`], [`DEFAULT_RENEWAL_INTERVAL`]);
+    /// the public fields change them.
+    #[must_use]
+    pub fn new(epid: impl Into<String>, hwid: Hwid, count: u32) -> Self {
+        Self {
+            epid: epid.into(),
+            hwid,
+            count,
+            activation_interval: DEFAULT_ACTIVATION_INTERVAL,
+            renewal_interval: DEFAULT_RENEWAL_INTERVAL,
+        }
+    }
 }
 
 /// A synchronous host policy: answers one request inline.
@@ -132,7 +158,7 @@ impl<R: Responder + ?Sized> Responder for &mut R {
 ///
 /// ```
 /// use kms_activation::host::{FixedResponder, RequestContext, Responder};
-/// use kms_activation::rpc::Ndr;
+/// use kms_activation::dcerpc::Ndr;
 /// # use kms_activation::message::{RequestBody, Version};
 /// # use kms_activation::{FileTime, LicenseStatus, Uuid};
 /// # let request = RequestBody {
@@ -141,13 +167,8 @@ impl<R: Responder + ?Sized> Responder for &mut R {
 /// #     kms_id: Uuid::nil(), cmid: Uuid::nil(), previous_cmid: Uuid::nil(), n_policy: 25,
 /// #     client_time: FileTime::from_ticks(0), workstation: "pc".into(),
 /// # };
-/// let context = RequestContext {
-///     peer: None,
-///     connection_id: 1,
-///     call_id: 2,
-///     ndr: Ndr::Ndr32,
-///     received_at: FileTime::from_ticks(0),
-/// };
+/// let mut context = RequestContext::new(FileTime::from_ticks(0));
+/// context.ndr = Ndr::Ndr64;
 ///
 /// let mut responder = FixedResponder::default();
 /// let answer = responder.respond(FileTime::from_ticks(0), &context, &request).unwrap();

@@ -752,6 +752,10 @@ pub fn volume_kms_item(kms_id: Uuid, application_id: Uuid) -> Option<&'static Km
         .filter(|item| !item.is_retail && !item.is_preview && item.application_id == application_id)
 }
 
+/// The application ID of Windows; every other application is an Office.
+pub(crate) const WINDOWS_APPLICATION: Uuid =
+    Uuid::from_u128(0x55c9_2734_d682_4d71_983e_d6ec_3f16_059f);
+
 /// The build record with exactly this build number.
 #[must_use]
 pub fn build(number: u32) -> Option<&'static WinBuild> {

@@ -11,6 +11,8 @@
 //! [`find_sku`] resolves what an admin types for a product (a SKU ID, a GVLK
 //! or a name) to exactly one SKU, or says why it cannot.
 
+use std::fmt;
+
 use super::{Csvlk, KmsItem, Sku, csvlk, csvlks, kms_items, sku, sku_by_gvlk, skus};
 use crate::{ProductKey, Uuid};
 
@@ -161,7 +163,10 @@ pub fn search_csvlks(query: &str) -> Vec<&'static Csvlk> {
 }
 
 /// Why [`find_sku`] found no single SKU.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Its `Debug` names the candidates of an ambiguous lookup (the first eight,
+/// then how many more) rather than printing every SKU whole.
+#[derive(Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SkuLookupError {
     /// A SKU ID that is not in the catalog.
@@ -182,6 +187,43 @@ pub enum SkuLookupError {
         /// weaker ones.
         candidates: Vec<&'static Sku>,
     },
+}
+
+/// How many candidates of [`SkuLookupError::Ambiguous`] its `Debug` names.
+const DEBUG_CANDIDATES: usize = 8;
+
+impl fmt::Debug for SkuLookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::UnknownSkuId(id) => f.debug_tuple("UnknownSkuId").field(id).finish(),
+            Self::NotAGvlk(key) => f.debug_tuple("NotAGvlk").field(key).finish(),
+            Self::NoMatch(query) => f.debug_tuple("NoMatch").field(query).finish(),
+            Self::Ambiguous { query, candidates } => f
+                .debug_struct("Ambiguous")
+                .field("query", query)
+                .field("candidates", &SkuNames(candidates))
+                .finish(),
+        }
+    }
+}
+
+/// SKUs listed by name in `Debug`, the first few only.
+struct SkuNames<'a>(&'a [&'static Sku]);
+
+impl fmt::Debug for SkuNames<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut list = f.debug_list();
+        list.entries(self.0.iter().take(DEBUG_CANDIDATES).map(|sku| sku.name()));
+        if let Some(more) = self
+            .0
+            .len()
+            .checked_sub(DEBUG_CANDIDATES)
+            .filter(|&n| n > 0)
+        {
+            list.entry(&format_args!("… {more} more"));
+        }
+        list.finish()
+    }
 }
 
 /// The one SKU that `text` names: a SKU (activation) ID, a GVLK (either key
@@ -396,5 +438,31 @@ pub fn find_product(text: &str) -> Result<ProductRef, SkuLookupError> {
             }
         }
         Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ambiguous_debug_names_a_few_candidates() {
+        let error = find_sku("office").unwrap_err();
+        let SkuLookupError::Ambiguous { candidates, .. } = &error else {
+            panic!("not ambiguous: {error}");
+        };
+        assert!(candidates.len() > DEBUG_CANDIDATES, "{}", candidates.len());
+        let debug = format!("{error:?}");
+        let first = candidates[0].name();
+        assert!(debug.contains(&format!("{first:?}")), "{debug}");
+        let more = candidates.len() - DEBUG_CANDIDATES;
+        assert!(debug.ends_with(&format!("… {more} more] }}")), "{debug}");
+        // The names of the listed candidates and little else.
+        let listed: usize = candidates
+            .iter()
+            .take(DEBUG_CANDIDATES)
+            .map(|sku| sku.name().len() + 4)
+            .sum();
+        assert!(debug.len() < listed + 80, "{debug}");
     }
 }

@@ -113,7 +113,7 @@ fn activate<S: CountStore>(
         );
         while let Some(event) = client.poll_event() {
             match event {
-                ClientEvent::Activated(response) => {
+                ClientEvent::Answered(response) => {
                     return (Outcome::Count(response.body.count), records);
                 }
                 ClientEvent::Refused(hresult) => return (Outcome::Refused(hresult), records),
@@ -642,13 +642,8 @@ fn answers_the_wire_cannot_carry_are_errors_for_the_embedder() {
     };
     let id = request.id;
     let mut rng = rng();
-    let answer = |epid: String| kms_activation::host::Answer {
-        epid,
-        hwid: kms_activation::Hwid([1; 8]),
-        count: 50,
-        activation_interval: 120,
-        renewal_interval: 10_080,
-    };
+    let answer =
+        |epid: String| kms_activation::host::Answer::new(epid, kms_activation::Hwid([1; 8]), 50);
     let too_long = "0".repeat(64);
     assert!(matches!(
         conn.answer(id, answer(too_long), &mut rng),

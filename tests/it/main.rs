@@ -9,7 +9,8 @@
     clippy::doc_markdown,
     clippy::wrong_self_convention,
     clippy::cast_possible_truncation,
-    reason = "test code: failures should panic loudly"
+    clippy::field_reassign_with_default,
+    reason = "test code: failures should panic loudly; options set one per line"
 )]
 
 mod catalog_keys;

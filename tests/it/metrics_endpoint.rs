@@ -82,10 +82,10 @@ async fn the_metrics_endpoint_is_scraped_and_parsed() {
         .unwrap();
     for cmid in 1..=3 {
         let outcome = client.activate(request(Version::V6, cmid)).await.unwrap();
-        assert!(matches!(outcome, Outcome::Activated(_)));
+        assert!(matches!(outcome, Outcome::Answered(_)));
     }
     let outcome = client.activate(request(Version::V4, 4)).await.unwrap();
-    assert!(matches!(outcome, Outcome::Activated(_)));
+    assert!(matches!(outcome, Outcome::Answered(_)));
     let mut unknown = request(Version::V6, 5);
     unknown.kms_id = kms_activation::Uuid::from_u128(42);
     assert!(matches!(
@@ -189,7 +189,7 @@ async fn activate_at(
         .unwrap();
     for cmid in cmids {
         let outcome = client.activate(request(Version::V6, cmid)).await.unwrap();
-        assert!(matches!(outcome, Outcome::Activated(_)), "{outcome:?}");
+        assert!(matches!(outcome, Outcome::Answered(_)), "{outcome:?}");
     }
     drop(client);
     stop.send(()).unwrap();

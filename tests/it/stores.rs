@@ -25,21 +25,19 @@ fn cmid(n: u128) -> Uuid {
 }
 
 fn visit(application: u128, client: u128, n_policy: u32, at: u64) -> Visit {
-    Visit {
-        application_id: app(application),
-        cmid: cmid(client),
+    Visit::new(
+        app(application),
+        cmid(client),
         n_policy,
-        at: FileTime::from_ticks(at),
-        window_start: FileTime::from_ticks(at - WINDOW),
-        capacity: None,
-    }
+        FileTime::from_ticks(at),
+        FileTime::from_ticks(at - WINDOW),
+    )
 }
 
 fn capped(v: Visit, capacity: u64) -> Visit {
-    Visit {
-        capacity: Some(capacity),
-        ..v
-    }
+    let mut v = v;
+    v.capacity = Some(capacity);
+    v
 }
 
 fn record(time: u64, client: u128, peer: bool, count: Option<u32>) -> ActivationRecord {
@@ -126,14 +124,7 @@ async fn counting<S: CountStore>(store: &S) {
         "other application"
     );
     let tally = store.tally(app(1), FileTime::from_ticks(T0 - WINDOW)).await;
-    assert_eq!(
-        tally.unwrap(),
-        Tally {
-            clients: 5,
-            max_n_policy: 25,
-            admitted: true
-        }
-    );
+    assert_eq!(tally.unwrap(), Tally::new(5, 25, true));
     let unknown = store.tally(app(99), FileTime::from_ticks(0)).await.unwrap();
     assert_eq!((unknown.clients, unknown.max_n_policy), (0, 0));
 }

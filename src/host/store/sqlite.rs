@@ -55,7 +55,6 @@ pub enum SqliteSync {
 
 /// How a [`SqliteStore`] opens its file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct SqliteOptions {
     /// Durability of a commit.
     pub synchronous: SqliteSync,
@@ -118,14 +117,9 @@ impl Default for SqliteOptions {
 ///
 /// let store = SqliteStore::open("/var/lib/kms/host.sqlite")?;
 /// let at = FileTime::from_ticks(134_397_882_570_000_000);
-/// let tally = pollster::block_on(store.record_visit(Visit {
-///     application_id: Uuid::from_u128(1),
-///     cmid: Uuid::from_u128(7),
-///     n_policy: 25,
-///     at,
-///     window_start: FileTime::from_ticks(at.ticks() - 30 * 86_400 * 10_000_000),
-///     capacity: None,
-/// }))?;
+/// let window_start = FileTime::from_ticks(at.ticks() - 30 * 86_400 * 10_000_000);
+/// let visit = Visit::new(Uuid::from_u128(1), Uuid::from_u128(7), 25, at, window_start);
+/// let tally = pollster::block_on(store.record_visit(visit))?;
 /// assert!(tally.clients >= 1);
 /// # Ok::<(), kms_activation::host::store::StoreError>(())
 /// ```
