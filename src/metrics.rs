@@ -8,7 +8,7 @@
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `kms_requests_total` | counter | `protocol` (`4.0`, `5.0`, `6.0`), `result` (`activated` or the HRESULT, `0xC004F042`) |
+//! | `kms_requests_total` | counter | `protocol` (`4.0`, `5.0`, `6.0`), `result` (`activated`; `below_threshold`: answered, but the count is below the client's N policy, so the client stays unactivated; or the refusal's HRESULT, `0xC004F042`) |
 //! | `kms_request_duration_seconds` | histogram | (from the read completing a request to the end of the reply's write) |
 //! | `kms_connections_open` | gauge | |
 //! | `kms_connections_closed_total` | counter | `reason` ([`CloseReason::name`](crate::transport::CloseReason::name)) |
@@ -246,8 +246,10 @@ impl HostMetrics {
 
     /// Counts one decided request and its latency.
     pub fn observe_request(&self, record: &ActivationRecord, latency: Duration) {
-        let result = if record.result == HResult::S_OK {
+        let result = if record.activates() {
             "activated".to_owned()
+        } else if record.result == HResult::S_OK {
+            "below_threshold".to_owned()
         } else {
             format!("{:#}", record.result)
         };

@@ -737,6 +737,7 @@ fn emit_tracing(record: &ActivationRecord) {
         sku = record.sku_name().unwrap_or("unknown"),
         count = record.count,
         result = %format_args!("{:#}", record.result),
+        activates = record.activates(),
         "activation request processed"
     );
 }

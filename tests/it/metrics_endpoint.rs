@@ -84,7 +84,10 @@ async fn the_metrics_endpoint_is_scraped_and_parsed() {
         let outcome = client.activate(request(Version::V6, cmid)).await.unwrap();
         assert!(matches!(outcome, Outcome::Answered(_)));
     }
-    let outcome = client.activate(request(Version::V4, 4)).await.unwrap();
+    // The fourth client asks for a threshold of 4: its count reaches it.
+    let mut reaching = request(Version::V4, 4);
+    reaching.n_policy = 4;
+    let outcome = client.activate(reaching).await.unwrap();
     assert!(matches!(outcome, Outcome::Answered(_)));
     let mut unknown = request(Version::V6, 5);
     unknown.kms_id = kms_activation::Uuid::from_u128(42);
@@ -99,9 +102,10 @@ async fn the_metrics_endpoint_is_scraped_and_parsed() {
     assert!(body.ends_with("# EOF\n"));
     let s = samples(&body);
     assert_eq!(
-        s[r#"kms_requests_total{protocol="6.0",result="activated"}"#],
-        "3"
+        s[r#"kms_requests_total{protocol="6.0",result="below_threshold"}"#], "3",
+        "answered with counts 1 to 3, below Windows' 25: not activations"
     );
+    assert!(!s.contains_key(r#"kms_requests_total{protocol="6.0",result="activated"}"#));
     assert_eq!(
         s[r#"kms_requests_total{protocol="4.0",result="activated"}"#],
         "1"
