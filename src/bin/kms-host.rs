@@ -40,6 +40,9 @@ use kms_activation::transport::{
 use kms_activation::{FileTime, OsRandom, Uuid, product};
 use tokio::sync::watch;
 
+#[path = "kms-host/dns_publish.rs"]
+mod dns_publish;
+
 #[derive(Debug, Parser)]
 #[command(about = "A KMS host (tokio transport, KmsHost policy)")]
 struct Args {
@@ -110,6 +113,8 @@ struct Args {
     /// Runtime worker threads [default: one per CPU].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    #[command(flatten)]
+    dns: dns_publish::DnsArgs,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -449,10 +454,12 @@ async fn run<S: CountStore + 'static>(args: Args, store: S) -> Result<(), String
         skew = ?args.skew.0,
         "kms-host ready"
     );
+    let publisher = dns_publish::start(&args.dns, port, stopped(stop_rx.clone())).await?;
     let server = Server::new(Arc::clone(&host), server_config(&args, port)).with_observer(observer);
     let grace = Duration::from_secs(args.grace);
     let result = serve_and_stop(server, listeners, &host, grace).await;
     let _ = stop_tx.send(true);
+    dns_publish::withdraw(publisher).await;
     result
 }
 
