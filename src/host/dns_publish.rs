@@ -120,8 +120,23 @@ pub enum PublishError {
         /// What went wrong.
         reason: String,
     },
-    /// The server answered with an error code (REFUSED, NOTAUTH for a
-    /// wrong key, NOTZONE, ...).
+    /// The answer to a signed update is not signed with the key: a server
+    /// that does not hold the key, or holds another secret under its name,
+    /// answers so (BIND: NOTAUTH with TSIG error BADKEY or BADSIG,
+    /// unsigned).
+    #[error(
+        "DNS update to {server} not authenticated with TSIG key {key}: {reason} (wrong key name or secret?)"
+    )]
+    Unauthenticated {
+        /// The server the update went to.
+        server: SocketAddr,
+        /// The key's name.
+        key: String,
+        /// The DNS library's explanation.
+        reason: String,
+    },
+    /// The server answered with an error code (REFUSED, NOTAUTH, NOTZONE,
+    /// ...).
     #[error("DNS update to {server} refused: {rcode}")]
     Refused {
         /// The server the update went to.
@@ -769,7 +784,22 @@ impl SrvPublisher {
         background.abort();
         let response: DnsResponse = outcome
             .map_err(|_| network("no answer in time".into()))?
-            .map_err(|e| network(e.to_string()))?;
+            .map_err(|e| {
+                let reason = e.to_string();
+                let lower = reason.to_ascii_lowercase();
+                match &self.config.tsig {
+                    // The library names TSIG or the MAC when an answer
+                    // fails its verification.
+                    Some(key) if lower.contains("tsig") || lower.contains("hmac") => {
+                        PublishError::Unauthenticated {
+                            server,
+                            key: key.name(),
+                            reason,
+                        }
+                    }
+                    _ => network(reason),
+                }
+            })?;
         match response.metadata.response_code {
             ResponseCode::NoError => Ok(()),
             code => Err(PublishError::Refused {
