@@ -26,7 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use kms_activation::host::store::{CountStore, MemoryStore, PostgresStore, SqliteStore};
+use kms_activation::host::store::{
+    CountStore, MemoryStore, PostgresStore, SqliteOptions, SqliteStore, SqliteSync,
+};
 use kms_activation::host::{
     CidrAllowList, CountPolicy, HostConfig, KmsHost, KmsHostConfig, MaxClients, ProductAllowList,
     Statistics,
@@ -42,6 +44,8 @@ use tokio::sync::watch;
 
 #[path = "kms-host/dns_publish.rs"]
 mod dns_publish;
+#[path = "kms-host/sqlite_spec.rs"]
+mod sqlite_spec;
 
 #[derive(Debug, Parser)]
 #[command(about = "A KMS host (tokio transport, KmsHost policy)")]
@@ -51,7 +55,10 @@ struct Args {
     #[arg(long = "listen", value_name = "ADDR")]
     listen: Vec<SocketAddr>,
     /// Where counts, ePIDs and the activation log live: memory,
-    /// `sqlite:FILE` or `postgres://USER@HOST/DB`.
+    /// `sqlite:FILE[?sync=full|normal]` or `postgres://USER@HOST/DB`.
+    /// `sync=full` (the default) `fsync`s every commit: visits survive a
+    /// power loss; `sync=normal` survives a killed process, not a power
+    /// loss.
     #[arg(long, default_value = "memory", value_name = "STORE")]
     store: StoreSpec,
     /// An ePID to answer with for the CSVLK it belongs to; repeatable
@@ -120,7 +127,7 @@ struct Args {
 #[derive(Clone, PartialEq, Eq)]
 enum StoreSpec {
     Memory,
-    Sqlite(PathBuf),
+    Sqlite(PathBuf, SqliteSync),
     Postgres(String),
 }
 
@@ -129,7 +136,7 @@ impl std::fmt::Debug for StoreSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Memory => f.write_str("Memory"),
-            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Sqlite(path, sync) => f.debug_tuple("Sqlite").field(path).field(sync).finish(),
             Self::Postgres(url) => f
                 .debug_tuple("Postgres")
                 .field(&kms_activation::host::store::redact_url(url))
@@ -144,11 +151,9 @@ impl FromStr for StoreSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == "memory" {
             Ok(Self::Memory)
-        } else if let Some(path) = s.strip_prefix("sqlite:") {
-            if path.is_empty() {
-                return Err("sqlite: needs a file, as in sqlite:/var/lib/kms/host.db".into());
-            }
-            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else if let Some(spec) = s.strip_prefix("sqlite:") {
+            let (path, sync) = sqlite_spec::parse(spec)?;
+            Ok(Self::Sqlite(path, sync))
         } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             Ok(Self::Postgres(s.to_owned()))
         } else {
@@ -505,8 +510,10 @@ async fn serve_and_stop<S: CountStore + 'static>(
 async fn dispatch(args: Args) -> Result<(), String> {
     match args.store.clone() {
         StoreSpec::Memory => run(args, MemoryStore::default()).await,
-        StoreSpec::Sqlite(path) => {
-            let store = SqliteStore::open(&path)
+        StoreSpec::Sqlite(path, sync) => {
+            let mut options = SqliteOptions::default();
+            options.synchronous = sync;
+            let store = SqliteStore::open_with(&path, options)
                 .map_err(|e| format!("--store sqlite:{}: {e}", path.display()))?;
             run(args, store).await
         }
