@@ -668,14 +668,21 @@ impl SrvPublisher {
 
     /// Publishes now, then again every refresh interval; after a failure,
     /// again after a backoff ([`PublisherConfig::with_retry`], doubling up
-    /// to [`MAX_RETRY`]). Returns when `stop` completes; the record stays
-    /// published (call [`SrvPublisher::withdraw`] to remove it).
+    /// to [`MAX_RETRY`]). Returns as soon as `stop` completes, cancelling
+    /// an update in flight; the record stays published (await this, then
+    /// call [`SrvPublisher::withdraw`] to remove it).
     pub async fn run(&self, stop: impl Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
         let ceiling = MAX_RETRY.min(self.config.refresh);
         let mut backoff = self.config.retry.min(ceiling);
         loop {
-            let wait = if self.publish().await.is_ok() {
+            // A stop also cancels an update in flight, so that a withdraw
+            // that follows is not overtaken by this add.
+            let published = tokio::select! {
+                () = &mut stop => return,
+                result = self.publish() => result.is_ok(),
+            };
+            let wait = if published {
                 backoff = self.config.retry.min(ceiling);
                 self.config.refresh
             } else {

@@ -103,13 +103,16 @@ async fn resolve_server(spec: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("--dns-server {spec}: no address"))
 }
 
+/// A publisher and its driver task.
+pub(crate) type Publishing = Option<(Arc<SrvPublisher>, tokio::task::JoinHandle<()>)>;
+
 /// Starts publishing (in a task that stops with `stop`) when
 /// `--dns-publish` was given; the record names `port`.
 pub(crate) async fn start(
     args: &DnsArgs,
     port: u16,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> Result<Option<Arc<SrvPublisher>>, String> {
+) -> Result<Publishing, String> {
     let Some(zone) = &args.zone else {
         return Ok(None);
     };
@@ -133,16 +136,21 @@ pub(crate) async fn start(
     let publisher = Arc::new(SrvPublisher::new(config).map_err(|e| format!("--dns-publish: {e}"))?);
     tracing::info!(record = %publisher.record_text(), "publishing in DNS");
     let running = Arc::clone(&publisher);
-    tokio::spawn(async move { running.run(stop).await });
-    Ok(Some(publisher))
+    let driver = tokio::spawn(async move { running.run(stop).await });
+    Ok(Some((publisher, driver)))
 }
 
-/// Deletes this host's record, within [`WITHDRAW_TIMEOUT`].
-pub(crate) async fn withdraw(publisher: Option<Arc<SrvPublisher>>) {
-    let Some(publisher) = publisher else {
+/// Once the driver has stopped (its stop future completed), deletes this
+/// host's record, all within [`WITHDRAW_TIMEOUT`].
+pub(crate) async fn withdraw(publishing: Publishing) {
+    let Some((publisher, driver)) = publishing else {
         return;
     };
-    match tokio::time::timeout(WITHDRAW_TIMEOUT, publisher.withdraw()).await {
+    let stopped_then_withdrawn = async {
+        let _ = driver.await;
+        publisher.withdraw().await
+    };
+    match tokio::time::timeout(WITHDRAW_TIMEOUT, stopped_then_withdrawn).await {
         Ok(Ok(())) => tracing::info!(record = %publisher.record_text(), "withdrawn from DNS"),
         // The publisher has logged the failure.
         Ok(Err(_)) => {}
