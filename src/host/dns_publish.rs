@@ -698,27 +698,28 @@ impl SrvPublisher {
     }
 
     fn note(&self, what: &str, result: &Result<(), PublishError>) {
-        let failures = {
+        // The counts under the lock; the log lines after it.
+        let (failed_before, failures) = {
             let mut status = self.lock();
-            match result {
-                Ok(()) => {
-                    if what == "publish" {
-                        status.published = true;
-                        status.successes = status.successes.saturating_add(1);
-                    }
-                    status.consecutive_failures = 0;
-                    return self.info(what);
+            let failed_before = status.consecutive_failures;
+            if result.is_ok() {
+                if what == "publish" {
+                    status.published = true;
+                    status.successes = status.successes.saturating_add(1);
                 }
-                Err(e) => {
-                    status.failures = status.failures.saturating_add(1);
-                    status.consecutive_failures = status.consecutive_failures.saturating_add(1);
-                    status.last_error = Some(e.to_string());
-                    status.failures
-                }
+                status.consecutive_failures = 0;
+            } else {
+                status.failures = status.failures.saturating_add(1);
+                status.consecutive_failures = status.consecutive_failures.saturating_add(1);
             }
+            if let Err(e) = result {
+                status.last_error = Some(e.to_string());
+            }
+            (failed_before, status.failures)
         };
-        if let Err(e) = result {
-            self.warn(what, failures, e);
+        match result {
+            Ok(()) => self.info(what, failed_before),
+            Err(e) => self.warn(what, failures, e),
         }
     }
 
@@ -726,15 +727,23 @@ impl SrvPublisher {
         not(feature = "tracing"),
         allow(clippy::unused_self, reason = "logs only with the tracing feature")
     )]
-    fn info(&self, what: &str) {
+    fn info(&self, what: &str, failed_before: u64) {
         #[cfg(feature = "tracing")]
-        tracing::debug!(
-            target: "kms_activation::dns_publish",
-            record = %self.record_text(),
-            "DNS {what} done"
-        );
+        if failed_before > 0 {
+            tracing::info!(
+                target: "kms_activation::dns_publish",
+                record = %self.record_text(),
+                "DNS {what} of the KMS SRV record succeeded after {failed_before} failures"
+            );
+        } else {
+            tracing::debug!(
+                target: "kms_activation::dns_publish",
+                record = %self.record_text(),
+                "DNS {what} done"
+            );
+        }
         #[cfg(not(feature = "tracing"))]
-        let _ = what;
+        let _ = (what, failed_before);
     }
 
     #[cfg_attr(
