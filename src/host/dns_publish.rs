@@ -564,7 +564,8 @@ pub struct PublishStatus {
 }
 
 /// Publishes and withdraws one host's `_vlmcs._tcp` SRV record. Shareable
-/// between tasks (`&self` methods); see the [module docs](self).
+/// between tasks (`&self` methods); its updates run on the caller's Tokio
+/// runtime (time and I/O enabled). See the [module docs](self).
 #[derive(Debug)]
 pub struct SrvPublisher {
     config: PublisherConfig,
