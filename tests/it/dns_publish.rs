@@ -97,11 +97,15 @@ impl Named {
     }
 
     /// The `_vlmcs._tcp.example.test` records, as a client sees them.
-    async fn records(&self) -> Vec<SrvRecord> {
+    async fn records(&self) -> Vec<Srv> {
         let resolver = SrvResolver::new(&self.settings()).unwrap();
         match resolver.lookup_srv(ZONE).await {
-            Ok(mut records) => {
-                records.sort_by(|a, b| a.target.cmp(&b.target));
+            Ok(records) => {
+                let mut records: Vec<Srv> = records
+                    .into_iter()
+                    .map(|r: SrvRecord| (r.priority, r.weight, r.port, r.target))
+                    .collect();
+                records.sort_by(|a, b| (&a.3, a.2).cmp(&(&b.3, b.2)));
                 records
             }
             Err(DiscoveryError::NoRecords { .. } | DiscoveryError::NameDoesNotExist { .. }) => {
@@ -112,7 +116,7 @@ impl Named {
     }
 
     /// Waits (bounded) until the records satisfy `done`.
-    async fn wait_for(&self, what: &str, done: impl Fn(&[SrvRecord]) -> bool) -> Vec<SrvRecord> {
+    async fn wait_for(&self, what: &str, done: impl Fn(&[Srv]) -> bool) -> Vec<Srv> {
         let mut records = Vec::new();
         for _ in 0..120 {
             records = self.records().await;
@@ -263,13 +267,11 @@ async fn start_named() -> Option<Named> {
     panic!("named would not start");
 }
 
-fn srv(priority: u16, weight: u16, port: u16, target: &str) -> SrvRecord {
-    SrvRecord {
-        priority,
-        weight,
-        port,
-        target: target.to_owned(),
-    }
+/// A record's fields (`SrvRecord` is not constructible outside the crate).
+type Srv = (u16, u16, u16, String);
+
+fn srv(priority: u16, weight: u16, port: u16, target: &str) -> Srv {
+    (priority, weight, port, target.to_owned())
 }
 
 fn publisher(named: &Named, target: &str, port: u16, key: Option<TsigKey>) -> SrvPublisher {
