@@ -96,8 +96,11 @@ fn sizes() -> Vec<u64> {
 
 /// `synchronous=NORMAL`: no `fsync` per commit (WAL, `sqlite:FILE?sync=normal`).
 fn sync_normal() -> SqliteOptions {
-    let mut options = SqliteOptions::default();
-    options.synchronous = SqliteSync::Normal;
+    with_sync(SqliteOptions::default(), SqliteSync::Normal)
+}
+
+fn with_sync(mut options: SqliteOptions, sync: SqliteSync) -> SqliteOptions {
+    options.synchronous = sync;
     options
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kms_activation::host::store::{
-    CountStore, MemoryStore, PostgresStore, SqliteOptions, SqliteStore, SqliteSync,
+    CountStore, MemoryStore, PostgresStore, SqliteStore, SqliteSync,
 };
 use kms_activation::host::{
     CidrAllowList, CountPolicy, HostConfig, KmsHost, KmsHostConfig, MaxClients, ProductAllowList,
@@ -511,9 +511,7 @@ async fn dispatch(args: Args) -> Result<(), String> {
     match args.store.clone() {
         StoreSpec::Memory => run(args, MemoryStore::default()).await,
         StoreSpec::Sqlite(path, sync) => {
-            let mut options = SqliteOptions::default();
-            options.synchronous = sync;
-            let store = SqliteStore::open_with(&path, options)
+            let store = SqliteStore::open_with(&path, sqlite_spec::options(sync))
                 .map_err(|e| format!("--store sqlite:{}: {e}", path.display()))?;
             run(args, store).await
         }

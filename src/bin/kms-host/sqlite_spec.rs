@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use kms_activation::host::store::SqliteSync;
+use kms_activation::host::store::{SqliteOptions, SqliteSync};
 
 /// Parses what follows `sqlite:`: a file, then optionally `?sync=full` or
 /// `?sync=normal`. A `?` whose tail holds no `=` is part of the file name.
@@ -32,6 +32,16 @@ pub(crate) fn parse(spec: &str) -> Result<(PathBuf, SqliteSync), String> {
         }
     }
     Ok((PathBuf::from(path), sync))
+}
+
+/// The store's default options with `sync`.
+pub(crate) fn options(sync: SqliteSync) -> SqliteOptions {
+    with_sync(SqliteOptions::default(), sync)
+}
+
+fn with_sync(mut options: SqliteOptions, sync: SqliteSync) -> SqliteOptions {
+    options.synchronous = sync;
+    options
 }
 
 #[cfg(test)]
