@@ -25,7 +25,8 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kms_activation::dcerpc::Ndr;
 use kms_activation::host::store::{
-    CountStore, MemoryStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore, Visit,
+    CountStore, MemoryStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore,
+    SqliteSync, Visit,
 };
 use kms_activation::host::{KmsHost, KmsHostConfig, RequestContext, RequestEvent};
 use kms_activation::message::{RequestBody, Version};
@@ -90,6 +91,16 @@ fn sizes() -> Vec<u64> {
     } else {
         vec![10_000]
     }
+}
+
+/// `synchronous=NORMAL`: no `fsync` per commit (WAL, `sqlite:FILE?sync=normal`).
+fn sync_normal() -> SqliteOptions {
+    with_sync(SqliteOptions::default(), SqliteSync::Normal)
+}
+
+fn with_sync(mut options: SqliteOptions, sync: SqliteSync) -> SqliteOptions {
+    options.synchronous = sync;
+    options
 }
 
 fn runtime() -> Runtime {
@@ -238,6 +249,13 @@ fn one_at_a_time(c: &mut Criterion) {
         });
         drop(store);
 
+        let store = sqlite_store(&dir, known, sync_normal());
+        let mut mix = Mix::new(known);
+        group.bench_function(BenchmarkId::new("sqlite_sync_normal", known), |b| {
+            b.iter(|| black_box(pollster::block_on(store.record_visit(mix.next())).unwrap()));
+        });
+        drop(store);
+
         if let Some(pg) = &postgres {
             let store = rt.block_on(pg.store(known));
             let mut mix = Mix::new(known);
@@ -288,6 +306,13 @@ fn concurrent(c: &mut Criterion) {
     let store = Arc::new(sqlite_store(&dir, known, SqliteOptions::default()));
     let mut mix = Mix::new(known);
     group.bench_function("sqlite", |b| b.iter(|| in_flight(&rt, &store, &mut mix)));
+    drop(store);
+
+    let store = Arc::new(sqlite_store(&dir, known, sync_normal()));
+    let mut mix = Mix::new(known);
+    group.bench_function("sqlite_sync_normal", |b| {
+        b.iter(|| in_flight(&rt, &store, &mut mix));
+    });
     drop(store);
 
     // The same without group commit: one transaction, one fsync per visit.
@@ -391,6 +416,13 @@ fn host_decisions(c: &mut Criterion) {
         let host = kms_host(&rt, sqlite_store(&dir, known, SqliteOptions::default()));
         let mut mix = Mix::new(known);
         group.bench_function(BenchmarkId::new("sqlite", known), |b| {
+            b.iter(|| decisions_in_flight(&rt, &host, &mut mix));
+        });
+        drop(host);
+
+        let host = kms_host(&rt, sqlite_store(&dir, known, sync_normal()));
+        let mut mix = Mix::new(known);
+        group.bench_function(BenchmarkId::new("sqlite_sync_normal", known), |b| {
             b.iter(|| decisions_in_flight(&rt, &host, &mut mix));
         });
         drop(host);

@@ -146,7 +146,9 @@
 //! * `serde`: `serde::Serialize` on the public value types (messages, catalog
 //!   entries, ePIDs, activation and dissector records).
 //! * `dns`: `client::discovery`, DNS SRV discovery of KMS hosts
-//!   (`_vlmcs._tcp`) with `hickory-resolver`, failover and host caching.
+//!   (`_vlmcs._tcp`) with `hickory-resolver`, failover and host caching;
+//!   `host::dns_publish`, a host publishing its own SRV record by DNS update
+//!   (RFC 2136, TSIG).
 //! * `tracing`: every [`host::ActivationRecord`] is also emitted as a
 //!   `tracing` event (target `kms_activation::activation`).
 //! * `sqlite`: `host::store::SqliteStore`, the host's clients, activation

@@ -26,7 +26,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use kms_activation::host::store::{CountStore, MemoryStore, PostgresStore, SqliteStore};
+use kms_activation::host::store::{
+    CountStore, MemoryStore, PostgresStore, SqliteStore, SqliteSync,
+};
 use kms_activation::host::{
     CidrAllowList, CountPolicy, HostConfig, KmsHost, KmsHostConfig, MaxClients, ProductAllowList,
     Statistics,
@@ -40,6 +42,11 @@ use kms_activation::transport::{
 use kms_activation::{FileTime, OsRandom, Uuid, product};
 use tokio::sync::watch;
 
+#[path = "kms-host/dns_publish.rs"]
+mod dns_publish;
+#[path = "kms-host/sqlite_spec.rs"]
+mod sqlite_spec;
+
 #[derive(Debug, Parser)]
 #[command(about = "A KMS host (tokio transport, KmsHost policy)")]
 struct Args {
@@ -48,7 +55,10 @@ struct Args {
     #[arg(long = "listen", value_name = "ADDR")]
     listen: Vec<SocketAddr>,
     /// Where counts, ePIDs and the activation log live: memory,
-    /// `sqlite:FILE` or `postgres://USER@HOST/DB`.
+    /// `sqlite:FILE[?sync=full|normal]` or `postgres://USER@HOST/DB`.
+    /// `sync=full` (the default) `fsync`s every commit: visits survive a
+    /// power loss; `sync=normal` survives a killed process, not a power
+    /// loss.
     #[arg(long, default_value = "memory", value_name = "STORE")]
     store: StoreSpec,
     /// An ePID to answer with for the CSVLK it belongs to; repeatable
@@ -119,12 +129,14 @@ struct Args {
     /// Runtime worker threads [default: one per CPU].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    #[command(flatten)]
+    dns: dns_publish::DnsArgs,
 }
 
 #[derive(Clone, PartialEq, Eq)]
 enum StoreSpec {
     Memory,
-    Sqlite(PathBuf),
+    Sqlite(PathBuf, SqliteSync),
     Postgres(String),
 }
 
@@ -133,7 +145,7 @@ impl std::fmt::Debug for StoreSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Memory => f.write_str("Memory"),
-            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Sqlite(path, sync) => f.debug_tuple("Sqlite").field(path).field(sync).finish(),
             Self::Postgres(url) => f
                 .debug_tuple("Postgres")
                 .field(&kms_activation::host::store::redact_url(url))
@@ -148,11 +160,9 @@ impl FromStr for StoreSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == "memory" {
             Ok(Self::Memory)
-        } else if let Some(path) = s.strip_prefix("sqlite:") {
-            if path.is_empty() {
-                return Err("sqlite: needs a file, as in sqlite:/var/lib/kms/host.db".into());
-            }
-            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else if let Some(spec) = s.strip_prefix("sqlite:") {
+            let (path, sync) = sqlite_spec::parse(spec)?;
+            Ok(Self::Sqlite(path, sync))
         } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             Ok(Self::Postgres(s.to_owned()))
         } else {
@@ -512,10 +522,12 @@ async fn run<S: CountStore + 'static>(args: Args, store: S) -> Result<(), String
         skew = ?args.skew.0,
         "kms-host ready"
     );
+    let publisher = dns_publish::start(&args.dns, port, stopped(stop_rx.clone())).await?;
     let server = Server::new(Arc::clone(&host), server_config(&args, port)).with_observer(observer);
     let grace = Duration::from_secs(args.grace);
     let result = serve_and_stop(server, listeners, &host, grace).await;
     let _ = stop_tx.send(true);
+    dns_publish::withdraw(publisher).await;
     result
 }
 
@@ -561,8 +573,8 @@ async fn serve_and_stop<S: CountStore + 'static>(
 async fn dispatch(args: Args) -> Result<(), String> {
     match args.store.clone() {
         StoreSpec::Memory => run(args, MemoryStore::default()).await,
-        StoreSpec::Sqlite(path) => {
-            let store = SqliteStore::open(&path)
+        StoreSpec::Sqlite(path, sync) => {
+            let store = SqliteStore::open_with(&path, sqlite_spec::options(sync))
                 .map_err(|e| format!("--store sqlite:{}: {e}", path.display()))?;
             run(args, store).await
         }

@@ -91,6 +91,9 @@
 mod activation;
 mod config;
 mod connection;
+#[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
+pub mod dns_publish;
 mod event;
 mod hook;
 mod kms_host;

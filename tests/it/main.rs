@@ -22,6 +22,8 @@ mod descriptors;
 mod discovery;
 #[cfg(feature = "pcap")]
 mod dissect;
+#[cfg(feature = "dns")]
+mod dns_publish;
 mod engines;
 mod fault_store;
 mod kms_client;
