@@ -119,7 +119,9 @@ class Lister:
         elif kind == "function":
             self.add(name, attrs + self.function(name, inner))
         elif kind == "constant":
-            self.add(name, f"{attrs}pub const {name}: {self.ty(inner['type'])}")
+            const = inner["const"]
+            value = const["value"] or const["expr"]
+            self.add(name, f"{attrs}pub const {name}: {self.ty(inner['type'])} = {value}")
         elif kind == "static":
             mutable = "mut " if inner.get("is_mutable") else ""
             self.add(name, f"{attrs}pub static {mutable}{name}: {self.ty(inner['type'])}")
