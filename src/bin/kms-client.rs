@@ -57,7 +57,8 @@ const EXIT_STATUS: &str = "Exit status:
      threshold (0xC004F038), or no host reachable (0xC004F074); also a
      --charge request that failed so
   2  a bad argument (the value and what is wrong with it on stderr)
-  3  a host accepted the connection and did not answer within --timeout";
+  3  a host accepted the connection and did not answer within --timeout
+     (a probe or a --charge request)";
 
 #[derive(Debug, Parser)]
 #[command(
