@@ -16,8 +16,7 @@
 //! `--search` lists the SKUs whose name holds every word, best match first.
 //! `--key` reads both key formats; a key of the pre-Windows 8 format is
 //! reported with `"checksum_ok": null`, as it carries a signature rather
-//! than a checksum. Exit status: 0 on success, 1 when `--epid` finds
-//! problems, 2 for a bad argument (with a message on stderr).
+//! than a checksum. Exit status: see [`EXIT_STATUS`].
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -29,8 +28,19 @@ use kms_activation::product_key::KeyFormat;
 use kms_activation::{Epid, HResult, ProductKey, RandomSource, Uuid, epid};
 use serde_json::{Value, json};
 
+/// The exit statuses, as `--help` and the README state them.
+const EXIT_STATUS: &str = "Exit status:
+  0  found, and nothing wrong with it
+  1  looked up, and something is wrong: --key has a wrong checksum, --hresult
+     is a code the catalog does not know, --epid has problems
+  2  a bad argument: not a key, not an HRESULT, not an ePID, no product
+     matches (the reason on stderr)";
+
 #[derive(Debug, Parser)]
-#[command(about = "Look up KMS products, GVLKs, product keys, HRESULTs and ePIDs")]
+#[command(
+    about = "Look up KMS products, GVLKs, product keys, HRESULTs and ePIDs",
+    after_help = EXIT_STATUS
+)]
 struct Args {
     /// One JSON object per line instead of text.
     #[arg(long)]
@@ -254,7 +264,11 @@ fn key(args: &Args, text: &str) -> ExitCode {
         )
     );
     emit(args.json, &v, &text);
-    ExitCode::SUCCESS
+    if key.checksum_ok() == Some(false) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn hresult(args: &Args, text: &str) -> ExitCode {
@@ -278,7 +292,11 @@ fn hresult(args: &Args, text: &str) -> ExitCode {
         None => format!("{code:#}: not an activation code this catalog knows"),
     };
     emit(args.json, &v, &text);
-    ExitCode::SUCCESS
+    if info.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn check_epid(args: &Args, text: &str) -> ExitCode {

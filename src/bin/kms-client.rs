@@ -7,7 +7,7 @@
 //! kms-client 10.0.0.5:1700 --product "office ltsc professional plus 2021" -n 3
 //! kms-client 127.0.0.1 --protocol 4 --no-ndr64 --no-btfn --json
 //! kms-client 127.0.0.1 --charge 25             # 25 distinct CMIDs first, then the probe
-//! kms-client .example.org                      # SRV discovery (feature `dns`)
+//! kms-client .example.org                      # SRV discovery
 //! kms-client --print-srv kms1.example.org:1688 # the SRV record that host should publish
 //! ```
 //!
@@ -26,10 +26,7 @@
 //! cannot be reached or times out, and the host that answered is reused for
 //! the following requests unless `--no-host-caching`.
 //!
-//! Exit status: 0 when every probe request was activated, 1 when one was not
-//! (refused, count too low, no host), 3 when a host accepted the connection
-//! and never answered (reported as "timed out after N s"), 2 for bad
-//! arguments.
+//! Exit status: see [`EXIT_STATUS`].
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -44,7 +41,7 @@ use kms_activation::client::{
     srv_zone_line,
 };
 use kms_activation::license::LicenseTimeline;
-use kms_activation::message::{RequestBody, Version};
+use kms_activation::message::{MAX_WORKSTATION_LEN, RequestBody, Version};
 use kms_activation::product::SkuLookupError;
 use kms_activation::transport::Error as TransportError;
 use kms_activation::transport::blocking::Client;
@@ -54,8 +51,22 @@ use serde::Serialize;
 /// Exit status when a host accepted and never answered.
 const EXIT_TIMEOUT: u8 = 3;
 
+/// The exit statuses, as `--help` and the README state them.
+const EXIT_STATUS: &str = "Exit status:
+  0  every probe request was activated (the host's count reached the
+     product's threshold: 25 for Windows clients, 5 for servers and Office)
+  1  a request was not activated: refused by the host, the count below the
+     threshold (0xC004F038), or no host reachable (0xC004F074); also a
+     --charge request that failed so
+  2  a bad argument (the value and what is wrong with it on stderr)
+  3  a host accepted the connection and did not answer within --timeout
+     (a probe or a --charge request)";
+
 #[derive(Debug, Parser)]
-#[command(about = "Probe KMS hosts as Windows and Office clients do")]
+#[command(
+    about = "Probe KMS hosts as Windows and Office clients do",
+    after_help = EXIT_STATUS
+)]
 #[expect(
     clippy::struct_excessive_bools,
     reason = "independent command-line switches"
@@ -83,8 +94,9 @@ struct Args {
     /// Do not offer bind-time feature negotiation.
     #[arg(long)]
     no_btfn: bool,
-    /// Workstation name to send.
-    #[arg(long, default_value = "kms-client.example.org")]
+    /// Workstation name to send (at most 63 characters, as the request's
+    /// field holds).
+    #[arg(long, default_value = "kms-client.example.org", value_parser = workstation_name)]
     workstation: String,
     /// Seconds to wait for the host at each step.
     #[arg(long, default_value_t = 10)]
@@ -294,7 +306,7 @@ impl Probe {
         for failure in &failures {
             eprintln!(
                 "kms-client: {}: {}; trying the next host",
-                failure.host,
+                host_label(&failure.host),
                 describe(&failure.error)
             );
         }
@@ -371,6 +383,31 @@ impl Probe {
             host: KmsHostName::new(self.args.target.clone(), 0),
             error: AttemptError::Unreachable("SRV discovery needs the `dns` feature".into()),
         }])
+    }
+}
+
+/// A workstation name the request can carry: at most
+/// [`MAX_WORKSTATION_LEN`] UTF-16 units and no NUL.
+fn workstation_name(text: &str) -> Result<String, String> {
+    let len = text.encode_utf16().count();
+    if len > MAX_WORKSTATION_LEN {
+        return Err(format!(
+            "{len} characters (UTF-16 units); the request holds at most {MAX_WORKSTATION_LEN}"
+        ));
+    }
+    if text.contains('\0') {
+        return Err("contains a NUL character".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// A host as the messages name it: `HOST:PORT`, or the bare name when there
+/// is no port (the `.DOMAIN` of SRV discovery).
+fn host_label(host: &KmsHostName) -> String {
+    if host.port == 0 {
+        host.host.clone()
+    } else {
+        host.to_string()
     }
 }
 
@@ -555,11 +592,14 @@ fn main() -> ExitCode {
             ),
             Ok(_) => {}
             Err(failures) => {
-                let why = failures
-                    .last()
-                    .map_or_else(|| "no host".to_owned(), |f| describe(&f.error));
+                let last = failures.last();
+                let why = last.map_or_else(|| "no host".to_owned(), |f| describe(&f.error));
                 eprintln!("kms-client: charge request {i} failed: {why}");
-                return ExitCode::FAILURE;
+                return if matches!(last.map(|f| &f.error), Some(AttemptError::TimedOut(_))) {
+                    ExitCode::from(EXIT_TIMEOUT)
+                } else {
+                    ExitCode::FAILURE
+                };
             }
         }
     }
@@ -573,7 +613,11 @@ fn main() -> ExitCode {
             Ok((host, outcome, latency)) => (host.to_string(), outcome, Some(latency)),
             Err(failures) => {
                 for failure in &failures {
-                    eprintln!("kms-client: {}: {}", failure.host, describe(&failure.error));
+                    eprintln!(
+                        "kms-client: {}: {}",
+                        host_label(&failure.host),
+                        describe(&failure.error)
+                    );
                 }
                 let last = failures.last();
                 timed_out |= matches!(last.map(|f| &f.error), Some(AttemptError::TimedOut(_)));
@@ -581,7 +625,7 @@ fn main() -> ExitCode {
                     Some(AttemptError::Refused(h)) => ActivationOutcome::refused(*h),
                     _ => ActivationOutcome::no_host(),
                 };
-                let host = last.map_or_else(|| probe.args.target.clone(), |f| f.host.to_string());
+                let host = last.map_or_else(|| probe.args.target.clone(), |f| host_label(&f.host));
                 (host, outcome, None)
             }
         };

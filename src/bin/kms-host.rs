@@ -17,8 +17,11 @@
 //! its store does. At start the soft limit of open files is raised to the
 //! hard one, and connections are capped below it. Running a KMS host does
 //! not license the software it activates.
+//!
+//! Exit status: see [`EXIT_STATUS`].
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -39,7 +42,7 @@ use kms_activation::transport::tokio::Server;
 use kms_activation::transport::{
     LogObserver, NoObserver, Observer, ServerConfig, ServerLimits, bind,
 };
-use kms_activation::{FileTime, OsRandom, Uuid, product};
+use kms_activation::{Epid, FileTime, OsRandom, Uuid, product};
 use tokio::sync::watch;
 
 #[path = "kms-host/dns_publish.rs"]
@@ -47,13 +50,22 @@ mod dns_publish;
 #[path = "kms-host/sqlite_spec.rs"]
 mod sqlite_spec;
 
+/// The exit statuses, as `--help` and the README state them.
+const EXIT_STATUS: &str = "Exit status:
+  0  stopped by Ctrl-C or SIGTERM after draining its connections
+  1  could not run: an address to listen on is taken, the store is
+     unreachable, the host refused its configuration (an ePID or build it
+     cannot use), or the server failed
+  2  a bad argument (the value and what is wrong with it on stderr)";
+
 #[derive(Debug, Parser)]
-#[command(about = "A KMS host (tokio transport, KmsHost policy)")]
+#[command(about = "A KMS host (tokio transport, KmsHost policy)", after_help = EXIT_STATUS)]
 struct Args {
-    /// Address to listen on; repeat for several [default: 127.0.0.1:1688,
-    /// and `[::1]:1688` when the machine has IPv6].
-    #[arg(long = "listen", value_name = "ADDR")]
-    listen: Vec<SocketAddr>,
+    /// Address to listen on, HOST:PORT (a name resolves to each of its
+    /// addresses); repeat for several [default: 127.0.0.1:1688, and
+    /// `[::1]:1688` when the machine has IPv6].
+    #[arg(long = "listen", value_name = "ADDR", value_parser = resolve_address)]
+    listen: Vec<Addresses>,
     /// Where counts, ePIDs and the activation log live: memory,
     /// `sqlite:FILE[?sync=full|normal]` or `postgres://USER@HOST/DB`.
     /// `sync=full` (the default) `fsync`s every commit: visits survive a
@@ -92,15 +104,15 @@ struct Args {
     skew: SkewSpec,
     /// Only answer clients from these networks (CIDR, comma-separated or
     /// repeated).
-    #[arg(long = "allow", value_name = "CIDR")]
+    #[arg(long = "allow", value_name = "CIDR", value_parser = parse_networks)]
     allow: Vec<String>,
     /// Only activate these products, comma-separated: SKU IDs or KMS IDs,
     /// GVLKs, or names (a product group such as "Windows Server 2022", or an
     /// edition such as "windows 10/11 enterprise").
     #[arg(long, value_delimiter = ',', value_name = "PRODUCT,…", value_parser = parse_product)]
     products: Vec<Uuid>,
-    /// Count at most this many clients per application.
-    #[arg(long, value_name = "N")]
+    /// Count at most this many clients per application (at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_clients: Option<u64>,
     /// Refuse NDR64 (behave like a Windows 7 / Server 2008 R2 host).
     #[arg(long)]
@@ -109,28 +121,102 @@ struct Args {
     #[arg(long)]
     no_btfn: bool,
     /// Connections held at once (the oldest idle one is closed at the cap).
-    #[arg(long, default_value_t = ServerLimits::default().max_connections, value_name = "N")]
+    #[arg(long, default_value_t = ServerLimits::default().max_connections, value_name = "N", value_parser = positive_usize)]
     max_connections: usize,
     /// Seconds a connection may wait for its next request.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
     /// Seconds a request may take to arrive whole.
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pdu_timeout: u64,
     /// Requests answered per connection before it is closed.
-    #[arg(long, default_value_t = ServerLimits::default().max_requests_per_connection, value_name = "N")]
+    #[arg(long, default_value_t = ServerLimits::default().max_requests_per_connection, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_requests: u64,
     /// Seconds exchanges in flight get to finish at shutdown.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     grace: u64,
-    /// Serve Prometheus metrics at `http://ADDR/metrics`.
-    #[arg(long, value_name = "ADDR")]
-    metrics: Option<SocketAddr>,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (HOST:PORT; a
+    /// name resolves to its first address).
+    #[arg(long, value_name = "ADDR", value_parser = resolve_address)]
+    metrics: Option<Addresses>,
     /// Runtime worker threads [default: one per CPU].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = positive_usize)]
     threads: Option<usize>,
     #[command(flatten)]
     dns: dns_publish::DnsArgs,
+}
+
+/// The addresses one `--listen` or `--metrics` value resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Addresses(Vec<SocketAddr>);
+
+/// An address literal, or HOST:PORT resolved by the system resolver
+/// (`localhost:1688`).
+fn resolve_address(text: &str) -> Result<Addresses, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Addresses(vec![addr]));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err("expected HOST:PORT, e.g. 0.0.0.0:1688 or localhost:1688".into());
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err("expected HOST:PORT with a port from 0 to 65535".into());
+    }
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{host} has no address"));
+    }
+    Ok(Addresses(addrs))
+}
+
+/// A count of at least one.
+fn positive_usize(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Networks, comma-separated; the one that does not parse is named.
+fn parse_networks(text: &str) -> Result<String, String> {
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        part.parse::<CidrAllowList>().map_err(|e| {
+            format!("{part:?} is not a network (CIDR such as 10.0.0.0/8, or an address): {e}")
+        })?;
+    }
+    Ok(text.to_owned())
+}
+
+/// Refuses what clap cannot see alone: an ePID that is not one, and two
+/// ePIDs for the same CSVLK (the host answers with one per CSVLK).
+fn validate(args: &Args) -> Result<(), String> {
+    let mut claimed: HashMap<&'static str, &str> = HashMap::new();
+    for text in &args.epids {
+        let epid = Epid::parse(text).map_err(|e| format!("--epid {text}: not an ePID: {e}"))?;
+        let csvlks = product::csvlks().iter().filter(|csvlk| {
+            csvlk.group_id() == Some(epid.group_id())
+                && csvlk
+                    .key_ids()
+                    .is_some_and(|keys| keys.contains(epid.key_id()))
+        });
+        for csvlk in csvlks {
+            if let Some(first) = claimed.insert(csvlk.name(), text) {
+                return Err(if first == text {
+                    format!("--epid {text} is given twice")
+                } else {
+                    format!(
+                        "--epid {first} and --epid {text} are both for {}; give one ePID per CSVLK",
+                        csvlk.name()
+                    )
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -433,17 +519,28 @@ async fn statistics<S: CountStore + 'static>(host: &KmsHost<S>, limit: Duration)
     }
 }
 
+/// Every address `--listen` resolved to, each once; the default pair
+/// without it.
+fn listen_addresses(args: &Args) -> Vec<SocketAddr> {
+    if args.listen.is_empty() {
+        return vec![
+            SocketAddr::from(([127, 0, 0, 1], 1688)),
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 1688)),
+        ];
+    }
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for addr in args.listen.iter().flat_map(|a| &a.0) {
+        if !addrs.contains(addr) {
+            addrs.push(*addr);
+        }
+    }
+    addrs
+}
+
 /// Runs the host on `store` until a signal; generic over the store so that
 /// every backend goes through the same code.
 async fn run<S: CountStore + 'static>(args: Args, store: S) -> Result<(), String> {
-    let addrs = if args.listen.is_empty() {
-        vec![
-            SocketAddr::from(([127, 0, 0, 1], 1688)),
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 1688)),
-        ]
-    } else {
-        args.listen.clone()
-    };
+    let addrs = listen_addresses(&args);
     let listeners = bind(&addrs).map_err(|e| format!("cannot listen on {addrs:?}: {e}"))?;
     let mut bound = Vec::new();
     for listener in &listeners {
@@ -489,8 +586,8 @@ async fn run<S: CountStore + 'static>(args: Args, store: S) -> Result<(), String
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    let observer: Arc<dyn Observer> = match args.metrics {
-        Some(addr) => {
+    let observer: Arc<dyn Observer> = match args.metrics.as_ref().and_then(|a| a.0.first()) {
+        Some(&addr) => {
             let listener =
                 std::net::TcpListener::bind(addr).map_err(|e| format!("--metrics {addr}: {e}"))?;
             let metrics = Arc::new(HostMetrics::new());
@@ -589,6 +686,10 @@ async fn dispatch(args: Args) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = validate(&args) {
+        eprintln!("kms-host: {e}");
+        return ExitCode::from(2);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -598,7 +699,7 @@ fn main() -> ExitCode {
         .init();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.threads {
-        runtime.worker_threads(threads.max(1));
+        runtime.worker_threads(threads);
     }
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,

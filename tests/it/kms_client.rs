@@ -214,3 +214,59 @@ fn a_host_dribbling_one_byte_at_a_time_times_out_at_the_deadline() {
     assert!(stderr.contains("timed out after 2 s"), "{stderr}");
     assert_eq!(json_lines(&out.stdout)[0]["outcome"], "failed");
 }
+
+#[test]
+fn a_too_long_workstation_name_is_the_callers_error() {
+    // The request's workstation field holds 64 UTF-16 units with the NUL.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let name = "w".repeat(64);
+    let out = kms_client(&[&free, "--workstation", &name]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--workstation"), "{stderr}");
+    assert!(stderr.contains("64 characters"), "{stderr}");
+    assert!(!stderr.contains("0xC004F074"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    // 63 is accepted: nothing listens, so no host (status 1).
+    let out = kms_client(&[&free, "--workstation", &name[1..], "--timeout", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn help_states_the_exit_statuses() {
+    let out = kms_client(&["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for line in [
+        "Exit status:",
+        "  0  every probe request was activated",
+        "  1  a request was not activated",
+        "  2  a bad argument",
+        "  3  a host accepted the connection and did not answer within --timeout",
+    ] {
+        assert!(help.contains(line), "{line:?} missing from\n{help}");
+    }
+}
+
+#[test]
+fn a_failed_srv_lookup_names_the_domain_without_a_port() {
+    // A DNS server address where nothing answers: discovery fails.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dns = socket.local_addr().unwrap().to_string();
+    drop(socket);
+    let out = kms_client(&[
+        ".nothing.example.test",
+        "--dns-server",
+        &dns,
+        "--timeout",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(".nothing.example.test"), "{stderr}");
+    assert!(!stderr.contains(".nothing.example.test:0"), "{stderr}");
+}

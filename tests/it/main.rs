@@ -30,6 +30,7 @@ mod kms_client;
 #[cfg(feature = "pcap")]
 mod kms_dissect;
 mod kms_host;
+mod kms_host_cli;
 mod loopback;
 mod metrics_endpoint;
 #[cfg(feature = "postgres")]
