@@ -163,6 +163,11 @@
 //!   `std::net`, the server on a bounded thread pool.
 //! * `metrics`: `metrics::HostMetrics`, Prometheus metrics of a host (with
 //!   `tokio`, an HTTP endpoint for them).
+//! * `cli`: the command-line tools `kms-host`, `kms-client`, `kms-catalog`
+//!   and `kms-dissect` (`cargo install kms-activation --features cli`); it
+//!   turns on every feature the tools use. A library user never needs it.
+//! * `fuzzing`: unstable internals for the fuzz targets and the test suite
+//!   (no stability promise).
 //!
 //! ## Minimum supported Rust version
 //!

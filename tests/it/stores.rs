@@ -876,11 +876,17 @@ mod postgres {
 
     use super::*;
 
-    /// The test database, or `None` (and a note) when it is not configured.
+    /// The test database, or `None` (and a note) when it is not configured
+    /// outside CI; under `CI` a missing database fails the test.
     fn database(test: &str) -> Option<String> {
         match std::env::var("KMS_TEST_POSTGRES_URL") {
             Ok(url) if !url.is_empty() => Some(url),
             _ => {
+                // In CI a missing database is a failure, never a silent skip.
+                assert!(
+                    std::env::var("CI").is_err(),
+                    "{test}: KMS_TEST_POSTGRES_URL must be set in CI"
+                );
                 eprintln!("{test}: skipped, KMS_TEST_POSTGRES_URL is not set");
                 None
             }
