@@ -670,7 +670,6 @@ impl<S: CountStore> KmsHost<S> {
             if let crate::log_limit::Admit::Yes { suppressed } = self.store_warnings.admit(now) {
                 tracing::warn!(
                     target: "kms_activation::store",
-                    error = %error,
                     total,
                     suppressed,
                     "store failure: {what}: {error}"

@@ -508,7 +508,6 @@ impl Background {
             if let crate::log_limit::Admit::Yes { suppressed } = self.warnings.admit(now) {
                 tracing::warn!(
                     target: "kms_activation::store",
-                    error = %error,
                     records,
                     suppressed,
                     "store failure in the background: {what}: {error}"
