@@ -66,7 +66,7 @@ const FORCE_CLOSE_WAIT: Duration = Duration::from_millis(250);
 /// The most threads (and so connections) a blocking server runs, whatever
 /// [`ServerLimits::max_connections`](super::ServerLimits::max_connections)
 /// says: each takes a stack and a scheduler slot. A host that needs more
-/// connections wants the [`tokio`](super::tokio) transport.
+/// connections wants the `tokio` transport (`transport::tokio`, feature `tokio`).
 pub const MAX_THREADS: usize = 256;
 
 /// How often an idle worker thread looks for the end of the server.
