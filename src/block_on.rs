@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 
-/// Wakes the thread blocked in [`block_on`].
-struct Unpark(Thread);
+/// Wakes the thread blocked in [`block_on`] (or in the blocking transport's
+/// deadline-bounded variant).
+pub(crate) struct Unpark(pub(crate) Thread);
 
 impl Wake for Unpark {
     fn wake(self: Arc<Self>) {

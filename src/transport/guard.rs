@@ -56,24 +56,12 @@ mod deadline {
     use std::future::Future;
     use std::pin::pin;
     use std::sync::Arc;
-    use std::task::{Context, Poll, Wake, Waker};
-    use std::thread::{self, Thread};
+    use std::task::{Context, Poll, Waker};
+    use std::thread;
     use std::time::Instant;
 
     use super::super::clock;
-
-    /// Wakes the thread that runs the future.
-    struct Unpark(Thread);
-
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.0.unpark();
-        }
-    }
+    use crate::block_on::Unpark;
 
     /// Runs `work` on this thread until it completes (`Some`) or
     /// `deadline` passes (`None`; the future is dropped). A future that
