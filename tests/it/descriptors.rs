@@ -2,8 +2,9 @@
 //! with more idle connections held open than it has descriptors, still
 //! activates a good client.
 
+use crate::support::{KilledOnDrop, free_tcp_port};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kms_activation::client::ClientConfig;
@@ -17,28 +18,9 @@ use crate::transport_support::request;
 /// raise it).
 const LIMIT: usize = 64;
 
-/// Kills the host when the test ends, however it ends.
-struct Host(Child);
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A port free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Starts `kms-host` on `addr` under `ulimit -n LIMIT` and waits until it
 /// accepts.
-fn start_host(addr: SocketAddr) -> Host {
+fn start_host(addr: SocketAddr) -> KilledOnDrop {
     let script = format!(
         "ulimit -n {LIMIT} || exit 97; exec \"$0\" --listen {addr} --idle-timeout 600 --max-connections 10000"
     );
@@ -52,7 +34,7 @@ fn start_host(addr: SocketAddr) -> Host {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let mut host = Host(child);
+    let mut host = KilledOnDrop(child);
     for _ in 0..200 {
         if let Some(status) = host.0.try_wait().unwrap() {
             panic!("kms-host exited: {status}");
@@ -68,7 +50,7 @@ fn start_host(addr: SocketAddr) -> Host {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_idle_connections_than_descriptors_do_not_lock_a_good_client_out() {
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
     let mut host = start_host(addr);
     // Twice as many idle connections as the host may open files, each
     // accepted by the kernel; they never send a byte.

@@ -7,6 +7,7 @@
 //! Without `named` the tests are skipped, except under `CI=true`, where
 //! they fail (`.ci/run` installs `bind9`).
 
+use crate::support::KilledOnDrop;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -482,18 +483,8 @@ fn publisher_without_key(named: &Named) -> SrvPublisher {
     publisher(named, "kms1.example.test", 1688, None)
 }
 
-/// Kills the host when the test ends, however it ends.
-struct Host(Child);
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn kms_host(named: &Named, key: &Path, port: u16, stderr: std::fs::File) -> Host {
-    Host(
+fn kms_host(named: &Named, key: &Path, port: u16, stderr: std::fs::File) -> KilledOnDrop {
+    KilledOnDrop(
         Command::new(env!("CARGO_BIN_EXE_kms-host"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args([

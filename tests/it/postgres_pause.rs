@@ -9,6 +9,7 @@
 //! in CI (`CI=true`), where a missing database is a failure. The test works
 //! in a database of its own, created and dropped here.
 
+use crate::support::{KilledOnDrop, free_tcp_port};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -146,24 +147,6 @@ fn signal(child: &Child, signal: &str) {
     assert!(sent.success());
 }
 
-/// Kills the host when the test ends, however it ends.
-struct Host(Child);
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn activate(
     addr: SocketAddr,
     cmid: u128,
@@ -209,8 +192,8 @@ async fn a_paused_database_gets_every_client_the_refusal_and_loses_nothing() {
         ),
         None => format!("postgres://{user}@{}/{DATABASE}", proxy.addr),
     };
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut host = Host(
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
+    let mut host = KilledOnDrop(
         Command::new(env!("CARGO_BIN_EXE_kms-host"))
             .args([
                 "--listen",

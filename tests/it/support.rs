@@ -40,3 +40,23 @@ impl<R: Responder> Responder for RecordingResponder<R> {
         self.inner.respond(now, context, request)
     }
 }
+
+/// A child process (a `kms-host`, say) killed and reaped when the test ends,
+/// however it ends.
+pub struct KilledOnDrop(pub std::process::Child);
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
