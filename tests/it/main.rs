@@ -31,6 +31,7 @@ mod loopback;
 mod metrics_endpoint;
 #[cfg(feature = "postgres")]
 mod postgres_pause;
+mod store_queries;
 mod stores;
 mod support;
 mod transport_blocking;
