@@ -24,10 +24,12 @@ fn cmid(n: u128) -> Uuid {
     Uuid::from_u128(0xc1c1_0000_0000_0000_0000_0000_0000_0000 | n)
 }
 
-/// The log written, oldest first: (minute, application, client, SKU, peer,
-/// answered).
+/// (minute, application, client, SKU, peer, answered).
+type Row = (u64, Uuid, u128, Uuid, Option<&'static str>, bool);
+
+/// The log written, oldest first.
 fn records() -> Vec<ActivationRecord> {
-    let rows: [(u64, Uuid, u128, Uuid, Option<&str>, bool); 6] = [
+    let rows: [Row; 6] = [
         (1, APP_A, 1, SKU_1, Some("10.0.0.1:50001"), true),
         (2, APP_A, 2, SKU_2, Some("10.0.1.5:50002"), true),
         (3, APP_B, 1, SKU_3, Some("[2001:db8::7]:50003"), true),
