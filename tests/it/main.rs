@@ -12,6 +12,7 @@
     reason = "test code: failures should panic loudly"
 )]
 
+mod admin;
 mod catalog_keys;
 mod catalog_tool;
 mod chunking;

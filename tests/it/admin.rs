@@ -1,0 +1,480 @@
+//! The admin endpoint against a running host, with a real HTTP client:
+//! every route on every store, filters and paging, CSV parsed back, the
+//! token, readiness with a failing store, scrapes while clients activate,
+//! and the dashboard in headless Chromium.
+//!
+//! "Non-loopback" binds: tests only listen on loopback, so the refusal of a
+//! non-loopback address without a token is tested through
+//! `admin::check_bind` and `kms-host --admin 0.0.0.0:0` (which exits before
+//! binding), and the token itself on a loopback bind configured with one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kms_activation::admin::{self, AdminState, AdminToken, Outcomes};
+use kms_activation::client::ClientConfig;
+use kms_activation::host::store::{CountStore, MemoryStore};
+use kms_activation::host::{HostConfig, KmsHost, KmsHostConfig};
+use kms_activation::message::Version;
+use kms_activation::metrics::HostMetrics;
+use kms_activation::transport::tokio::{Client, Server};
+use kms_activation::transport::{Outcome, ServerConfig, ServerLimits, bind};
+use kms_activation::{OsRandom, Uuid};
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::fault_store::{Fault, FaultStore};
+use crate::transport_support::{WIN10_ENT, request, wall_now};
+
+/// A host serving KMS and the admin endpoint on loopback.
+struct Running<S> {
+    host: Arc<KmsHost<S>>,
+    kms: SocketAddr,
+    admin: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl<S> Running<S> {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+}
+
+impl<S> Drop for Running<S> {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+async fn running<S: CountStore + 'static>(
+    store: S,
+    token: Option<&str>,
+    store_name: &str,
+) -> Running<S> {
+    let host = Arc::new(
+        KmsHost::start(KmsHostConfig::default(), store, wall_now(), &mut OsRandom)
+            .await
+            .unwrap(),
+    );
+    let metrics = Arc::new(HostMetrics::new());
+    let outcomes = Arc::new(Outcomes::default());
+    let listeners = bind(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+    let kms = listeners[0].local_addr().unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mut limits = ServerLimits::default();
+    limits.max_connections = 256;
+    let server = Server::new(
+        Arc::clone(&host),
+        ServerConfig::new(HostConfig::default(), limits),
+    )
+    .with_observer(Arc::new((Arc::clone(&metrics), Arc::clone(&outcomes))));
+    tokio::spawn(server.serve(listeners, wait(stopped.clone())));
+
+    let mut state = AdminState::new(Arc::clone(&host), store_name)
+        .with_metrics(metrics)
+        .with_outcomes(outcomes)
+        .with_host_name("test-host")
+        .with_store_deadline(Duration::from_millis(500));
+    if let Some(token) = token {
+        state = state.with_token(AdminToken::new(token).unwrap());
+    }
+    state.set_listening(vec![kms]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = listener.local_addr().unwrap();
+    tokio::spawn(admin::serve(listener, Arc::new(state), wait(stopped)));
+    Running {
+        host,
+        kms,
+        admin,
+        stop,
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let response = http().get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+async fn get_text(url: &str) -> (u16, String, String) {
+    let response = http().get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, content_type, response.text().await.unwrap())
+}
+
+fn cmid(n: u128) -> Uuid {
+    Uuid::from_u128(0x00ad_0000_0000_4000_8000_0000_0000_0000 | n)
+}
+
+/// One client activating `cmid` on its own connection; true when the host
+/// answered.
+async fn activate(kms: SocketAddr, id: Uuid, kms_id: Option<Uuid>) -> bool {
+    let mut client = Client::connect(kms, &ClientConfig::default(), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut body = request(Version::V6, 0);
+    body.cmid = id;
+    body.workstation = format!("ws-{}.example", id.as_u128() & 0xffff);
+    if let Some(kms_id) = kms_id {
+        body.kms_id = kms_id;
+    }
+    matches!(client.activate(body).await.unwrap(), Outcome::Activated(_))
+}
+
+fn cmids(items: &Value) -> Vec<String> {
+    items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["cmid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every route on a host whose clients are 1, 2, 3, 1 again, then 5 with a
+/// KMS ID no CSVLK covers (refused with 0xC004F042).
+#[allow(clippy::too_many_lines, reason = "one route after another")]
+async fn every_route<S: CountStore + 'static>(store: S, store_name: &str, kind: &str) {
+    let host = running(store, None, store_name).await;
+    for n in [1, 2, 3, 1] {
+        assert!(activate(host.kms, cmid(n), None).await);
+    }
+    assert!(!activate(host.kms, cmid(5), Some(Uuid::from_u128(42))).await);
+    host.host.store().flush().await.unwrap();
+
+    let (status, body) = get_json(&host.url("/livez")).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("live")));
+    let (status, body) = get_json(&host.url("/readyz")).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
+
+    let (status, content_type, metrics) = get_text(&host.url("/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("application/openmetrics-text"));
+    assert!(
+        metrics.contains("kms_current_count{application=\"Windows\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.ends_with("# EOF\n"));
+
+    // The status: 3 distinct Windows clients, who need 25 (their N policy).
+    let (status, body) = get_json(&host.url("/api/v1/status")).await;
+    assert_eq!(status, 200, "{body}");
+    let windows = &body["applications"][0];
+    assert_eq!(windows["name"], "Windows");
+    assert_eq!(windows["current_count"], 3);
+    assert_eq!(windows["threshold"], 25);
+    assert_eq!(body["listening"][0], host.kms.to_string());
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(body["store"]["kind"], kind);
+    assert!(
+        !body["store"]["location"]
+            .as_str()
+            .unwrap()
+            .contains("s3cret")
+    );
+    assert_eq!(body["activation_interval_minutes"], 120);
+    assert_eq!(body["renewal_interval_minutes"], 10_080);
+    assert!(!body["epids"].as_array().unwrap().is_empty());
+    assert_eq!(body["requests"]["total"], 5);
+    assert_eq!(body["requests"]["by_outcome"]["below_threshold"], 4);
+    assert_eq!(body["requests"]["by_outcome"]["activated"], 0);
+    assert_eq!(body["requests"]["by_outcome"]["refused"]["0xC004F042"], 1);
+    assert_eq!(body["requests"]["by_license_status"]["initial_grace"], 5);
+
+    // Clients, heard from last first: 5 (refused), 1 (twice), 3, 2.
+    let order: Vec<String> = [5, 1, 3, 2].iter().map(|&n| cmid(n).to_string()).collect();
+    let (status, body) = get_json(&host.url("/api/v1/clients")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(cmids(&body), order);
+    let one = &body["items"][1];
+    assert_eq!(one["requests"], 2);
+    assert_eq!(one["address"], "127.0.0.1");
+    assert_eq!(one["product"]["sku_id"], WIN10_ENT.to_string());
+    assert_eq!(one["application"]["name"], "Windows");
+    assert_eq!(one["license_status"]["code"], 2);
+    assert_eq!(one["remaining_minutes"], 43_200);
+    assert_eq!(one["last_outcome"], "below threshold");
+    assert_eq!(body["items"][0]["last_outcome"], "refused 0xC004F042");
+    assert!(body["next"].is_null());
+    // Filters.
+    let (_, body) = get_json(&host.url("/api/v1/clients?address=127.0.0.0/8")).await;
+    assert_eq!(cmids(&body).len(), 4);
+    let (_, body) = get_json(&host.url("/api/v1/clients?address=10.0.0.0/8")).await;
+    assert!(cmids(&body).is_empty());
+    let (_, body) = get_json(&host.url(&format!("/api/v1/clients?product={WIN10_ENT}"))).await;
+    assert_eq!(cmids(&body), order);
+    let (_, body) = get_json(&host.url(&format!(
+        "/api/v1/clients?application={}",
+        Uuid::from_u128(7)
+    )))
+    .await;
+    assert!(cmids(&body).is_empty());
+    let (_, body) = get_json(&host.url("/api/v1/clients?since=2999-01-01T00:00:00Z")).await;
+    assert!(cmids(&body).is_empty());
+    let (_, body) = get_json(&host.url("/api/v1/clients?since=2000-01-01T00:00:00Z")).await;
+    assert_eq!(cmids(&body).len(), 4);
+    // Paging.
+    let (_, first) = get_json(&host.url("/api/v1/clients?limit=2")).await;
+    assert_eq!(cmids(&first), order[..2]);
+    let cursor = first["next"].as_u64().unwrap();
+    let (_, second) =
+        get_json(&host.url(&format!("/api/v1/clients?limit=2&cursor={cursor}"))).await;
+    assert_eq!(cmids(&second), order[2..]);
+    let cursor = second["next"].as_u64().unwrap();
+    let (_, third) = get_json(&host.url(&format!("/api/v1/clients?limit=2&cursor={cursor}"))).await;
+    assert!(cmids(&third).is_empty());
+    assert!(third["next"].is_null());
+    // Bad parameters are refused, not ignored.
+    let (status, body) = get_json(&host.url("/api/v1/clients?since=yesterday")).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = get_json(&host.url("/api/v1/activations?address=not-an-ip")).await;
+    assert_eq!(status, 400);
+
+    // The log, newest first.
+    let log_order: Vec<String> = [5, 1, 3, 2, 1]
+        .iter()
+        .map(|&n| cmid(n).to_string())
+        .collect();
+    let (status, body) = get_json(&host.url("/api/v1/activations")).await;
+    assert_eq!(status, 200);
+    assert_eq!(cmids(&body), log_order);
+    assert_eq!(body["items"][0]["result"], "0xC004F042");
+    assert_eq!(body["items"][1]["count"], 3);
+    assert_eq!(body["items"][4]["count"], 1);
+    let (_, page) = get_json(&host.url("/api/v1/activations?limit=3")).await;
+    assert_eq!(cmids(&page), log_order[..3]);
+    let cursor = page["next"].as_u64().unwrap();
+    let (_, page) =
+        get_json(&host.url(&format!("/api/v1/activations?limit=3&cursor={cursor}"))).await;
+    assert_eq!(cmids(&page), log_order[3..]);
+    assert!(page["next"].is_null());
+
+    // CSV, parsed back.
+    let (status, content_type, text) = get_text(&host.url("/api/v1/clients.csv")).await;
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/csv"));
+    assert!(text.contains("\r\n"), "RFC 4180 line ends");
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    assert_eq!(&header[0], "cmid");
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let csv_cmids: Vec<&str> = rows.iter().map(|r| &r[column("cmid")]).collect();
+    assert_eq!(csv_cmids, order);
+    assert_eq!(&rows[1][column("requests")], "2");
+    assert_eq!(&rows[1][column("workstation")], "ws-1.example");
+    let (_, _, text) = get_text(&host.url("/api/v1/activations.csv?limit=2")).await;
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    let header = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let column = header.iter().position(|h| h == "cmid").unwrap();
+    let csv_cmids: Vec<&str> = rows.iter().map(|r| &r[column]).collect();
+    assert_eq!(csv_cmids, log_order[..2]);
+    let (_, _, text) =
+        get_text(&host.url("/api/v1/activations.csv?product=00000000-0000-0000-0000-000000000007"))
+            .await;
+    let mut reader = csv::Reader::from_reader(text.as_bytes());
+    assert_eq!(reader.records().count(), 0, "header only");
+
+    // The dashboard names every client and the count.
+    let (status, content_type, page) = get_text(&host.url("/")).await;
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/html"));
+    for id in &order {
+        assert!(page.contains(id.as_str()), "{id} missing");
+    }
+    assert!(page.contains("<span class=\"n count\">3</span>"));
+    assert!(page.contains("test-host"));
+    let (_, _, searched) = get_text(&host.url(&format!("/?q={}", cmid(3)))).await;
+    assert!(searched.contains(&cmid(3).to_string()));
+    assert!(!searched.contains(&cmid(2).to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_on_the_memory_store() {
+    every_route(MemoryStore::default(), "memory", "memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_on_the_sqlite_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin.sqlite");
+    let store = kms_activation::host::store::SqliteStore::open(&path).unwrap();
+    every_route(store, &format!("sqlite:{}", path.display()), "sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_on_the_postgres_store() {
+    use kms_activation::host::store::{PostgresOptions, PostgresStore};
+    let url = match std::env::var("KMS_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            eprintln!(
+                "every_route_on_the_postgres_store: skipped, KMS_TEST_POSTGRES_URL is not set"
+            );
+            return;
+        }
+    };
+    let schema = format!("kms_admin_it_{}", std::process::id());
+    let store = PostgresStore::connect_with(&url, PostgresOptions::default().with_schema(&schema))
+        .await
+        .unwrap();
+    // The URL as an operator would give it, with a password to redact.
+    let shown = url.replacen("postgres://postgres@", "postgres://postgres:s3cret@", 1);
+    every_route(store, &shown, "postgres").await;
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_but_health_need_the_token() {
+    let host = running(MemoryStore::default(), Some("s3cret-token\n"), "memory").await;
+    for open in ["/livez", "/readyz"] {
+        let response = http().get(host.url(open)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{open}");
+    }
+    for path in [
+        "/",
+        "/metrics",
+        "/api/v1/status",
+        "/api/v1/clients",
+        "/api/v1/activations",
+        "/api/v1/clients.csv",
+        "/api/v1/activations.csv",
+    ] {
+        let response = http().get(host.url(path)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{path} without a token");
+        assert!(response.headers().contains_key("www-authenticate"));
+        let response = http()
+            .get(host.url(path))
+            .bearer_auth("s3cret-tokeN")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 401, "{path} with a wrong token");
+        let response = http()
+            .get(host.url(path))
+            .bearer_auth("s3cret-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200, "{path} with the token");
+    }
+}
+
+#[test]
+fn a_non_loopback_admin_address_needs_a_token() {
+    assert!(admin::check_bind("0.0.0.0:9688".parse().unwrap(), false).is_err());
+    assert!(admin::check_bind("[::]:9688".parse().unwrap(), false).is_err());
+    assert!(admin::check_bind("192.0.2.1:9688".parse().unwrap(), false).is_err());
+    assert!(admin::check_bind("0.0.0.0:9688".parse().unwrap(), true).is_ok());
+    assert!(admin::check_bind("127.0.0.2:9688".parse().unwrap(), false).is_ok());
+    // kms-host refuses to start, and says why, before binding anything.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kms-host"))
+        .args(["--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--admin-token-file"), "{stderr}");
+    assert!(stderr.contains("not a loopback address"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_when_the_store_is_down() {
+    let store = Arc::new(FaultStore::default());
+    let host = running(Arc::clone(&store), None, "memory").await;
+    let (status, _) = get_json(&host.url("/readyz")).await;
+    assert_eq!(status, 200);
+
+    store.set(Fault::Fail);
+    let (status, body) = get_json(&host.url("/readyz")).await;
+    assert_eq!(status, 503);
+    assert!(
+        body["reason"].as_str().unwrap().contains("injected fault"),
+        "{body}"
+    );
+    // Liveness does not depend on the store.
+    let (status, _) = get_json(&host.url("/livez")).await;
+    assert_eq!(status, 200);
+
+    store.set(Fault::Hang);
+    let (status, body) = get_json(&host.url("/readyz")).await;
+    assert_eq!(status, 503);
+    assert!(
+        body["reason"].as_str().unwrap().contains("did not answer"),
+        "{body}"
+    );
+    let (status, _) = get_json(&host.url("/api/v1/status")).await;
+    assert_eq!(status, 503);
+
+    store.set(Fault::None);
+    let (status, _) = get_json(&host.url("/readyz")).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrapes_while_64_clients_activate() {
+    let host = running(MemoryStore::default(), None, "memory").await;
+    let (done_tx, done) = watch::channel(false);
+    let mut scrapers = Vec::new();
+    for path in ["/metrics", "/api/v1/status", "/", "/api/v1/clients.csv"] {
+        let url = host.url(path);
+        let mut done = done.clone();
+        scrapers.push(tokio::spawn(async move {
+            let client = http();
+            let mut scrapes = 0u32;
+            loop {
+                let response = client.get(&url).send().await.unwrap();
+                assert_eq!(response.status().as_u16(), 200, "{url}");
+                response.bytes().await.unwrap();
+                scrapes += 1;
+                if *done.borrow_and_update() || scrapes >= 500 {
+                    break scrapes;
+                }
+            }
+        }));
+    }
+    let clients: Vec<_> = (1..=64)
+        .map(|n| tokio::spawn(activate(host.kms, cmid(1000 + n), None)))
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+    done_tx.send(true).unwrap();
+    for scraper in scrapers {
+        assert!(scraper.await.unwrap() >= 1);
+    }
+    // 64 distinct clients: the count is capped at twice their N policy.
+    let (_, body) = get_json(&host.url("/api/v1/status")).await;
+    assert_eq!(body["applications"][0]["clients"], 64);
+    assert_eq!(body["applications"][0]["current_count"], 50);
+    assert_eq!(body["requests"]["total"], 64);
+    let (_, body) = get_json(&host.url("/api/v1/clients?limit=1000")).await;
+    assert_eq!(cmids(&body).len(), 64);
+}
