@@ -26,7 +26,7 @@ const STYLE: &str = "
 body{margin:0;font:15px/1.45 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:var(--fg);background:var(--bg)}
 header{background:#1d2430;color:#fff;padding:12px 16px}
 header h1{margin:0;font-size:1.2rem}
-header p{margin:2px 0 0;color:#c9d1de;font-size:.85rem;word-break:break-all}
+header p{margin:2px 0 0;color:#c9d1de;font-size:.85rem;overflow-wrap:anywhere}
 main{padding:12px;max-width:1200px;margin:0 auto}
 section{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:12px;margin:0 0 12px}
 h2{font-size:1rem;margin:0 0 8px}
@@ -51,7 +51,7 @@ input[type=search]{flex:1;min-width:180px;padding:6px 8px;border:1px solid var(-
 button{padding:6px 12px;border:0;border-radius:6px;background:var(--accent);color:#fff;font:inherit}
 .muted{color:var(--muted)}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:0;font-size:.85rem}
-dt{color:var(--muted)}dd{margin:0;word-break:break-all}
+dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}
 ";
 
 /// `text` with the characters HTML gives a meaning escaped.
@@ -101,11 +101,14 @@ pub(crate) async fn page<S: CountStore + 'static>(
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <meta http-equiv=\"refresh\" content=\"60\">\
          <title>KMS host {host}</title><style>{STYLE}</style></head><body>\
-         <header><h1>KMS host {host}</h1><p>kms-activation {version} · store {kind}: {store} · listening on {listening}</p></header><main>",
+         <header><h1>KMS host {host}</h1><p>kms-activation {version} · store {store} · listening on {listening}</p></header><main>",
         host = escape(&state.host_name),
         version = env!("CARGO_PKG_VERSION"),
-        kind = state.store_kind(),
-        store = escape(&state.store),
+        store = if state.store == state.store_kind() {
+            escape(&state.store)
+        } else {
+            format!("{}: {}", state.store_kind(), escape(&state.store))
+        },
         listening = escape(
             &state
                 .listening()
@@ -174,7 +177,8 @@ pub(crate) async fn page<S: CountStore + 'static>(
     // Requests per hour.
     if let Some(outcomes) = &state.outcomes {
         let hours = outcomes.per_hour(now());
-        let peak = hours.iter().map(|&(_, n)| n).max().unwrap_or(0).max(1);
+        let most = hours.iter().map(|&(_, n)| n).max().unwrap_or(0);
+        let peak = most.max(1);
         html.push_str("<section><h2>Requests per hour, last 24 hours</h2><div class=\"chart\">");
         for (start, n) in &hours {
             let _ = write!(
@@ -186,7 +190,7 @@ pub(crate) async fn page<S: CountStore + 'static>(
         }
         let _ = write!(
             html,
-            "</div><div class=\"axis\"><span>24 h ago</span><span>peak {peak}/h</span><span>now</span></div></section>"
+            "</div><div class=\"axis\"><span>24 h ago</span><span>peak {most}/h</span><span>now</span></div></section>"
         );
     }
 

@@ -478,3 +478,90 @@ async fn scrapes_while_64_clients_activate() {
     let (_, body) = get_json(&host.url("/api/v1/clients?limit=1000")).await;
     assert_eq!(cmids(&body).len(), 64);
 }
+
+/// Runs headless Chromium on `url` with `args`; its stdout. `None` when
+/// Chromium is not installed (a failure under CI, where `.ci/run` installs
+/// it).
+fn chromium(url: &str, args: &[&str]) -> Option<String> {
+    let binary = ["chromium", "chromium-browser"].into_iter().find(|name| {
+        std::process::Command::new(name)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(binary) = binary else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Chromium is missing: .ci/run installs Debian's chromium package"
+        );
+        eprintln!("dashboard_in_headless_chromium: skipped, chromium is not installed");
+        return None;
+    };
+    let profile = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--hide-scrollbars",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(args)
+        .arg(url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Bounded: a browser that hangs is killed and the test fails.
+    let deadline = crate::transport_support::instant() + Duration::from_secs(90);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if crate::transport_support::instant() > deadline {
+            let _ = child.kill();
+            panic!("chromium did not finish within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    Some(out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_headless_chromium() {
+    let host = running(MemoryStore::default(), None, "memory").await;
+    // 30 Windows clients: the count (30) passes their threshold (25).
+    for n in 1..=30 {
+        assert!(activate(host.kms, cmid(n), None).await);
+    }
+    assert!(!activate(host.kms, cmid(99), Some(Uuid::from_u128(42))).await);
+    let url = host.url("/");
+    let dom_url = url.clone();
+    let Some(dom) = tokio::task::spawn_blocking(move || chromium(&dom_url, &["--dump-dom"]))
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    // The DOM Chromium rendered: every client's CMID, the count and the
+    // threshold.
+    assert!(dom.contains("<table id=\"clients\">"), "{dom}");
+    for n in (1..=30).chain([99]) {
+        assert!(dom.contains(&cmid(n).to_string()), "CMID {n} missing");
+    }
+    assert!(dom.contains("<span class=\"n count\">30</span>"), "{dom}");
+    assert!(dom.contains("of 25 needed"));
+    assert!(dom.contains("refused 0xC004F042"));
+    // A screenshot for the README, on request.
+    if let Ok(path) = std::env::var("KMS_ADMIN_SCREENSHOT") {
+        let shot = format!("--screenshot={path}");
+        tokio::task::spawn_blocking(move || chromium(&url, &[&shot, "--window-size=1200,900"]))
+            .await
+            .unwrap();
+        assert!(std::path::Path::new(&std::env::var("KMS_ADMIN_SCREENSHOT").unwrap()).exists());
+    }
+}
