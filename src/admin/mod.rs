@@ -45,6 +45,7 @@
 //! admin::serve(listener, state, std::future::pending()).await?;
 //! # Ok(())
 //! # }
+//! # let _ = run;
 //! ```
 
 mod api;
