@@ -358,7 +358,12 @@ async fn authorize<S: CountStore + 'static>(
         let given = request
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|value| value.as_bytes().strip_prefix(b"Bearer "));
+            .and_then(|value| {
+                // The scheme is case-insensitive (RFC 9110).
+                let value = value.as_bytes();
+                let (scheme, token) = value.split_at_checked(7)?;
+                scheme.eq_ignore_ascii_case(b"bearer ").then_some(token)
+            });
         if !given.is_some_and(|given| token.matches(given)) {
             let mut response = json(
                 StatusCode::UNAUTHORIZED,

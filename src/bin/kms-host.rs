@@ -108,8 +108,8 @@ struct Args {
     grace: u64,
     /// Serve the admin endpoint at `http://ADDR/`: health, readiness,
     /// metrics, status, clients, activation log, dashboard. A non-loopback
-    /// address needs `--admin-token-file`.
-    #[arg(long, value_name = "ADDR")]
+    /// address needs `--admin-token-file`. `--admin` alone: 127.0.0.1:9688.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9688")]
     admin: Option<SocketAddr>,
     /// A file holding the bearer token the admin endpoint requires on every
     /// route but /livez and /readyz.

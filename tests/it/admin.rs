@@ -385,6 +385,14 @@ async fn routes_but_health_need_the_token() {
             .unwrap();
         assert_eq!(response.status().as_u16(), 200, "{path} with the token");
     }
+    // The scheme's case does not matter; the token's does.
+    let response = http()
+        .get(host.url("/api/v1/status"))
+        .header("authorization", "bearer s3cret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
 }
 
 #[test]
