@@ -133,3 +133,51 @@ impl Observer for Outcomes {
         self.record(record);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{RequestBody, Version};
+    use crate::{LicenseStatus, Uuid};
+
+    const T0: u64 = 134_397_882_570_000_000;
+
+    fn record(at: u64, count: Option<u32>, result: HResult) -> ActivationRecord {
+        let request = RequestBody {
+            version: Version::V6,
+            vm_info: 0,
+            license_status: LicenseStatus::OobGrace,
+            binding_expiration: 0,
+            application_id: Uuid::nil(),
+            sku_id: Uuid::nil(),
+            kms_id: Uuid::nil(),
+            cmid: Uuid::nil(),
+            previous_cmid: Uuid::nil(),
+            n_policy: 25,
+            client_time: FileTime::from_ticks(at),
+            workstation: String::new(),
+        };
+        ActivationRecord::new(FileTime::from_ticks(at), None, 0, &request, count, result)
+    }
+
+    #[test]
+    fn outcomes_and_hours() {
+        let outcomes = Outcomes::default();
+        let start = T0 / HOUR * HOUR;
+        outcomes.record(&record(start, Some(25), HResult::S_OK));
+        outcomes.record(&record(start + 1, Some(24), HResult::S_OK));
+        outcomes.record(&record(start + HOUR, None, HResult::KMS_ID_MISMATCH));
+        outcomes.record(&record(start + 2 * HOUR, None, HResult::KMS_ID_MISMATCH));
+        // A record 30 hours old is out of the window.
+        outcomes.record(&record(start - 30 * HOUR, Some(1), HResult::S_OK));
+        let counts = outcomes.counts();
+        assert_eq!((counts.activated, counts.below_threshold), (1, 2));
+        assert_eq!(counts.refused.get(&HResult::KMS_ID_MISMATCH), Some(&2));
+        let hours = outcomes.per_hour(FileTime::from_ticks(start + 2 * HOUR + 5));
+        assert_eq!(hours.len(), 24);
+        let last: Vec<u64> = hours.iter().rev().take(4).map(|&(_, n)| n).collect();
+        assert_eq!(last, [1, 1, 2, 0]);
+        assert_eq!(hours.iter().map(|&(_, n)| n).sum::<u64>(), 4);
+        assert_eq!(hours[23].0, FileTime::from_ticks(start + 2 * HOUR));
+    }
+}
