@@ -23,12 +23,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use kms_activation::dcerpc::Ndr;
 use kms_activation::host::store::{
-    CountStore, MemoryStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore, Visit,
+    CountStore, MemoryStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore,
+    SqliteSync, Visit,
 };
 use kms_activation::host::{KmsHost, KmsHostConfig, RequestContext, RequestEvent};
 use kms_activation::message::{RequestBody, Version};
-use kms_activation::rpc::Ndr;
 use kms_activation::{FileTime, LicenseStatus, ScriptedRandom, Uuid};
 use tokio::runtime::Runtime;
 
@@ -42,14 +43,13 @@ fn cmid(n: u64) -> Uuid {
 }
 
 fn visit(client: u64, at: u64) -> Visit {
-    Visit {
-        application_id: Uuid::from_u128(APP),
-        cmid: cmid(client),
-        n_policy: 25,
-        at: FileTime::from_ticks(at),
-        window_start: FileTime::from_ticks(at - 30 * DAY),
-        capacity: None,
-    }
+    Visit::new(
+        Uuid::from_u128(APP),
+        cmid(client),
+        25,
+        FileTime::from_ticks(at),
+        FileTime::from_ticks(at - 30 * DAY),
+    )
 }
 
 /// The clients visiting, as a host sees them: nine visits in ten from a
@@ -91,6 +91,16 @@ fn sizes() -> Vec<u64> {
     } else {
         vec![10_000]
     }
+}
+
+/// `synchronous=NORMAL`: no `fsync` per commit (WAL, `sqlite:FILE?sync=normal`).
+fn sync_normal() -> SqliteOptions {
+    with_sync(SqliteOptions::default(), SqliteSync::Normal)
+}
+
+fn with_sync(mut options: SqliteOptions, sync: SqliteSync) -> SqliteOptions {
+    options.synchronous = sync;
+    options
 }
 
 fn runtime() -> Runtime {
@@ -239,6 +249,13 @@ fn one_at_a_time(c: &mut Criterion) {
         });
         drop(store);
 
+        let store = sqlite_store(&dir, known, sync_normal());
+        let mut mix = Mix::new(known);
+        group.bench_function(BenchmarkId::new("sqlite_sync_normal", known), |b| {
+            b.iter(|| black_box(pollster::block_on(store.record_visit(mix.next())).unwrap()));
+        });
+        drop(store);
+
         if let Some(pg) = &postgres {
             let store = rt.block_on(pg.store(known));
             let mut mix = Mix::new(known);
@@ -291,9 +308,18 @@ fn concurrent(c: &mut Criterion) {
     group.bench_function("sqlite", |b| b.iter(|| in_flight(&rt, &store, &mut mix)));
     drop(store);
 
+    let store = Arc::new(sqlite_store(&dir, known, sync_normal()));
+    let mut mix = Mix::new(known);
+    group.bench_function("sqlite_sync_normal", |b| {
+        b.iter(|| in_flight(&rt, &store, &mut mix));
+    });
+    drop(store);
+
     // The same without group commit: one transaction, one fsync per visit.
-    let mut options = SqliteOptions::default();
-    options.max_batch = 1;
+    let options = SqliteOptions {
+        max_batch: 1,
+        ..SqliteOptions::default()
+    };
     let store = Arc::new(sqlite_store(&dir, known, options));
     let mut mix = Mix::new(known);
     group.bench_function("sqlite_one_commit_per_visit", |b| {
@@ -313,13 +339,9 @@ fn concurrent(c: &mut Criterion) {
 
 /// A Windows 10/11 Enterprise request for the visit's client.
 fn request_event(visit: &Visit) -> RequestEvent {
-    let context = RequestContext {
-        peer: None,
-        connection_id: 0,
-        call_id: 2,
-        ndr: Ndr::Ndr64,
-        received_at: visit.at,
-    };
+    let mut context = RequestContext::new(visit.at);
+    context.call_id = 2;
+    context.ndr = Ndr::Ndr64;
     RequestEvent::detached(
         context,
         RequestBody {
@@ -394,6 +416,13 @@ fn host_decisions(c: &mut Criterion) {
         let host = kms_host(&rt, sqlite_store(&dir, known, SqliteOptions::default()));
         let mut mix = Mix::new(known);
         group.bench_function(BenchmarkId::new("sqlite", known), |b| {
+            b.iter(|| decisions_in_flight(&rt, &host, &mut mix));
+        });
+        drop(host);
+
+        let host = kms_host(&rt, sqlite_store(&dir, known, sync_normal()));
+        let mut mix = Mix::new(known);
+        group.bench_function(BenchmarkId::new("sqlite_sync_normal", known), |b| {
             b.iter(|| decisions_in_flight(&rt, &host, &mut mix));
         });
         drop(host);

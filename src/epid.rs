@@ -36,15 +36,13 @@ use core::str::FromStr;
 
 use chrono::{DateTime, Datelike, Days, NaiveDate, Utc};
 
+use crate::message::MAX_EPID_LEN;
 use crate::product::{self, Csvlk, KeyIdRange};
+use crate::random::below;
 use crate::{RandomSource, Uuid};
 
 /// The license channel every KMS host ePID carries (`03`, volume).
 pub const VOLUME_CHANNEL: u8 = 3;
-
-/// Longest ePID text [`Epid::parse`] looks at (a real one has 44–49
-/// characters; the wire field holds up to 64 UTF-16 units).
-pub const MAX_EPID_LEN: usize = 64;
 
 /// Windows language IDs (LCID, decimal) and their language tags, sorted by
 /// LCID: every LCID of four or five decimal digits (the width an ePID
@@ -319,7 +317,8 @@ impl fmt::Display for EpidPart {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum EpidError {
-    /// Longer than [`MAX_EPID_LEN`] bytes.
+    /// Longer than [`crate::message::MAX_EPID_LEN`] bytes, the
+    /// most a response can carry (a real ePID has 44–49 characters).
     #[error("epid is {len} bytes long, at most {max} allowed")]
     TooLong {
         /// Length of the input in bytes.
@@ -626,11 +625,13 @@ impl Epid {
     /// # Ok::<(), kms_activation::epid::EpidError>(())
     /// ```
     ///
-    /// Coverage is [`Csvlk::covers_kms`]: a newer Windows Server key also
-    /// activates older Windows products the catalog lists under other keys.
+    /// Coverage is the catalog's [`Csvlk::activates`], the same data a
+    /// [`KmsHost`](crate::host::KmsHost) decides with: a Windows Server key
+    /// also activates the older Windows products Microsoft's tables list for
+    /// it, and never a newer one.
     #[must_use]
     pub fn can_activate(&self, kms_id: Uuid) -> bool {
-        self.candidate_csvlks().any(|c| c.covers_kms(kms_id))
+        self.candidate_csvlks().any(|c| c.activates(kms_id))
     }
 
     /// The CSVLK this ePID most likely belongs to: one whose group and key
@@ -665,7 +666,8 @@ impl Epid {
     /// Checks: channel is 03; LCID is in [`KNOWN_LCIDS`]; the build is a
     /// Windows build of the catalog ([`product::build`]) and the platform ID
     /// is that build's; the group is known and some range
-    /// of the group holds the key ID; the date is not before the build's or
+    /// of the group holds the key ID; a Windows Server key is not on a
+    /// client build; the date is not before the build's or
     /// the CSVLK's release and not after `now`.
     #[must_use]
     pub fn problems(&self, now: DateTime<Utc>) -> Vec<EpidProblem> {
@@ -687,7 +689,13 @@ impl Epid {
                 key_id: self.key_id,
             });
         }
-        if let Some(release) = self.likely_csvlk().and_then(Csvlk::release_date)
+        let likely = self.likely_csvlk();
+        if likely.is_some_and(Csvlk::is_server_key)
+            && product::build(self.build).is_some_and(|b| !b.may_be_server())
+        {
+            out.push(EpidProblem::ServerKeyOnClientBuild { build: self.build });
+        }
+        if let Some(release) = likely.and_then(Csvlk::release_date)
             && self.activation_date < release
         {
             out.push(EpidProblem::BeforeCsvlkRelease {
@@ -758,6 +766,9 @@ impl Epid {
                 }
             }
             _ => out.push(EpidProblem::CsvlkLacksEpidData),
+        }
+        if csvlk.is_server_key() && product::build(self.build).is_some_and(|b| !b.may_be_server()) {
+            out.push(EpidProblem::ServerKeyOnClientBuild { build: self.build });
         }
         if let Some(release) = csvlk.release_date()
             && self.activation_date < release
@@ -905,6 +916,12 @@ pub enum EpidProblem {
         /// Release of the CSVLK.
         release: NaiveDate,
     },
+    /// A Windows Server key's ePID names a build that is never a server
+    /// ([`Epid::problems_for`]).
+    ServerKeyOnClientBuild {
+        /// Build found.
+        build: u32,
+    },
     /// Activated after `now`.
     InFuture {
         /// Activation date found.
@@ -955,6 +972,9 @@ impl fmt::Display for EpidProblem {
                 write!(f, "activated {date}, before the csvlk's release {release}")
             }
             Self::InFuture { date, today } => write!(f, "activated {date}, after today {today}"),
+            Self::ServerKeyOnClientBuild { build } => {
+                write!(f, "a windows server csvlk on client build {build}")
+            }
             Self::DoesNotActivate { kms_id } => {
                 write!(
                     f,
@@ -981,6 +1001,18 @@ pub enum GenerateError {
         /// The build asked for.
         build: u32,
     },
+    /// The CSVLK is not installed on this build: a Windows Server key on a
+    /// client-only build, or a build the catalog discourages for the key
+    /// ([`Csvlk::allows_host_build`]).
+    #[error("csvlk {name:?} is not used on host build {build} ({build_name})")]
+    BuildNotForCsvlk {
+        /// The CSVLK's display name.
+        name: &'static str,
+        /// The build asked for.
+        build: u32,
+        /// The build's display name.
+        build_name: &'static str,
+    },
     /// `now` is before the CSVLK's or the build's release.
     #[error("no activation date possible: earliest {earliest}, today {today}")]
     NoDate {
@@ -995,17 +1027,11 @@ pub enum GenerateError {
     Epid(#[from] EpidError),
 }
 
-/// A uniform-enough draw in `0..n` (`n > 0`); the modulo bias of a 64-bit
-/// draw over ranges this small is negligible.
-fn below<R: RandomSource + ?Sized>(rng: &mut R, n: u64) -> u64 {
-    let mut bytes = [0u8; 8];
-    rng.fill_bytes(&mut bytes);
-    u64::from_le_bytes(bytes).checked_rem(n).unwrap_or(0)
-}
-
 /// Makes an ePID a host holding `csvlk` and running build `host_build`
 /// could send: the platform ID of `host_build` (a Windows build of the
-/// catalog; any other is refused), the CSVLK's group and a key ID in its range, a random LCID
+/// catalog the key may be installed on, see [`Csvlk::allows_host_build`]:
+/// no Windows Server key on a client build, no build the catalog discourages
+/// for the key; any other is refused), the CSVLK's group and a key ID in its range, a random LCID
 /// from [`KNOWN_LCIDS`], channel 03, and an activation date between the
 /// later of the CSVLK's and the build's release date and `now` (both
 /// inclusive). All randomness comes from `rng`.
@@ -1013,7 +1039,7 @@ fn below<R: RandomSource + ?Sized>(rng: &mut R, n: u64) -> u64 {
 /// # Errors
 ///
 /// [`GenerateError`] when the CSVLK lacks ePID data, the build is unknown or
-/// `now` is before the release dates.
+/// not one the key is used on, or `now` is before the release dates.
 ///
 /// ```
 /// use kms_activation::{epid, product, ScriptedRandom, Uuid};
@@ -1038,6 +1064,13 @@ pub fn generate<R: RandomSource + ?Sized>(
     };
     let known =
         product::build(host_build).ok_or(GenerateError::UnknownBuild { build: host_build })?;
+    if !csvlk.allows_host_build(known) {
+        return Err(GenerateError::BuildNotForCsvlk {
+            name: csvlk.name(),
+            build: host_build,
+            build_name: known.name(),
+        });
+    }
     let earliest = csvlk
         .release_date()
         .map_or(known.release_date(), |r| r.max(known.release_date()));

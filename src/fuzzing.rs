@@ -239,7 +239,7 @@ pub fn host_policy(data: &[u8]) -> Depth {
     };
     let (controls, stream) = rest.split_at(usize::from(n).min(rest.len()));
     let mut rng = fixed_rng();
-    let policy = pollster::block_on(KmsHost::start(
+    let policy = crate::block_on::block_on(KmsHost::start(
         KmsHostConfig::default(),
         MemoryStore::default(),
         FIXED_TIME,
@@ -337,7 +337,7 @@ fn answer_one(
     rng: &mut ScriptedRandom,
 ) {
     let reply = if decide {
-        pollster::block_on(policy.decide(request)).reply
+        crate::block_on::block_on(policy.decide(request)).reply
     } else {
         Err(HResult::KMS_NOT_ACTIVATED)
     };
@@ -414,7 +414,7 @@ pub fn client_stream(data: &[u8]) -> Depth {
             while let Some(event) = client.poll_event() {
                 match event {
                     ClientEvent::Bound { .. } => bound = true,
-                    ClientEvent::Activated(_) | ClientEvent::Refused(_) => answers += 1,
+                    ClientEvent::Answered(_) | ClientEvent::Refused(_) => answers += 1,
                 }
             }
             match result {

@@ -1,7 +1,7 @@
 //! HRESULT status codes: what a KMS host returns instead of a response.
 //!
 //! A host that refuses an activation answers the RPC call successfully with a
-//! non-zero HRESULT and no KMS message (see [the error stub](crate::rpc#output-stub-on-error)); KMS errors never
+//! non-zero HRESULT and no KMS message (see [the error stub](crate::dcerpc#output-stub-on-error)); KMS errors never
 //! travel as RPC faults.
 //!
 //! The module also carries a small catalogue of the codes met around volume
@@ -242,9 +242,10 @@ impl From<HResult> for u32 {
 }
 
 impl fmt::Display for HResult {
-    /// `0xC004F042: <description>` for a catalogued code, plain `0x…`
-    /// otherwise (upper-case hex with a `0x` prefix, as Windows tools print
-    /// it). The alternate form `{:#}` always prints the bare code.
+    /// `0xC004F042: <description>` for a catalogued code, success
+    /// (`S_OK`) included, plain `0x…` otherwise (upper-case hex with a `0x`
+    /// prefix, as Windows tools print it). The alternate form `{:#}` always
+    /// prints the bare code.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "0x{:08X}", self.0)?;
         match self.info() {
@@ -272,6 +273,12 @@ const fn entry(
 /// The catalogue, sorted by code (a test keeps it so). Names and codes come
 /// from the Windows SDK's `slerror.h` and `winerror.h`; the prose is ours.
 static CATALOG: &[HResultInfo] = &[
+    entry(
+        0x0000_0000,
+        Some("S_OK"),
+        "The operation succeeded: the client is activated, or the host answered.",
+        "Nothing to repair.",
+    ),
     entry(
         0x4004_F040,
         Some("SL_E_VL_INFO_PRODUCT_USER_RIGHT"),
@@ -660,7 +667,8 @@ mod tests {
         ] {
             assert!(constant.info().is_some(), "{constant:#}");
         }
-        assert!(HResult::S_OK.info().is_none());
+        // Success is catalogued like the failures, so it displays alike.
+        assert_eq!(HResult::S_OK.name(), Some("S_OK"));
     }
 
     #[test]
@@ -675,7 +683,11 @@ mod tests {
         assert_eq!(format!("{:#}", HResult::NOT_ENOUGH_COUNT), "0xC004F038");
         assert_eq!(HResult::new(0xC004_F0FF).to_string(), "0xC004F0FF");
         assert_eq!(format!("{:#}", HResult::new(0xC004_F0FF)), "0xC004F0FF");
-        assert_eq!(HResult::S_OK.to_string(), "0x00000000");
+        assert_eq!(
+            HResult::S_OK.to_string(),
+            "0x00000000: The operation succeeded: the client is activated, or the host answered."
+        );
+        assert_eq!(format!("{:#}", HResult::S_OK), "0x00000000");
         assert_eq!(
             HResult::new(0x4004_F040).to_string().get(..12),
             Some("0x4004F040: ")

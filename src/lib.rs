@@ -26,8 +26,9 @@
 //!
 //! ## Layers
 //!
-//! * [`rpc`]: DCE/RPC connection-oriented PDUs, NDR32/NDR64 stubs of the
-//!   single `RequestActivation` call, context negotiation, frame splitting.
+//! * [`dcerpc`]: how KMS uses connection-oriented DCE/RPC (PDUs, context
+//!   negotiation, the NDR32/NDR64 stubs of the single `RequestActivation`
+//!   call); the codecs themselves are internal to the engines.
 //! * [`message`]: the KMS request and response of protocol V4, V5 and V6,
 //!   with their cryptography (AES-CBC, the V4 CBC-MAC, the V6 HMAC).
 //! * [`host`] and [`client`]: sans-IO connection engines.
@@ -62,6 +63,10 @@
 //! # assert_eq!((used, records.len(), to_send.len()), (0, 0, 0));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The store's operations are futures. The examples here run them with
+//! `pollster::block_on` (add `pollster` to your dev-dependencies, or use
+//! the executor you have); [`host::KmsHost::process_blocking`] needs none.
 //!
 //! ## Embedding: a socket loop
 //!
@@ -141,7 +146,9 @@
 //! * `serde`: `serde::Serialize` on the public value types (messages, catalog
 //!   entries, ePIDs, activation and dissector records).
 //! * `dns`: `client::discovery`, DNS SRV discovery of KMS hosts
-//!   (`_vlmcs._tcp`) with `hickory-resolver`, failover and host caching.
+//!   (`_vlmcs._tcp`) with `hickory-resolver`, failover and host caching;
+//!   `host::dns_publish`, a host publishing its own SRV record by DNS update
+//!   (RFC 2136, TSIG).
 //! * `tracing`: every [`host::ActivationRecord`] is also emitted as a
 //!   `tracing` event (target `kms_activation::activation`).
 //! * `sqlite`: `host::store::SqliteStore`, the host's clients, activation
@@ -156,6 +163,11 @@
 //!   `std::net`, the server on a bounded thread pool.
 //! * `metrics`: `metrics::HostMetrics`, Prometheus metrics of a host (with
 //!   `tokio`, an HTTP endpoint for them).
+//! * `cli`: the command-line tools `kms-host`, `kms-client`, `kms-catalog`
+//!   and `kms-dissect` (`cargo install kms-activation --features cli`); it
+//!   turns on every feature the tools use. A library user never needs it.
+//! * `fuzzing`: unstable internals for the fuzz targets and the test suite
+//!   (no stability promise).
 //!
 //! ## Minimum supported Rust version
 //!
@@ -172,13 +184,18 @@
     reason = "the admin endpoint is I/O: it reads the clocks for uptime, readiness and the dashboard"
 )]
 pub mod admin;
+mod block_on;
 pub mod client;
 mod crypto;
+pub mod dcerpc;
 #[cfg(feature = "pcap")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pcap")))]
 pub mod dissect;
 pub mod epid;
 mod error;
+// Fuzzing entry points, for the `fuzz/` targets and the corpus replay test
+// only: feature `fuzzing` (or `--cfg fuzzing`), no stability promise.
+#[cfg(any(fuzzing, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
 mod guid;
@@ -197,6 +214,13 @@ pub mod metrics;
 pub mod product;
 pub mod product_key;
 mod random;
+#[cfg(not(any(fuzzing, feature = "fuzzing")))]
+mod rpc;
+// The DCE/RPC codecs the engines use: public only for the fuzz targets and
+// the test suite (feature `fuzzing`), with no stability promise. The protocol
+// notes are in `dcerpc`.
+#[cfg(any(fuzzing, feature = "fuzzing"))]
+#[doc(hidden)]
 pub mod rpc;
 #[cfg(feature = "serde")]
 mod serde_text;
@@ -219,3 +243,11 @@ pub use product_key::{ProductKey, ProductKeyError};
 pub use random::{OsRandom, RandomSource, ScriptedRandom};
 pub use time::{FileTime, FileTimeRangeError};
 pub use uuid::Uuid;
+
+/// The `chrono` the API is written in: ePID dates, license timelines and
+/// capture timestamps are [`chrono::DateTime<chrono::Utc>`],
+/// [`chrono::NaiveDate`] and [`chrono::TimeDelta`]. Use this re-export to
+/// build and read them with the same version. It is built without the
+/// `clock` feature; `chrono::Utc::now()` needs `chrono` with `clock` (or
+/// `now`) in your own dependencies.
+pub use chrono;

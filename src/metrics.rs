@@ -1,17 +1,40 @@
 //! Prometheus metrics of a KMS host (feature `metrics`), kept with
 //! [`prometheus-client`](https://docs.rs/prometheus-client).
 //!
-//! [`HostMetrics`] is an [`Observer`](crate::transport::Observer) for the
+// The links to `transport` and `serve_http` are made only when those are
+// compiled, so that the docs build with the `metrics` feature alone.
+#![cfg_attr(
+    any(feature = "tokio", feature = "blocking"),
+    doc = "[`HostMetrics`] is an [`Observer`](crate::transport::Observer) for the"
+)]
+#![cfg_attr(
+    not(any(feature = "tokio", feature = "blocking")),
+    doc = "[`HostMetrics`] is an `Observer` (feature `tokio` or `blocking`) for the"
+)]
 //! transports' servers and takes the host's
 //! [`Statistics`] when they are refreshed. With the `tokio` feature too,
-//! [`serve_http`] answers `GET /metrics` on a listener of its own.
+#![cfg_attr(
+    feature = "tokio",
+    doc = "[`serve_http`] answers `GET /metrics` on a listener of its own."
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "`serve_http` answers `GET /metrics` on a listener of its own."
+)]
 //!
 //! | metric | type | labels |
 //! |---|---|---|
-//! | `kms_requests_total` | counter | `protocol` (`4.0`, `5.0`, `6.0`), `result` (`activated` or the HRESULT, `0xC004F042`) |
+//! | `kms_requests_total` | counter | `protocol` (`4.0`, `5.0`, `6.0`), `result` (`activated`; `below_threshold`: answered, but the count is below the client's N policy, so the client stays unactivated; or the refusal's HRESULT, `0xC004F042`) |
 //! | `kms_request_duration_seconds` | histogram | (from the read completing a request to the end of the reply's write) |
 //! | `kms_connections_open` | gauge | |
-//! | `kms_connections_closed_total` | counter | `reason` ([`CloseReason::name`](crate::transport::CloseReason::name)) |
+#![cfg_attr(
+    any(feature = "tokio", feature = "blocking"),
+    doc = "| `kms_connections_closed_total` | counter | `reason` ([`CloseReason::name`](crate::transport::CloseReason::name)) |"
+)]
+#![cfg_attr(
+    not(any(feature = "tokio", feature = "blocking")),
+    doc = "| `kms_connections_closed_total` | counter | `reason` (`transport::CloseReason::name`) |"
+)]
 //! | `kms_connections_refused_total` | counter | (server full, nothing idle to close) |
 //! | `kms_clients` | gauge | `application` (distinct clients in the counting window; 0 once none is left) |
 //! | `kms_current_count` | gauge | `application` (the count the host reports now; 0 once no client is left) |
@@ -246,8 +269,10 @@ impl HostMetrics {
 
     /// Counts one decided request and its latency.
     pub fn observe_request(&self, record: &ActivationRecord, latency: Duration) {
-        let result = if record.result == HResult::S_OK {
+        let result = if record.activates() {
             "activated".to_owned()
+        } else if record.result == HResult::S_OK {
+            "below_threshold".to_owned()
         } else {
             format!("{:#}", record.result)
         };
@@ -508,9 +533,11 @@ mod tests {
     #[test]
     fn the_hosts_store_errors_and_dropped_records_are_counters_that_follow_its_totals() {
         let metrics = HostMetrics::new();
-        let mut statistics = Statistics::default();
-        statistics.store_errors = 3;
-        statistics.dropped_records = 7;
+        let mut statistics = Statistics {
+            store_errors: 3,
+            dropped_records: 7,
+            ..Statistics::default()
+        };
         metrics.set_statistics(&statistics);
         metrics.set_statistics(&statistics);
         let text = metrics.encode();

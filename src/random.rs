@@ -42,6 +42,15 @@ impl<R: RandomSource + ?Sized> RandomSource for Box<R> {
     }
 }
 
+/// A uniform-enough draw in `0..n` (`n > 0`; 0 when `n` is 0) from 8 random
+/// bytes; the modulo bias of a 64-bit draw over the small ranges drawn here
+/// (key IDs, LCIDs, days, SRV weights) is negligible.
+pub(crate) fn below<R: RandomSource + ?Sized>(rng: &mut R, n: u64) -> u64 {
+    let mut bytes = [0u8; 8];
+    rng.fill_bytes(&mut bytes);
+    u64::from_le_bytes(bytes).checked_rem(n).unwrap_or(0)
+}
+
 /// The operating system's cryptographically secure generator (`getrandom`):
 /// the source to use in production.
 ///

@@ -64,7 +64,8 @@ fn err(text: &str) -> EpidError {
 fn malformed_shapes_each_get_their_error() {
     use EpidPart::*;
     let long = format!("{EXAMPLE}{}", "0".repeat(20));
-    assert_eq!(err(&long), EpidError::TooLong { len: 68, max: 64 });
+    // A response carries at most 63 UTF-16 units of ePID (PIDSize <= 128 with the NUL).
+    assert_eq!(err(&long), EpidError::TooLong { len: 68, max: 63 });
     assert_eq!(err(""), EpidError::PartCount { found: 1 });
     assert_eq!(
         err("05426-00206-565184251-03-1068-9200.0000-1222025"),
@@ -338,6 +339,102 @@ fn generatable() -> impl Iterator<Item = &'static product::Csvlk> {
         .filter(|c| c.group_id().is_some() && c.key_ids().is_some())
 }
 
+/// Windows Server host keys are installed on servers only: no ePID of one
+/// names a client build (the XML's builds without "Server" in their name).
+#[test]
+fn no_server_key_epid_on_a_client_build() {
+    let now = at(2026, 1, 1);
+    let client_builds: Vec<u32> = product::builds()
+        .iter()
+        .filter(|b| !b.name().contains("Server") && b.build() >= 10_240)
+        .map(product::WinBuild::build)
+        .collect();
+    assert!(client_builds.contains(&19_044) && client_builds.contains(&22_631));
+    let mut servers = 0;
+    for c in generatable().filter(|c| c.name().starts_with("Windows Server")) {
+        servers += 1;
+        for &build in &client_builds {
+            let mut rng = ScriptedRandom::new(vec![7; 64]);
+            let result = epid::generate(c, build, now, &mut rng);
+            assert!(
+                matches!(result, Err(epid::GenerateError::BuildNotForCsvlk { .. })),
+                "{} on client build {build}: {result:?}",
+                c.name()
+            );
+        }
+        // On a server build it works.
+        let mut rng = ScriptedRandom::new(vec![7; 64]);
+        let e = epid::generate(c, 26_100, now, &mut rng).unwrap();
+        // An ePID that claims a client build is flagged.
+        let forged = Epid::new(
+            3612,
+            e.group_id(),
+            e.key_id(),
+            3,
+            1033,
+            19_044,
+            e.activation_date(),
+        )
+        .unwrap();
+        assert!(
+            forged
+                .problems_for(c, now)
+                .contains(&epid::EpidProblem::ServerKeyOnClientBuild { build: 19_044 }),
+            "{}",
+            c.name()
+        );
+    }
+    assert!(servers >= 15, "{servers} server keys");
+    // The catalog-wide check sees it too: a Server 2019 key range on the
+    // Windows 10 21H2 build.
+    let forged = Epid::parse("03612-00206-565-184251-03-1068-19044.0000-1222025").unwrap();
+    assert_eq!(forged.likely_csvlk().unwrap().name(), "Windows Server 2019");
+    assert!(
+        forged
+            .problems(now)
+            .contains(&epid::EpidProblem::ServerKeyOnClientBuild { build: 19_044 })
+    );
+    // A Windows 10 client key is fine on a client build.
+    let windows_10 = product::csvlk(
+        "0724cb7d-3437-4cb7-93cb-830375d0079d"
+            .parse::<Uuid>()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut rng = ScriptedRandom::new(vec![7; 64]);
+    assert!(epid::generate(windows_10, 19_044, now, &mut rng).is_ok());
+}
+
+/// The XML's `InvalidWinBuild` of the Server 2025 key, `[0,1,2]`, names the
+/// first three RTM server builds: 6002, 7601 and 9200.
+#[test]
+fn discouraged_builds_are_not_generated() {
+    let now = at(2026, 1, 1);
+    let server_2025 = product::csvlk(
+        "84e331f6-4279-48c4-ab10-b75139181351"
+            .parse::<Uuid>()
+            .unwrap(),
+    )
+    .unwrap();
+    for build in [6002, 7601, 9200] {
+        let mut rng = ScriptedRandom::new(vec![7; 64]);
+        assert!(
+            matches!(
+                epid::generate(server_2025, build, now, &mut rng),
+                Err(epid::GenerateError::BuildNotForCsvlk { .. })
+            ),
+            "{build}"
+        );
+    }
+    for build in [9600, 14393, 17763, 20348, 26100] {
+        let mut rng = ScriptedRandom::new(vec![7; 64]);
+        assert!(
+            epid::generate(server_2025, build, now, &mut rng).is_ok(),
+            "{build}"
+        );
+    }
+}
+
 #[test]
 fn generator_errors() {
     let now = at(2026, 1, 1);
@@ -448,7 +545,14 @@ proptest! {
         for c in generatable() {
             for build in BUILDS {
                 let mut rng = ScriptedRandom::new(seed.to_vec());
-                let e = epid::generate(c, build, now, &mut rng).unwrap();
+                let discouraged = c.discouraged_builds().any(|b| b.build() == build);
+                let result = epid::generate(c, build, now, &mut rng);
+                if discouraged {
+                    let refused = matches!(result, Err(epid::GenerateError::BuildNotForCsvlk { .. }));
+                    prop_assert!(refused, "{} on discouraged build {}", c.name(), build);
+                    continue;
+                }
+                let e = result.unwrap();
                 prop_assert_eq!(e.problems_for(c, now), vec![], "{} on {}: {}", c.name(), build, e);
                 prop_assert_eq!(e.problems(now), vec![], "{} on {}: {}", c.name(), build, e);
                 prop_assert_eq!(Epid::parse(&e.to_string()).unwrap(), e);

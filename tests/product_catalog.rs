@@ -36,8 +36,8 @@ fn counts() {
     assert_eq!(from_xml, 257);
     assert_eq!(
         product::skus().len(),
-        257 + 2,
-        "plus the two 1709 seed rows"
+        257 + 3,
+        "plus the two 1709 seed rows and the Server 2025 Azure Edition row"
     );
     assert_eq!(product::csvlks().len(), 47);
     assert_eq!(product::builds().len(), 30);
@@ -74,6 +74,8 @@ fn duplicate_ids_only_where_documented() {
     let shared_sku: BTreeSet<Uuid> = [
         id("e49c08e7-da82-42f8-bde2-b570fbcae76c"),
         id("61c5ef22-f14f-4553-a824-c4b31e84b100"),
+        // Windows Server 2025 Datacenter: Azure Edition, published GVLK.
+        id("c2e946d1-cfa2-4523-8c87-30bc696ee584"),
     ]
     .into();
     let mut dup = BTreeSet::new();
@@ -125,33 +127,27 @@ fn references_resolve() {
         assert!(kms.application().is_some());
         assert!([4, 5, 6].contains(&kms.default_protocol_major()));
     }
-    // KMS IDs some CSVLKs activate but the XML never defines.
-    let undefined_allowed: BTreeSet<Uuid> = [
-        // Windows Server 2022 CSVLKs (the Server 2022 SKUs count under b74263e4-…)
-        id("10a7e9fb-ca8c-5352-88f5-91b8dbe13b22"),
-        // "Windows 10 and 8.1 Pre-Release" CSVLK
-        id("5f94a0bb-d5a0-4081-a685-5819418b2fe0"),
-        // "Windows Vista (All Volume) [Pre-Release]" CSVLK
-        id("e4ce4674-966b-5e34-9b98-e988af5fad64"),
-    ]
-    .into();
-    let mut undefined = BTreeSet::new();
+    // Every KMS ID a CSVLK names is defined (the generator corrects the XML's
+    // dangling references and fails on new ones).
     for c in product::csvlks() {
-        for kms_id in c.activates() {
-            if product::kms_item(*kms_id).is_none() {
-                undefined.insert(*kms_id);
-            }
+        for kms_id in c.own_kms_ids().iter().chain(c.activated_kms_ids()) {
+            assert!(
+                product::kms_item(*kms_id).is_some(),
+                "{} names undefined KMS ID {kms_id}",
+                c.name()
+            );
         }
     }
-    assert_eq!(undefined, undefined_allowed);
 }
 
 #[test]
 fn csvlk_coverage() {
     // KMS items no CSVLK activates, with the reason.
     let uncovered_allowed: BTreeSet<Uuid> = [
-        // Windows Server 2022: its CSVLKs name 10a7e9fb-… instead (XML gap).
-        id("b74263e4-0f92-46c6-bcf8-c11d5efe2959"),
+        // Retail groups: a genuine host never activates them.
+        id("e1c51358-fe3e-4203-a4a2-3b6b20c9734e"),
+        id("6d646890-3606-461a-86ab-598bb84ace82"),
+        id("bbb97b3b-8ca4-4a28-9717-89fabd42c4ac"),
         // Windows 10 Unknown (Volume): a placeholder without SKUs.
         id("d27cd636-1962-44e9-8b4f-27b6c23efb85"),
     ]
@@ -192,7 +188,8 @@ fn lookups_by_each_key() {
         c.release_date(),
         chrono::NaiveDate::from_ymd_opt(2021, 9, 16)
     );
-    assert!(c.activates_kms(id("86d50b16-4808-41af-b83b-b338274318b2")));
+    assert!(c.activates(id("86d50b16-4808-41af-b83b-b338274318b2")));
+    assert!(c.is_own_key_of(id("86d50b16-4808-41af-b83b-b338274318b2")));
 
     let app = product::application(id(WINDOWS)).unwrap();
     assert_eq!(app.min_active_clients(), 50);
@@ -268,6 +265,10 @@ fn csvlk_for_kms_picks_production_key() {
         (
             "4b83307d-7788-50ff-8d1f-1861915bdb9d",
             "Windows Server 2025",
+        ),
+        (
+            "b74263e4-0f92-46c6-bcf8-c11d5efe2959",
+            "Windows Server 2022",
         ),
         ("e85af946-2e25-47b7-83e1-bebcebeac611", "Office 2010 VL"),
         ("1b4db7eb-4057-5ddf-91e0-36dec72071f5", "Office LTSC 2024"),
@@ -416,7 +417,7 @@ fn every_seed_gvlk_is_in_the_catalog_with_the_right_product() {
 }
 
 #[test]
-fn seed_only_rows_are_the_1709_keys() {
+fn seed_only_rows_are_the_1709_and_2025_azure_keys() {
     let seed: Vec<&product::Sku> = product::skus()
         .iter()
         .filter(|s| s.source() == Source::GvlkSeed)
@@ -426,12 +427,18 @@ fn seed_only_rows_are_the_1709_keys() {
         gvlks,
         [
             "6Y6KB-N82V8-D8CQV-23MJW-BWTG6",
-            "DPCNP-XQFKJ-BJF7R-FRC8D-GF6G4"
+            "DPCNP-XQFKJ-BJF7R-FRC8D-GF6G4",
+            "XGN3F-F394H-FD2MY-PP6FD-8MCRC"
         ]
         .into()
     );
     for s in seed {
-        assert_eq!(s.kms_item().unwrap().name(), "Windows Server 2016");
-        assert!(s.name().contains("1709"));
+        let expected = if s.name().contains("1709") {
+            "Windows Server 2016"
+        } else {
+            assert_eq!(s.name(), "Windows Server 2025 Datacenter: Azure Edition");
+            "Windows Server 2025"
+        };
+        assert_eq!(s.kms_item().unwrap().name(), expected);
     }
 }

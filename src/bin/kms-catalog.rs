@@ -5,6 +5,7 @@
 //! cargo run --release --features cli --bin kms-catalog                          # every SKU
 //! cargo run --release --features cli --bin kms-catalog -- --search "windows 11 enterprise"
 //! cargo run --release --features cli --bin kms-catalog -- --key NPPR9-FWDCX-D2C8J-H872K-2YT43
+//! cargo run --release --features cli --bin kms-catalog -- --csvlks --search "server 2022"
 //! cargo run --release --features cli --bin kms-catalog -- --hresult 0xC004F038
 //! cargo run --release --features cli --bin kms-catalog -- --epid 05426-00206-565-184251-03-1068-9200.0000-1222025
 //! cargo run --release --features cli --bin kms-catalog -- --new-epid 47f3b983-7c53-4d45-abc6-bcd91e2dd90a
@@ -15,8 +16,7 @@
 //! `--search` lists the SKUs whose name holds every word, best match first.
 //! `--key` reads both key formats; a key of the pre-Windows 8 format is
 //! reported with `"checksum_ok": null`, as it carries a signature rather
-//! than a checksum. Exit status: 0 on success, 1 when `--epid` finds
-//! problems, 2 for a bad argument (with a message on stderr).
+//! than a checksum. Exit status: see [`EXIT_STATUS`].
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -28,8 +28,19 @@ use kms_activation::product_key::KeyFormat;
 use kms_activation::{Epid, HResult, ProductKey, RandomSource, Uuid, epid};
 use serde_json::{Value, json};
 
+/// The exit statuses, as `--help` and the README state them.
+const EXIT_STATUS: &str = "Exit status:
+  0  found, and nothing wrong with it
+  1  looked up, and something is wrong: --key has a wrong checksum, --hresult
+     is a code the catalog does not know, --epid has problems
+  2  a bad argument: not a key, not an HRESULT, not an ePID, no product
+     matches (the reason on stderr)";
+
 #[derive(Debug, Parser)]
-#[command(about = "Look up KMS products, GVLKs, product keys, HRESULTs and ePIDs")]
+#[command(
+    about = "Look up KMS products, GVLKs, product keys, HRESULTs and ePIDs",
+    after_help = EXIT_STATUS
+)]
 struct Args {
     /// One JSON object per line instead of text.
     #[arg(long)]
@@ -57,6 +68,10 @@ struct Args {
         conflicts_with = "search"
     )]
     new_epid: Option<String>,
+    /// List the host keys (CSVLKs) with their IDs and the products each
+    /// activates (with --search: those whose name holds every word).
+    #[arg(long, conflicts_with_all = ["key", "hresult", "epid", "new_epid"])]
+    csvlks: bool,
     /// Host OS build for --new-epid (default: the newest known build; a
     /// build the catalog does not know is refused).
     #[arg(long, value_name = "N", requires = "new_epid")]
@@ -137,6 +152,76 @@ fn list_skus(args: &Args) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn list_csvlks(args: &Args) -> ExitCode {
+    let keys: Vec<&Csvlk> = match &args.search {
+        Some(text) => product::search_csvlks(text),
+        None => product::csvlks().iter().collect(),
+    };
+    if keys.is_empty() {
+        return fail("no CSVLK matches");
+    }
+    for c in keys {
+        let mut activates: Vec<(&'static str, Uuid, bool)> = c
+            .kms_items()
+            .map(|k| (k.name(), k.id(), c.is_own_key_of(k.id())))
+            .collect();
+        // Its own products first, then by name.
+        activates.sort_by_key(|&(name, _, own)| (!own, name));
+        let v = json!({
+            "name": c.name(),
+            "csvlk_id": c.id().map(|id| id.to_string()),
+            "group_id": c.group_id(),
+            "key_ids": c.key_ids().map(|r| [r.min(), r.max()]),
+            "release_date": c.release_date().map(|d| d.to_string()),
+            "lab": c.is_lab(),
+            "preview": c.is_preview(),
+            "server_key": c.is_server_key(),
+            "activates": activates
+                .iter()
+                .map(|(name, id, own)| json!({"kms_id": id.to_string(), "name": name, "own": own}))
+                .collect::<Vec<_>>(),
+        });
+        let mut kind = vec![if c.is_server_key() {
+            "server key"
+        } else {
+            "client key"
+        }];
+        if c.is_lab() {
+            kind.push("lab");
+        }
+        if c.is_preview() {
+            kind.push("pre-release");
+        }
+        let mut text = format!(
+            "{}  {}  ({}{})",
+            c.name(),
+            c.id()
+                .map_or_else(|| "(no id)".to_owned(), |id| id.to_string()),
+            kind.join(", "),
+            c.release_date()
+                .map_or_else(String::new, |d| format!(", released {d}")),
+        );
+        let names: Vec<String> = activates
+            .iter()
+            .map(|(name, _, own)| {
+                if *own {
+                    format!("{name} (own)")
+                } else {
+                    (*name).to_owned()
+                }
+            })
+            .collect();
+        text.push_str(
+            "
+  activates: ",
+        );
+        text.push_str(if names.is_empty() { "nothing" } else { "" });
+        text.push_str(&names.join(", "));
+        emit(args.json, &v, &text);
+    }
+    ExitCode::SUCCESS
+}
+
 fn key(args: &Args, text: &str) -> ExitCode {
     let key = match ProductKey::decode(text) {
         Ok(k) => k,
@@ -179,7 +264,11 @@ fn key(args: &Args, text: &str) -> ExitCode {
         )
     );
     emit(args.json, &v, &text);
-    ExitCode::SUCCESS
+    if key.checksum_ok() == Some(false) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn hresult(args: &Args, text: &str) -> ExitCode {
@@ -203,7 +292,11 @@ fn hresult(args: &Args, text: &str) -> ExitCode {
         None => format!("{code:#}: not an activation code this catalog knows"),
     };
     emit(args.json, &v, &text);
-    ExitCode::SUCCESS
+    if info.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn check_epid(args: &Args, text: &str) -> ExitCode {
@@ -312,6 +405,9 @@ fn main() -> ExitCode {
     }
     if let Some(text) = &args.new_epid {
         return new_epid(&args, text);
+    }
+    if args.csvlks {
+        return list_csvlks(&args);
     }
     list_skus(&args)
 }

@@ -7,7 +7,7 @@
 //! kms-client 10.0.0.5:1700 --product "office ltsc professional plus 2021" -n 3
 //! kms-client 127.0.0.1 --protocol 4 --no-ndr64 --no-btfn --json
 //! kms-client 127.0.0.1 --charge 25             # 25 distinct CMIDs first, then the probe
-//! kms-client .example.org                      # SRV discovery (feature `dns`)
+//! kms-client .example.org                      # SRV discovery
 //! kms-client --print-srv kms1.example.org:1688 # the SRV record that host should publish
 //! ```
 //!
@@ -26,34 +26,47 @@
 //! cannot be reached or times out, and the host that answered is reused for
 //! the following requests unless `--no-host-caching`.
 //!
-//! Exit status: 0 when every probe request was activated, 1 when one was not
-//! (refused, count too low, no host), 3 when a host accepted the connection
-//! and never answered (reported as "timed out after N s"), 2 for bad
-//! arguments.
+//! Exit status: see [`EXIT_STATUS`].
 
 use std::fmt::Write as _;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::io::Write as _;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use kms_activation::client::{
-    ActivationOutcome, ClientConfig, ClientConnection, ClientEvent, EpidCheck, FailedAttempt,
-    KmsHostName, KmsLocator, LocatorConfig, MachineIdentity, ProductRequest, ProductRequestError,
-    SrvSelection, srv_zone_line,
+    ActivationOutcome, ClientConfig, ClientError, EpidCheck, FailedAttempt, KmsHostName,
+    KmsLocator, LocatorConfig, MachineIdentity, ProductRequest, ProductRequestError, SrvSelection,
+    srv_zone_line,
 };
 use kms_activation::license::LicenseTimeline;
-use kms_activation::message::{RequestBody, Version};
+use kms_activation::message::{MAX_WORKSTATION_LEN, RequestBody, Version};
 use kms_activation::product::SkuLookupError;
+use kms_activation::transport::Error as TransportError;
+use kms_activation::transport::blocking::Client;
 use kms_activation::{FileTime, HResult, OsRandom};
 use serde::Serialize;
 
 /// Exit status when a host accepted and never answered.
 const EXIT_TIMEOUT: u8 = 3;
 
+/// The exit statuses, as `--help` and the README state them.
+const EXIT_STATUS: &str = "Exit status:
+  0  every probe request was activated (the host's count reached the
+     product's threshold: 25 for Windows clients, 5 for servers and Office)
+  1  a request was not activated: refused by the host, the count below the
+     threshold (0xC004F038), or no host reachable (0xC004F074); also a
+     --charge request that failed so
+  2  a bad argument (the value and what is wrong with it on stderr)
+  3  a host accepted the connection and did not answer within --timeout
+     (a probe or a --charge request)";
+
 #[derive(Debug, Parser)]
-#[command(about = "Probe KMS hosts as Windows and Office clients do")]
+#[command(
+    about = "Probe KMS hosts as Windows and Office clients do",
+    after_help = EXIT_STATUS
+)]
 #[expect(
     clippy::struct_excessive_bools,
     reason = "independent command-line switches"
@@ -81,8 +94,9 @@ struct Args {
     /// Do not offer bind-time feature negotiation.
     #[arg(long)]
     no_btfn: bool,
-    /// Workstation name to send.
-    #[arg(long, default_value = "kms-client.example.org")]
+    /// Workstation name to send (at most 63 characters, as the request's
+    /// field holds).
+    #[arg(long, default_value = "kms-client.example.org", value_parser = workstation_name)]
     workstation: String,
     /// Seconds to wait for the host at each step.
     #[arg(long, default_value_t = 10)]
@@ -139,8 +153,7 @@ enum AttemptError {
 struct Session {
     host: KmsHostName,
     addresses: Vec<SocketAddr>,
-    stream: TcpStream,
-    client: ClientConnection,
+    client: Client,
     answered: u32,
 }
 
@@ -181,6 +194,8 @@ impl Probe {
         self.product.build(machine, &timeline.state_at(now), time)
     }
 
+    /// Opens a connection to the first of `addresses` that accepts within
+    /// the timeout, with the library's blocking client.
     fn connect(
         &self,
         host: &KmsHostName,
@@ -188,21 +203,16 @@ impl Probe {
     ) -> Result<Session, AttemptError> {
         let mut last = format!("{host} has no address");
         for address in addresses {
-            match TcpStream::connect_timeout(address, self.timeout) {
-                Ok(stream) => {
-                    let set = stream
-                        .set_read_timeout(Some(self.timeout))
-                        .and_then(|()| stream.set_write_timeout(Some(self.timeout)));
-                    set.map_err(|e| AttemptError::Unreachable(e.to_string()))?;
+            match Client::connect(address, &self.config, self.timeout) {
+                Ok(client) => {
                     return Ok(Session {
                         host: host.clone(),
                         addresses: addresses.to_vec(),
-                        stream,
-                        client: ClientConnection::new(&self.config),
+                        client,
                         answered: 0,
                     });
                 }
-                Err(e) if e.kind() == ErrorKind::TimedOut => {
+                Err(TransportError::Timeout) => {
                     last = format!("connect {address}: no answer in {} s", self.args.timeout);
                 }
                 Err(e) => last = format!("connect {address}: {e}"),
@@ -241,7 +251,9 @@ impl Probe {
         }
     }
 
-    /// One request over the open session.
+    /// One request over the open session, bounded as a whole by the
+    /// timeout (the library client's per-exchange deadline: a host that
+    /// dribbles its reply cannot hold the probe longer).
     fn exchange(
         &mut self,
         request: &RequestBody,
@@ -251,60 +263,21 @@ impl Probe {
             return Err(AttemptError::Unreachable("no connection".into()));
         };
         let started = monotonic_clock();
-        session
-            .client
-            .send_request(request.clone(), &mut self.rng)
-            .map_err(|e| AttemptError::Unreachable(e.to_string()))?;
-        let mut buf = [0u8; 4096];
-        let (mut start, mut end) = (0, 0);
-        let outcome = loop {
-            let queued = session.client.transmit();
-            if !queued.is_empty() {
-                let n = queued.len();
-                session
-                    .stream
-                    .write_all(queued)
-                    .map_err(|e| AttemptError::Unreachable(format!("send: {e}")))?;
-                session.client.advance_transmit(n);
+        let outcome = match session.client.activate(request.clone()) {
+            Ok(outcome) => outcome.conclusion(request, wall_clock()),
+            Err(TransportError::Timeout) => return Err(AttemptError::TimedOut(timeout_secs)),
+            Err(TransportError::Closed) => {
+                return Err(AttemptError::Unreachable(
+                    "the host closed the connection".into(),
+                ));
             }
-            let mut answer = None;
-            while let Some(event) = session.client.poll_event() {
-                match event {
-                    ClientEvent::Activated(response) => {
-                        answer = Some(ActivationOutcome::from_response(
-                            request,
-                            &response.body,
-                            wall_clock(),
-                        ));
-                    }
-                    ClientEvent::Refused(hresult) => {
-                        answer = Some(ActivationOutcome::refused(hresult));
-                    }
-                    _ => {}
-                }
+            Err(TransportError::Client(e @ ClientError::Encode(_))) => {
+                return Err(AttemptError::Unreachable(e.to_string()));
             }
-            if let Some(outcome) = answer {
-                break outcome;
+            Err(TransportError::Client(e)) => {
+                return Err(AttemptError::Unreachable(format!("bad reply: {e}")));
             }
-            if start == end {
-                end = match session.stream.read(&mut buf) {
-                    Ok(0) => {
-                        return Err(AttemptError::Unreachable(
-                            "the host closed the connection".into(),
-                        ));
-                    }
-                    Ok(n) => n,
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                        return Err(AttemptError::TimedOut(timeout_secs));
-                    }
-                    Err(e) => return Err(AttemptError::Unreachable(format!("receive: {e}"))),
-                };
-                start = 0;
-            }
-            start += session
-                .client
-                .handle_input(buf.get(start..end).unwrap_or_default(), &mut self.rng)
-                .map_err(|e| AttemptError::Unreachable(format!("bad reply: {e}")))?;
+            Err(e) => return Err(AttemptError::Unreachable(e.to_string())),
         };
         session.answered += 1;
         let latency = started.elapsed();
@@ -333,7 +306,7 @@ impl Probe {
         for failure in &failures {
             eprintln!(
                 "kms-client: {}: {}; trying the next host",
-                failure.host,
+                host_label(&failure.host),
                 describe(&failure.error)
             );
         }
@@ -410,6 +383,31 @@ impl Probe {
             host: KmsHostName::new(self.args.target.clone(), 0),
             error: AttemptError::Unreachable("SRV discovery needs the `dns` feature".into()),
         }])
+    }
+}
+
+/// A workstation name the request can carry: at most
+/// [`MAX_WORKSTATION_LEN`] UTF-16 units and no NUL.
+fn workstation_name(text: &str) -> Result<String, String> {
+    let len = text.encode_utf16().count();
+    if len > MAX_WORKSTATION_LEN {
+        return Err(format!(
+            "{len} characters (UTF-16 units); the request holds at most {MAX_WORKSTATION_LEN}"
+        ));
+    }
+    if text.contains('\0') {
+        return Err("contains a NUL character".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// A host as the messages name it: `HOST:PORT`, or the bare name when there
+/// is no port (the `.DOMAIN` of SRV discovery).
+fn host_label(host: &KmsHostName) -> String {
+    if host.port == 0 {
+        host.host.clone()
+    } else {
+        host.to_string()
     }
 }
 
@@ -594,11 +592,14 @@ fn main() -> ExitCode {
             ),
             Ok(_) => {}
             Err(failures) => {
-                let why = failures
-                    .last()
-                    .map_or_else(|| "no host".to_owned(), |f| describe(&f.error));
+                let last = failures.last();
+                let why = last.map_or_else(|| "no host".to_owned(), |f| describe(&f.error));
                 eprintln!("kms-client: charge request {i} failed: {why}");
-                return ExitCode::FAILURE;
+                return if matches!(last.map(|f| &f.error), Some(AttemptError::TimedOut(_))) {
+                    ExitCode::from(EXIT_TIMEOUT)
+                } else {
+                    ExitCode::FAILURE
+                };
             }
         }
     }
@@ -612,7 +613,11 @@ fn main() -> ExitCode {
             Ok((host, outcome, latency)) => (host.to_string(), outcome, Some(latency)),
             Err(failures) => {
                 for failure in &failures {
-                    eprintln!("kms-client: {}: {}", failure.host, describe(&failure.error));
+                    eprintln!(
+                        "kms-client: {}: {}",
+                        host_label(&failure.host),
+                        describe(&failure.error)
+                    );
                 }
                 let last = failures.last();
                 timed_out |= matches!(last.map(|f| &f.error), Some(AttemptError::TimedOut(_)));
@@ -620,7 +625,7 @@ fn main() -> ExitCode {
                     Some(AttemptError::Refused(h)) => ActivationOutcome::refused(*h),
                     _ => ActivationOutcome::no_host(),
                 };
-                let host = last.map_or_else(|| probe.args.target.clone(), |f| f.host.to_string());
+                let host = last.map_or_else(|| probe.args.target.clone(), |f| host_label(&f.host));
                 (host, outcome, None)
             }
         };

@@ -15,6 +15,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use kms_activation::dissect::ReadRecords;
 
+/// The exit statuses, as `--help` and the README state them.
+const EXIT_STATUS: &str = "Exit status:
+  0  the whole capture was read (damage inside it shows as warning lines)
+  1  the output could not be written
+  2  the capture cannot be opened or read, or is not a pcap or pcapng
+     file; or a bad argument";
+
 /// Print the KMS requests, responses and errors of a packet capture as JSON lines.
 ///
 /// Reads pcap (either byte order, micro- or nanosecond timestamps) and pcapng
@@ -26,7 +33,7 @@ use kms_activation::dissect::ReadRecords;
 /// in the capture shows up as `warning` lines next to whatever could be
 /// decoded.
 #[derive(Debug, Parser)]
-#[command(verbatim_doc_comment)]
+#[command(verbatim_doc_comment, after_help = EXIT_STATUS)]
 struct Args {
     /// The capture file (pcap or pcapng); `-` reads standard input.
     capture: PathBuf,

@@ -17,8 +17,11 @@
 //! its store does. At start the soft limit of open files is raised to the
 //! hard one, and connections are capped below it. Running a KMS host does
 //! not license the software it activates.
+//!
+//! Exit status: see [`EXIT_STATUS`].
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -26,7 +29,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use kms_activation::host::store::{CountStore, MemoryStore, PostgresStore, SqliteStore};
+use kms_activation::host::store::{
+    CountStore, MemoryStore, PostgresStore, SqliteStore, SqliteSync,
+};
 use kms_activation::host::{
     CidrAllowList, CountPolicy, HostConfig, KmsHost, KmsHostConfig, MaxClients, ProductAllowList,
     Statistics,
@@ -36,21 +41,37 @@ use kms_activation::transport::tokio::Server;
 use kms_activation::transport::{
     LogObserver, NoObserver, Observer, ServerConfig, ServerLimits, bind,
 };
-use kms_activation::{FileTime, OsRandom, Uuid, product};
+use kms_activation::{Epid, FileTime, OsRandom, Uuid, product};
 use tokio::sync::watch;
 
 #[path = "kms-host/admin.rs"]
 mod admin;
+#[path = "kms-host/dns_publish.rs"]
+mod dns_publish;
+#[path = "kms-host/sqlite_spec.rs"]
+mod sqlite_spec;
+
+/// The exit statuses, as `--help` and the README state them.
+const EXIT_STATUS: &str = "Exit status:
+  0  stopped by Ctrl-C or SIGTERM after draining its connections
+  1  could not run: an address to listen on is taken, the store is
+     unreachable, the host refused its configuration (an ePID or build it
+     cannot use), or the server failed
+  2  a bad argument (the value and what is wrong with it on stderr)";
 
 #[derive(Debug, Parser)]
-#[command(about = "A KMS host (tokio transport, KmsHost policy)")]
+#[command(about = "A KMS host (tokio transport, KmsHost policy)", after_help = EXIT_STATUS)]
 struct Args {
-    /// Address to listen on; repeat for several [default: 127.0.0.1:1688,
-    /// and `[::1]:1688` when the machine has IPv6].
-    #[arg(long = "listen", value_name = "ADDR")]
-    listen: Vec<SocketAddr>,
+    /// Address to listen on, HOST:PORT (a name resolves to each of its
+    /// addresses); repeat for several [default: 127.0.0.1:1688, and
+    /// `[::1]:1688` when the machine has IPv6].
+    #[arg(long = "listen", value_name = "ADDR", value_parser = resolve_address)]
+    listen: Vec<Addresses>,
     /// Where counts, ePIDs and the activation log live: memory,
-    /// `sqlite:FILE` or `postgres://USER@HOST/DB`.
+    /// `sqlite:FILE[?sync=full|normal]` or `postgres://USER@HOST/DB`.
+    /// `sync=full` (the default) `fsync`s every commit: visits survive a
+    /// power loss; `sync=normal` survives a killed process, not a power
+    /// loss.
     #[arg(long, default_value = "memory", value_name = "STORE")]
     store: StoreSpec,
     /// An ePID to answer with for the CSVLK it belongs to; repeatable
@@ -60,9 +81,16 @@ struct Args {
     /// Hardware ID sent in V6 responses, 16 hex digits.
     #[arg(long)]
     hwid: Option<Hwid>,
-    /// Windows build that generated ePIDs name [default: 26100].
-    #[arg(long, value_name = "BUILD")]
+    /// Windows build that generated ePIDs name [default: 26100]; a Windows
+    /// Server key is never given a client build.
+    #[arg(long, value_name = "BUILD", value_parser = parse_host_build)]
     host_build: Option<u32>,
+    /// Hold only this host key (CSVLK), by ID or name (an exact name wins
+    /// over a partial one); repeatable [default: every key of the catalog].
+    /// A real host holds one key per product family: `kms-catalog --csvlks`
+    /// lists the keys and what each activates.
+    #[arg(long = "csvlk", value_name = "NAME-OR-ID", value_parser = parse_csvlk)]
+    csvlks: Vec<Uuid>,
     /// Minutes a client waits before retrying a failed activation.
     #[arg(long, default_value_t = 120, value_name = "MINUTES")]
     activation_interval: u32,
@@ -77,13 +105,15 @@ struct Args {
     skew: SkewSpec,
     /// Only answer clients from these networks (CIDR, comma-separated or
     /// repeated).
-    #[arg(long = "allow", value_name = "CIDR")]
+    #[arg(long = "allow", value_name = "CIDR", value_parser = parse_networks)]
     allow: Vec<String>,
-    /// Only activate these products: SKU IDs or KMS IDs, comma-separated.
-    #[arg(long, value_delimiter = ',', value_name = "GUID,…")]
+    /// Only activate these products, comma-separated: SKU IDs or KMS IDs,
+    /// GVLKs, or names (a product group such as "Windows Server 2022", or an
+    /// edition such as "windows 10/11 enterprise").
+    #[arg(long, value_delimiter = ',', value_name = "PRODUCT,…", value_parser = parse_product)]
     products: Vec<Uuid>,
-    /// Count at most this many clients per application.
-    #[arg(long, value_name = "N")]
+    /// Count at most this many clients per application (at least 1).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_clients: Option<u64>,
     /// Refuse NDR64 (behave like a Windows 7 / Server 2008 R2 host).
     #[arg(long)]
@@ -92,16 +122,16 @@ struct Args {
     #[arg(long)]
     no_btfn: bool,
     /// Connections held at once (the oldest idle one is closed at the cap).
-    #[arg(long, default_value_t = ServerLimits::default().max_connections, value_name = "N")]
+    #[arg(long, default_value_t = ServerLimits::default().max_connections, value_name = "N", value_parser = positive_usize)]
     max_connections: usize,
     /// Seconds a connection may wait for its next request.
-    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 30, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
     /// Seconds a request may take to arrive whole.
-    #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 10, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pdu_timeout: u64,
     /// Requests answered per connection before it is closed.
-    #[arg(long, default_value_t = ServerLimits::default().max_requests_per_connection, value_name = "N")]
+    #[arg(long, default_value_t = ServerLimits::default().max_requests_per_connection, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     max_requests: u64,
     /// Seconds exchanges in flight get to finish at shutdown.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
@@ -115,18 +145,94 @@ struct Args {
     /// route but /livez and /readyz.
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
-    /// Deprecated alias of `--admin` (metrics at `http://ADDR/metrics`).
-    #[arg(long, value_name = "ADDR", conflicts_with = "admin")]
-    metrics: Option<SocketAddr>,
+    /// Deprecated alias of `--admin` (metrics at `http://ADDR/metrics`;
+    /// HOST:PORT, a name resolves to its first address).
+    #[arg(long, value_name = "ADDR", value_parser = resolve_address, conflicts_with = "admin")]
+    metrics: Option<Addresses>,
     /// Runtime worker threads [default: one per CPU].
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = positive_usize)]
     threads: Option<usize>,
+    #[command(flatten)]
+    dns: dns_publish::DnsArgs,
+}
+
+/// The addresses one `--listen` or `--metrics` value resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Addresses(Vec<SocketAddr>);
+
+/// An address literal, or HOST:PORT resolved by the system resolver
+/// (`localhost:1688`).
+fn resolve_address(text: &str) -> Result<Addresses, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(Addresses(vec![addr]));
+    }
+    let Some((host, port)) = text.rsplit_once(':') else {
+        return Err("expected HOST:PORT, e.g. 0.0.0.0:1688 or localhost:1688".into());
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err("expected HOST:PORT with a port from 0 to 65535".into());
+    }
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{host} has no address"));
+    }
+    Ok(Addresses(addrs))
+}
+
+/// A count of at least one.
+fn positive_usize(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Networks, comma-separated; the one that does not parse is named.
+fn parse_networks(text: &str) -> Result<String, String> {
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        part.parse::<CidrAllowList>().map_err(|e| {
+            format!("{part:?} is not a network (CIDR such as 10.0.0.0/8, or an address): {e}")
+        })?;
+    }
+    Ok(text.to_owned())
+}
+
+/// Refuses what clap cannot see alone: an ePID that is not one, and two
+/// ePIDs for the same CSVLK (the host answers with one per CSVLK).
+fn validate(args: &Args) -> Result<(), String> {
+    let mut claimed: HashMap<&'static str, &str> = HashMap::new();
+    for text in &args.epids {
+        let epid = Epid::parse(text).map_err(|e| format!("--epid {text}: not an ePID: {e}"))?;
+        let csvlks = product::csvlks().iter().filter(|csvlk| {
+            csvlk.group_id() == Some(epid.group_id())
+                && csvlk
+                    .key_ids()
+                    .is_some_and(|keys| keys.contains(epid.key_id()))
+        });
+        for csvlk in csvlks {
+            if let Some(first) = claimed.insert(csvlk.name(), text) {
+                return Err(if first == text {
+                    format!("--epid {text} is given twice")
+                } else {
+                    format!(
+                        "--epid {first} and --epid {text} are both for {}; give one ePID per CSVLK",
+                        csvlk.name()
+                    )
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, PartialEq, Eq)]
 enum StoreSpec {
     Memory,
-    Sqlite(PathBuf),
+    Sqlite(PathBuf, SqliteSync),
     Postgres(String),
 }
 
@@ -135,7 +241,7 @@ impl std::fmt::Debug for StoreSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Memory => f.write_str("Memory"),
-            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Sqlite(path, sync) => f.debug_tuple("Sqlite").field(path).field(sync).finish(),
             Self::Postgres(url) => f
                 .debug_tuple("Postgres")
                 .field(&kms_activation::host::store::redact_url(url))
@@ -150,11 +256,9 @@ impl FromStr for StoreSpec {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s == "memory" {
             Ok(Self::Memory)
-        } else if let Some(path) = s.strip_prefix("sqlite:") {
-            if path.is_empty() {
-                return Err("sqlite: needs a file, as in sqlite:/var/lib/kms/host.db".into());
-            }
-            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else if let Some(spec) = s.strip_prefix("sqlite:") {
+            let (path, sync) = sqlite_spec::parse(spec)?;
+            Ok(Self::Sqlite(path, sync))
         } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             Ok(Self::Postgres(s.to_owned()))
         } else {
@@ -266,11 +370,63 @@ fn descriptor_cap(requested: usize) -> usize {
     }
 }
 
+/// `--host-build`: a Windows build of the catalog.
+fn parse_host_build(text: &str) -> Result<u32, String> {
+    let build: u32 = text
+        .trim()
+        .parse()
+        .map_err(|e| format!("{text:?} is not a build number: {e}"))?;
+    if product::build(build).is_none() {
+        let known: Vec<String> = product::builds()
+            .iter()
+            .filter(|b| b.is_usable_for_epid())
+            .map(|b| format!("{} ({})", b.build(), b.name()))
+            .collect();
+        return Err(format!(
+            "unknown host build {build}: not a Windows build of the catalog; server builds: {}",
+            known.join(", ")
+        ));
+    }
+    Ok(build)
+}
+
+/// `--csvlk`: a host key by ID or name.
+fn parse_csvlk(text: &str) -> Result<Uuid, String> {
+    let csvlk = product::find_csvlk(text).map_err(|e| e.to_string())?;
+    csvlk
+        .id()
+        .ok_or_else(|| format!("{} has no ID and cannot be held", csvlk.name()))
+}
+
+/// `--products`: a KMS ID or SKU ID, a GVLK or a name.
+fn parse_product(text: &str) -> Result<Uuid, String> {
+    match product::find_product(text) {
+        Ok(found) => Ok(found.id()),
+        Err(product::SkuLookupError::Ambiguous { query, candidates }) => {
+            let names: Vec<&str> = candidates.iter().take(8).map(|s| s.name()).collect();
+            Err(format!(
+                "{} products match {query:?}: {}{}; give a longer name or an ID",
+                candidates.len(),
+                names.join("; "),
+                if candidates.len() > names.len() {
+                    "; …"
+                } else {
+                    ""
+                }
+            ))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn host_config(args: &Args) -> KmsHostConfig {
     let mut config = KmsHostConfig::default();
     config
         .set_intervals(args.activation_interval, args.renewal_interval)
         .set_count_policy(args.count.0);
+    if !args.csvlks.is_empty() {
+        config.set_csvlks(args.csvlks.iter().copied());
+    }
     if let Some(build) = args.host_build {
         config.set_host_build(build);
     }
@@ -289,12 +445,14 @@ fn server_config(args: &Args, port: u16) -> ServerConfig {
         .set_ndr64(!args.no_ndr64)
         .set_btfn(!args.no_btfn)
         .set_max_clock_skew(args.skew.0);
-    let mut limits = ServerLimits::default();
-    limits.max_connections = descriptor_cap(args.max_connections);
-    limits.idle_timeout = Duration::from_secs(args.idle_timeout);
-    limits.pdu_timeout = Duration::from_secs(args.pdu_timeout);
-    limits.max_requests_per_connection = args.max_requests;
-    limits.shutdown_grace = Duration::from_secs(args.grace);
+    let limits = ServerLimits {
+        max_connections: descriptor_cap(args.max_connections),
+        idle_timeout: Duration::from_secs(args.idle_timeout),
+        pdu_timeout: Duration::from_secs(args.pdu_timeout),
+        max_requests_per_connection: args.max_requests,
+        shutdown_grace: Duration::from_secs(args.grace),
+        ..ServerLimits::default()
+    };
     ServerConfig::new(host, limits)
 }
 
@@ -371,18 +529,29 @@ async fn statistics<S: CountStore + 'static>(host: &KmsHost<S>, limit: Duration)
     }
 }
 
+/// Every address `--listen` resolved to, each once; the default pair
+/// without it.
+fn listen_addresses(args: &Args) -> Vec<SocketAddr> {
+    if args.listen.is_empty() {
+        return vec![
+            SocketAddr::from(([127, 0, 0, 1], 1688)),
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 1688)),
+        ];
+    }
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for addr in args.listen.iter().flat_map(|a| &a.0) {
+        if !addrs.contains(addr) {
+            addrs.push(*addr);
+        }
+    }
+    addrs
+}
+
 /// Runs the host on `store` until a signal; generic over the store so that
 /// every backend goes through the same code.
 async fn run<S: CountStore + 'static>(args: Args, store: S) -> Result<(), String> {
     let admin = admin::prepare(&args)?;
-    let addrs = if args.listen.is_empty() {
-        vec![
-            SocketAddr::from(([127, 0, 0, 1], 1688)),
-            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 1688)),
-        ]
-    } else {
-        args.listen.clone()
-    };
+    let addrs = listen_addresses(&args);
     let listeners = bind(&addrs).map_err(|e| format!("cannot listen on {addrs:?}: {e}"))?;
     let mut bound = Vec::new();
     for listener in &listeners {
@@ -440,10 +609,12 @@ async fn run<S: CountStore + 'static>(args: Args, store: S) -> Result<(), String
         skew = ?args.skew.0,
         "kms-host ready"
     );
+    let publisher = dns_publish::start(&args.dns, port, stopped(stop_rx.clone())).await?;
     let server = Server::new(Arc::clone(&host), server_config(&args, port)).with_observer(observer);
     let grace = Duration::from_secs(args.grace);
     let result = serve_and_stop(server, listeners, &host, grace).await;
     let _ = stop_tx.send(true);
+    dns_publish::withdraw(publisher).await;
     result
 }
 
@@ -489,8 +660,8 @@ async fn serve_and_stop<S: CountStore + 'static>(
 async fn dispatch(args: Args) -> Result<(), String> {
     match args.store.clone() {
         StoreSpec::Memory => run(args, MemoryStore::default()).await,
-        StoreSpec::Sqlite(path) => {
-            let store = SqliteStore::open(&path)
+        StoreSpec::Sqlite(path, sync) => {
+            let store = SqliteStore::open_with(&path, sqlite_spec::options(sync))
                 .map_err(|e| format!("--store sqlite:{}: {e}", path.display()))?;
             run(args, store).await
         }
@@ -505,6 +676,10 @@ async fn dispatch(args: Args) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = validate(&args) {
+        eprintln!("kms-host: {e}");
+        return ExitCode::from(2);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -514,7 +689,7 @@ fn main() -> ExitCode {
         .init();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.threads {
-        runtime.worker_threads(threads.max(1));
+        runtime.worker_threads(threads);
     }
     let runtime = match runtime.enable_all().build() {
         Ok(runtime) => runtime,

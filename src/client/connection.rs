@@ -24,7 +24,7 @@ pub const MAX_PENDING_EVENTS: usize = 64;
 /// `alter_context`, at most a few hundred bytes), so `handle_input` leaves
 /// less than this limit plus one PDU queued.
 pub const MAX_PENDING_OUTPUT: usize = 4096;
-/// Bind-time feature bits a client asks for (see [transfer syntaxes](crate::rpc#transfer-syntaxes)).
+/// Bind-time feature bits a client asks for (see [transfer syntaxes](crate::dcerpc#transfer-syntaxes)).
 const BTFN_MASK: u64 = 3;
 
 /// What a client connection reports.
@@ -42,7 +42,11 @@ pub enum ClientEvent {
         btfn: Option<u64>,
     },
     /// A request was answered with a response that passed every check.
-    Activated(VerifiedResponse),
+    ///
+    /// Not yet an activation: a client activates only when the response's
+    /// count reaches its N policy ([`ActivationOutcome::from_response`](super::ActivationOutcome::from_response)
+    /// draws that conclusion).
+    Answered(VerifiedResponse),
     /// The host answered a request with an HRESULT instead of a response.
     Refused(HResult),
 }
@@ -492,7 +496,7 @@ impl ClientConnection {
         let event = match rpc::decode_response_stub(call.ndr, &response.stub)? {
             StubReply::Error(hresult) => ClientEvent::Refused(hresult),
             StubReply::Message(message) => {
-                ClientEvent::Activated(call.sent.verify_response(message)?)
+                ClientEvent::Answered(call.sent.verify_response(message)?)
             }
         };
         self.events.push_back(event);

@@ -62,7 +62,7 @@
 //!     to_client.clear();
 //! }
 //! assert!(matches!(client.poll_event(), Some(ClientEvent::Bound { ndr64: true, .. })));
-//! let Some(ClientEvent::Activated(response)) = client.poll_event() else { panic!() };
+//! let Some(ClientEvent::Answered(response)) = client.poll_event() else { panic!() };
 //! assert_eq!(response.body.count, 50);
 //! assert!(client.is_idle());
 //! ```

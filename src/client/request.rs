@@ -10,11 +10,8 @@
 
 use crate::license::{LicensePolicy, LicenseSnapshot};
 use crate::message::{RequestBody, Version};
-use crate::product::{self, KmsItem, Sku, SkuLookupError};
+use crate::product::{self, KmsItem, Sku, SkuLookupError, WINDOWS_APPLICATION};
 use crate::{FileTime, RandomSource, Uuid};
-
-/// The application ID of Windows; every other application is an Office.
-const WINDOWS_APPLICATION: Uuid = Uuid::from_u128(0x55c9_2734_d682_4d71_983e_d6ec_3f16_059f);
 
 /// Who is asking: the machine fields of a request.
 ///

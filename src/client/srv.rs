@@ -20,6 +20,7 @@
 use core::fmt;
 
 use crate::RandomSource;
+use crate::random::below;
 
 /// The service label clients look up: `_vlmcs._tcp.<domain>`.
 pub const KMS_SRV_LABEL: &str = "_vlmcs._tcp";
@@ -29,6 +30,7 @@ pub const DEFAULT_KMS_PORT: u16 = 1688;
 
 /// One SRV record of `_vlmcs._tcp.<domain>`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct SrvRecord {
     /// Lower values are tried first.
     pub priority: u16,
@@ -42,11 +44,25 @@ pub struct SrvRecord {
 
 /// A KMS host to connect to: a name (or address literal) and a port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct KmsHostName {
     /// Host name or IP address literal.
     pub host: String,
     /// TCP port.
     pub port: u16,
+}
+
+impl SrvRecord {
+    /// The record `priority weight port target`.
+    #[must_use]
+    pub fn new(priority: u16, weight: u16, port: u16, target: impl Into<String>) -> Self {
+        Self {
+            priority,
+            weight,
+            port,
+            target: target.into(),
+        }
+    }
 }
 
 impl KmsHostName {
@@ -122,13 +138,6 @@ pub enum SrvSelection {
     Random,
 }
 
-/// A uniform draw in `0..n` (`n > 0`) from 8 random bytes.
-fn below<R: RandomSource + ?Sized>(rng: &mut R, n: u64) -> u64 {
-    let mut bytes = [0u8; 8];
-    rng.fill_bytes(&mut bytes);
-    u64::from_le_bytes(bytes).checked_rem(n).unwrap_or(0)
-}
-
 /// Puts `records` in the order a client tries them (see [`SrvSelection`]).
 /// Records whose target is `.` ("no service here", RFC 2782) are dropped.
 ///
@@ -142,7 +151,7 @@ fn below<R: RandomSource + ?Sized>(rng: &mut R, n: u64) -> u64 {
 /// use kms_activation::client::{order_srv_records, SrvRecord, SrvSelection};
 /// use kms_activation::ScriptedRandom;
 ///
-/// let record = |priority, weight, target: &str| SrvRecord { priority, weight, port: 1688, target: target.into() };
+/// let record = |priority, weight, target: &str| SrvRecord::new(priority, weight, 1688, target);
 /// let records = vec![record(10, 0, "backup"), record(0, 60, "kms1"), record(0, 40, "kms2")];
 /// let mut rng = ScriptedRandom::new([3u8; 64]);
 /// let order = order_srv_records(records, SrvSelection::PriorityWeight, &mut rng);
@@ -325,8 +334,8 @@ pub struct FailedAttempt<E> {
 /// let mut locator = KmsLocator::new(LocatorConfig::discover("example.org"));
 /// assert_eq!(locator.dns_domain(), Some("example.org")); // nothing cached: look up SRV
 /// let srv = vec![
-///     SrvRecord { priority: 0, weight: 0, port: 1688, target: "kms1.example.org".into() },
-///     SrvRecord { priority: 1, weight: 0, port: 1688, target: "kms2.example.org".into() },
+///     SrvRecord::new(0, 0, 1688, "kms1.example.org"),
+///     SrvRecord::new(1, 0, 1688, "kms2.example.org"),
 /// ];
 /// let mut rng = ScriptedRandom::new([0u8; 64]);
 /// let hosts = locator.candidates(&srv, &mut rng);

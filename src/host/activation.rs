@@ -96,4 +96,41 @@ impl ActivationRecord {
     pub fn is_answered(&self) -> bool {
         self.result == HResult::S_OK
     }
+
+    /// Whether the client activates: it was answered and the count it was
+    /// sent reaches the N policy it reported. An answered client below its
+    /// threshold stays unactivated and shows 0xC004F038
+    /// ([`HResult::NOT_ENOUGH_COUNT`]) until the count grows.
+    ///
+    /// ```
+    /// use kms_activation::host::ActivationRecord;
+    /// use kms_activation::message::{RequestBody, Version};
+    /// use kms_activation::{FileTime, HResult, LicenseStatus, Uuid};
+    ///
+    /// let request = RequestBody {
+    ///     version: Version::V6,
+    ///     vm_info: 0,
+    ///     license_status: LicenseStatus::OobGrace,
+    ///     binding_expiration: 43_200,
+    ///     application_id: Uuid::nil(),
+    ///     sku_id: Uuid::nil(),
+    ///     kms_id: Uuid::nil(),
+    ///     cmid: Uuid::from_u128(7),
+    ///     previous_cmid: Uuid::nil(),
+    ///     n_policy: 25, // a Windows client needs 25
+    ///     client_time: FileTime::from_ticks(0),
+    ///     workstation: "pc7".into(),
+    /// };
+    /// let at = FileTime::from_ticks(0);
+    /// let below = ActivationRecord::new(at, None, 0, &request, Some(1), HResult::S_OK);
+    /// assert!(below.is_answered() && !below.activates());
+    /// let reached = ActivationRecord::new(at, None, 0, &request, Some(25), HResult::S_OK);
+    /// assert!(reached.activates());
+    /// let refused = ActivationRecord::new(at, None, 0, &request, None, HResult::KMS_ID_MISMATCH);
+    /// assert!(!refused.activates());
+    /// ```
+    #[must_use]
+    pub fn activates(&self) -> bool {
+        self.is_answered() && self.count.is_some_and(|count| count >= self.n_policy)
+    }
 }

@@ -10,8 +10,23 @@ pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(4 * 3600);
 /// Resource limits a host applies to each connection.
 ///
 /// Every buffer a peer can make the host fill is bounded by one of these.
+///
+/// Like every option struct of this crate (`transport::ServerLimits`,
+/// [`MemoryStoreLimits`](crate::host::store::MemoryStoreLimits), the SQLite and PostgreSQL
+/// store options), it has public fields and a `Default`: name what you change.
+///
+/// ```
+/// use kms_activation::host::{HostConfig, HostLimits};
+///
+/// let limits = HostLimits {
+///     max_unanswered_requests: 4,
+///     ..HostLimits::default()
+/// };
+/// let mut config = HostConfig::default();
+/// config.set_limits(limits);
+/// # assert_eq!(config.limits().max_unanswered_requests, 4);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct HostLimits {
     /// Largest PDU accepted (`frag_length`), checked from the first 10 bytes
     /// of a PDU before its body is buffered.
@@ -87,9 +102,20 @@ impl HostConfig {
     }
 
     /// Transfer syntaxes and features the host accepts.
-    #[must_use]
-    pub const fn negotiation(&self) -> &NegotiationPolicy {
+    pub(crate) const fn negotiation(&self) -> &NegotiationPolicy {
         &self.negotiation
+    }
+
+    /// Whether the host accepts NDR64 (default true).
+    #[must_use]
+    pub const fn ndr64(&self) -> bool {
+        self.negotiation.ndr64
+    }
+
+    /// Whether the host acknowledges bind-time feature negotiation (default true).
+    #[must_use]
+    pub const fn btfn(&self) -> bool {
+        self.negotiation.btfn
     }
 
     /// Accept NDR64 (on by default, as Windows 8 and later hosts do).

@@ -628,7 +628,7 @@ impl HostConnection {
     /// Negotiates the contexts of a bind or `alter_context` and remembers the
     /// accepted ones.
     fn negotiate(&mut self, bind: &Bind) -> Result<Vec<ContextResult>, HostError> {
-        let results = rpc::negotiate(&bind.contexts, &self.negotiation);
+        let results = rpc::negotiate(&bind.contexts, self.negotiation);
         for (element, result) in bind.contexts.iter().zip(&results) {
             if result.result != ResultKind::Acceptance {
                 continue;

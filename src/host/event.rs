@@ -31,7 +31,22 @@ impl fmt::Display for RequestId {
 }
 
 /// Where and how a request arrived: everything but the request itself.
+///
+/// The engine fills it in; [`RequestContext::new`] makes one for calling a
+/// policy directly (tests, replays):
+///
+/// ```
+/// use kms_activation::FileTime;
+/// use kms_activation::dcerpc::Ndr;
+/// use kms_activation::host::RequestContext;
+///
+/// let mut context = RequestContext::new(FileTime::from_ticks(134_397_882_570_000_000));
+/// context.peer = Some("192.0.2.7:50123".parse()?);
+/// assert_eq!((context.connection_id, context.ndr), (0, Ndr::Ndr32));
+/// # Ok::<(), std::net::AddrParseError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RequestContext {
     /// The client's address, as given to
     /// [`HostConnection::with_peer`](super::HostConnection::with_peer).
@@ -49,7 +64,10 @@ pub struct RequestContext {
 
 /// A decoded KMS request that passed the protocol's own checks and waits
 /// for the embedder's [`Answer`](super::Answer) or refusal.
+///
+/// [`RequestEvent::detached`] makes one outside an engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RequestEvent {
     /// Pass this to [`answer`](super::HostConnection::answer) or
     /// [`refuse`](super::HostConnection::refuse).
@@ -58,6 +76,22 @@ pub struct RequestEvent {
     pub context: RequestContext,
     /// The decoded, decrypted request.
     pub body: RequestBody,
+}
+
+impl RequestContext {
+    /// The context of a request received at `received_at` on no connection:
+    /// no peer, connection id 0, call id 0, NDR32. Set the public fields to
+    /// change any of them.
+    #[must_use]
+    pub const fn new(received_at: FileTime) -> Self {
+        Self {
+            peer: None,
+            connection_id: 0,
+            call_id: 0,
+            ndr: Ndr::Ndr32,
+            received_at,
+        }
+    }
 }
 
 impl RequestEvent {
@@ -127,6 +161,7 @@ impl fmt::Display for RejectReason {
 /// Reported so that a host can log and count it like any other request;
 /// nothing needs to be done with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RejectedRequest {
     /// Peer, connection, call id, transfer syntax, arrival time.
     pub context: RequestContext,

@@ -10,7 +10,9 @@ use super::activation::ActivationRecord;
 use super::connection::HostConnection;
 use super::event::{HostEvent, RejectedRequest, RequestEvent};
 use super::hook::DecisionHook;
-use super::responder::{Answer, DEFAULT_ACTIVATION_INTERVAL, DEFAULT_RENEWAL_INTERVAL};
+use super::responder::{
+    Answer, DEFAULT_ACTIVATION_INTERVAL, DEFAULT_RENEWAL_INTERVAL, capped_count, count_cap,
+};
 use super::statistics::{ApplicationCount, Counters, Statistics};
 use super::store::{CountStore, StoreError, Visit};
 use crate::epid::{self, Epid, EpidError, EpidProblem, GenerateError};
@@ -26,8 +28,9 @@ pub enum CountPolicy {
     /// As a Windows KMS host: per application (Windows, Office 2010,
     /// Office 2013+), the distinct CMIDs that asked within the counting
     /// window, the asking client included, capped at twice the largest N
-    /// policy among them. Clients activate once the count reaches their N
-    /// policy (25 for Windows clients, 5 for servers and Office). The default.
+    /// policy among them ([`count_cap`](super::count_cap)). Clients activate
+    /// once the count reaches their N policy (25 for Windows clients, 5 for
+    /// servers and Office). The default.
     #[default]
     Genuine,
     /// **Not genuine**: always this count (an emulator that activates every
@@ -116,7 +119,11 @@ impl KmsHostConfig {
         self.host_build
     }
 
-    /// Sets the host build generated ePIDs name.
+    /// Sets the host build generated ePIDs name: a Windows build of the
+    /// catalog ([`KmsHostError::UnknownHostBuild`] otherwise). A key is never
+    /// given a build it is not used on ([`Csvlk::allows_host_build`]): on a
+    /// client build the default key set leaves the Windows Server keys out,
+    /// and holding one explicitly is an error.
     pub const fn set_host_build(&mut self, build: u32) -> &mut Self {
         self.host_build = build;
         self
@@ -180,6 +187,23 @@ pub enum KmsHostError {
     /// No CSVLK is held, so nothing would be activated.
     #[error("no CSVLK to activate with")]
     NoCsvlk,
+    /// The host build ePIDs are generated for is not a Windows build of the
+    /// catalog.
+    #[error(
+        "unknown host build {0}: not a Windows build of the catalog (server builds: {known})",
+        known = server_builds()
+    )]
+    UnknownHostBuild(u32),
+    /// No catalog CSVLK can be installed on the host build (for example a
+    /// client build, which holds no Windows Server key, and no client key
+    /// has ePID data for it).
+    #[error("no CSVLK can be used on host build {build} ({name})")]
+    NoCsvlkForBuild {
+        /// The host build.
+        build: u32,
+        /// Its display name.
+        name: &'static str,
+    },
     /// A configured ePID does not parse.
     #[error("ePID {epid:?} does not parse: {error}")]
     BadEpid {
@@ -229,6 +253,7 @@ struct HeldKey {
 
 /// The outcome of one request decided by [`KmsHost::decide`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Decision {
     /// What to send: an answer, or a refusal.
     pub reply: Result<Answer, HResult>,
@@ -240,8 +265,8 @@ pub struct Decision {
 ///
 /// * **CSVLKs and ePIDs**: it holds a set of CSVLKs (all in the catalog by
 ///   default) and activates exactly the KMS IDs they cover
-///   ([`Csvlk::covers_kms`]: a Windows Server key also covers the older
-///   Windows products); other KMS IDs,
+///   ([`Csvlk::activates`], generated from Microsoft's activation tables: a
+///   Windows Server key also covers the older Windows products); other KMS IDs,
 ///   retail and pre-release groups, and KMS IDs of another application are
 ///   refused with [`HResult::KMS_ID_MISMATCH`]. It answers each KMS ID with
 ///   the ePID of the CSVLK that covers it, given in the configuration or
@@ -366,7 +391,7 @@ impl<S: CountStore> KmsHost<S> {
             let best = keys
                 .iter()
                 .enumerate()
-                .filter(|(_, key)| key.csvlk.covers_kms(kms_id))
+                .filter(|(_, key)| key.csvlk.activates(kms_id))
                 .max_by_key(|(_, key)| preference(key.csvlk, kms_id));
             if let Some((index, _)) = best {
                 by_kms_id.insert(kms_id, index);
@@ -516,12 +541,12 @@ impl<S: CountStore> KmsHost<S> {
         while let Some(event) = conn.poll_event() {
             match event {
                 HostEvent::Request(request) => {
-                    let decision = pollster::block_on(self.decide(&request));
+                    let decision = crate::block_on::block_on(self.decide(&request));
                     reply(conn, &request, decision.reply, rng);
                     records.push(decision.record);
                 }
                 HostEvent::Rejected(rejected) => {
-                    records.extend(pollster::block_on(self.record_rejection(&rejected)));
+                    records.extend(crate::block_on::block_on(self.record_rejection(&rejected)));
                 }
             }
         }
@@ -568,7 +593,7 @@ impl<S: CountStore> KmsHost<S> {
         }
         let count = match self.count_policy {
             CountPolicy::Fixed(count) => count,
-            CountPolicy::TwiceNPolicy => request.n_policy.saturating_mul(2).max(1),
+            CountPolicy::TwiceNPolicy => count_cap(request.n_policy),
             CountPolicy::Genuine => {
                 let capacity = self
                     .hooks
@@ -610,10 +635,7 @@ impl<S: CountStore> KmsHost<S> {
     /// The held key answering `kms_id`, if it is a volume KMS ID of
     /// `application_id` that a held CSVLK activates.
     fn key_for(&self, kms_id: Uuid, application_id: Uuid) -> Result<&HeldKey, HResult> {
-        let item = product::kms_item(kms_id).ok_or(HResult::KMS_ID_MISMATCH)?;
-        if item.is_retail() || item.is_preview() || item.application_id() != application_id {
-            return Err(HResult::KMS_ID_MISMATCH);
-        }
+        product::volume_kms_item(kms_id, application_id).ok_or(HResult::KMS_ID_MISMATCH)?;
         self.by_kms_id
             .get(&kms_id)
             .and_then(|&i| self.keys.get(i))
@@ -660,7 +682,6 @@ impl<S: CountStore> KmsHost<S> {
             if let crate::log_limit::Admit::Yes { suppressed } = self.store_warnings.admit(now) {
                 tracing::warn!(
                     target: "kms_activation::store",
-                    error = %error,
                     total,
                     suppressed,
                     "store failure: {what}: {error}"
@@ -727,24 +748,31 @@ fn emit_tracing(record: &ActivationRecord) {
         sku = record.sku_name().unwrap_or("unknown"),
         count = record.count,
         result = %format_args!("{:#}", record.result),
+        activates = record.activates(),
         "activation request processed"
     );
 }
 
-/// `clients` capped at twice the largest N policy, as a `u32`.
-fn capped_count(clients: u64, max_n_policy: u32) -> u32 {
-    let cap = u64::from(max_n_policy).saturating_mul(2).max(1);
-    u32::try_from(clients.min(cap)).unwrap_or(u32::MAX)
-}
-
-/// Ranks CSVLKs covering the same KMS ID: keys the catalog lists for it
-/// first, then production keys, then the most recent release.
-fn preference(csvlk: &Csvlk, kms_id: Uuid) -> (bool, bool, Option<chrono::NaiveDate>) {
+/// Ranks CSVLKs covering the same KMS ID: its own keys first, then
+/// production keys, then general keys before Azure-only ones, then the most
+/// recent release.
+fn preference(csvlk: &Csvlk, kms_id: Uuid) -> (bool, bool, bool, Option<chrono::NaiveDate>) {
     (
-        csvlk.activates_kms(kms_id),
+        csvlk.is_own_key_of(kms_id),
         !csvlk.is_lab() && !csvlk.is_preview(),
+        !csvlk.is_azure_only(),
         csvlk.release_date(),
     )
+}
+
+/// The catalog's RTM server builds, for error messages.
+fn server_builds() -> String {
+    let builds: Vec<String> = product::builds()
+        .iter()
+        .filter(|b| b.is_usable_for_epid())
+        .map(|b| b.build().to_string())
+        .collect();
+    builds.join(", ")
 }
 
 fn duration_ticks(duration: Duration) -> u64 {
@@ -759,6 +787,8 @@ fn prepare<R: RandomSource + ?Sized>(
     rng: &mut R,
 ) -> Result<Vec<(&'static Csvlk, String, bool)>, KmsHostError> {
     let today: DateTime<Utc> = now.to_datetime().ok_or(KmsHostError::BadTime(now))?;
+    let build = product::build(config.host_build)
+        .ok_or(KmsHostError::UnknownHostBuild(config.host_build))?;
     let explicit = config.csvlks.is_some();
     let held: Vec<&'static Csvlk> = match &config.csvlks {
         Some(ids) => ids
@@ -816,12 +846,16 @@ fn prepare<R: RandomSource + ?Sized>(
                 });
             }
             // A catalog key that cannot be given a plausible ePID (released
-            // after `now`, say) is left out of the default set.
+            // after `now`, or a server key on a client build) is left out of
+            // the default set.
             Err(_) => {}
         }
     }
     if out.is_empty() {
-        return Err(KmsHostError::NoCsvlk);
+        return Err(KmsHostError::NoCsvlkForBuild {
+            build: build.build(),
+            name: build.name(),
+        });
     }
     Ok(out)
 }

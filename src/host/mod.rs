@@ -91,6 +91,9 @@
 mod activation;
 mod config;
 mod connection;
+#[cfg(feature = "dns")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dns")))]
+pub mod dns_publish;
 mod event;
 mod hook;
 mod kms_host;
@@ -111,6 +114,6 @@ pub use kms_host::{
 };
 pub use responder::{
     Answer, DEFAULT_ACTIVATION_INTERVAL, DEFAULT_RENEWAL_INTERVAL, FixedResponder, MAX_N_POLICY,
-    Responder,
+    Responder, capped_count, count_cap,
 };
 pub use statistics::{ApplicationCount, Statistics};

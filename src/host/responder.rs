@@ -8,6 +8,44 @@ use crate::{FileTime, HResult};
 /// [`HResult::INVALID_DATA`] before any policy sees the request.
 pub const MAX_N_POLICY: u32 = 1000;
 
+/// The largest count a host reports when the largest N policy among the
+/// clients it counts is `max_n_policy`: twice that, and at least 1.
+///
+/// A Microsoft KMS host keeps the most recent contacts up to twice the
+/// largest N policy it has seen: 50 once a Windows client (N = 25) has
+/// asked, 10 for Office or servers alone (N = 5); mixed clients of one
+/// application share the larger cap. Every count this crate reports is
+/// capped here ([`capped_count`]), and the not-genuine "twice the N policy"
+/// modes use it too.
+///
+/// ```
+/// use kms_activation::host::count_cap;
+/// assert_eq!(count_cap(25), 50);
+/// assert_eq!(count_cap(5), 10);
+/// assert_eq!(count_cap(0), 1);
+/// ```
+#[must_use]
+pub const fn count_cap(max_n_policy: u32) -> u32 {
+    let cap = max_n_policy.saturating_mul(2);
+    if cap == 0 { 1 } else { cap }
+}
+
+/// The count a host reports for `clients` distinct recent clients whose
+/// largest N policy is `max_n_policy`: `clients`, capped at
+/// [`count_cap`].
+///
+/// ```
+/// use kms_activation::host::capped_count;
+/// assert_eq!(capped_count(7, 5), 7);
+/// assert_eq!(capped_count(70, 5), 10);
+/// assert_eq!(capped_count(70, 25), 50);
+/// ```
+#[must_use]
+pub fn capped_count(clients: u64, max_n_policy: u32) -> u32 {
+    let capped = clients.min(u64::from(count_cap(max_n_policy)));
+    u32::try_from(capped).unwrap_or(u32::MAX)
+}
+
 /// Default activation (retry) interval in minutes: 2 hours.
 pub const DEFAULT_ACTIVATION_INTERVAL: u32 = 120;
 
@@ -15,7 +53,17 @@ pub const DEFAULT_ACTIVATION_INTERVAL: u32 = 120;
 pub const DEFAULT_RENEWAL_INTERVAL: u32 = 10_080;
 
 /// What a host tells a client it activates.
+///
+/// ```
+/// use kms_activation::Hwid;
+/// use kms_activation::host::{Answer, DEFAULT_RENEWAL_INTERVAL};
+///
+/// let mut answer = Answer::new("06401-00206-551-123456-03-1033-9600.0000-1002025", Hwid([0; 8]), 50);
+/// answer.activation_interval = 60;
+/// assert_eq!(answer.renewal_interval, DEFAULT_RENEWAL_INTERVAL);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Answer {
     /// The host's extended product ID (at most 63 characters).
     pub epid: String,
@@ -27,6 +75,22 @@ pub struct Answer {
     pub activation_interval: u32,
     /// Minutes between renewals once a client is activated.
     pub renewal_interval: u32,
+}
+
+impl Answer {
+    /// An answer with `epid`, `hwid` and `count`, and the default
+    /// intervals ([`DEFAULT_ACTIVATION_INTERVAL`], [`DEFAULT_RENEWAL_INTERVAL`]);
+    /// the public fields change them.
+    #[must_use]
+    pub fn new(epid: impl Into<String>, hwid: Hwid, count: u32) -> Self {
+        Self {
+            epid: epid.into(),
+            hwid,
+            count,
+            activation_interval: DEFAULT_ACTIVATION_INTERVAL,
+            renewal_interval: DEFAULT_RENEWAL_INTERVAL,
+        }
+    }
 }
 
 /// A synchronous host policy: answers one request inline.
@@ -94,7 +158,7 @@ impl<R: Responder + ?Sized> Responder for &mut R {
 ///
 /// ```
 /// use kms_activation::host::{FixedResponder, RequestContext, Responder};
-/// use kms_activation::rpc::Ndr;
+/// use kms_activation::dcerpc::Ndr;
 /// # use kms_activation::message::{RequestBody, Version};
 /// # use kms_activation::{FileTime, LicenseStatus, Uuid};
 /// # let request = RequestBody {
@@ -103,13 +167,8 @@ impl<R: Responder + ?Sized> Responder for &mut R {
 /// #     kms_id: Uuid::nil(), cmid: Uuid::nil(), previous_cmid: Uuid::nil(), n_policy: 25,
 /// #     client_time: FileTime::from_ticks(0), workstation: "pc".into(),
 /// # };
-/// let context = RequestContext {
-///     peer: None,
-///     connection_id: 1,
-///     call_id: 2,
-///     ndr: Ndr::Ndr32,
-///     received_at: FileTime::from_ticks(0),
-/// };
+/// let mut context = RequestContext::new(FileTime::from_ticks(0));
+/// context.ndr = Ndr::Ndr64;
 ///
 /// let mut responder = FixedResponder::default();
 /// let answer = responder.respond(FileTime::from_ticks(0), &context, &request).unwrap();
@@ -179,8 +238,9 @@ impl FixedResponder {
     /// Refuse, as a genuine host does, requests whose KMS ID is not in the
     /// [product catalog](crate::product), is a retail or preview group, or
     /// belongs to another application than the request's `ApplicationID`
-    /// (all answered with [`HResult::KMS_ID_MISMATCH`]). Off by default, as
-    /// in vlmcsd.
+    /// ([`product::volume_kms_item`](crate::product::volume_kms_item); all
+    /// answered with [`HResult::KMS_ID_MISMATCH`]). Off by default, as in
+    /// vlmcsd.
     pub fn set_require_known_kms_id(&mut self, on: bool) -> &mut Self {
         self.require_known_kms_id = on;
         self
@@ -200,19 +260,12 @@ impl Responder for FixedResponder {
         _context: &RequestContext,
         request: &RequestBody,
     ) -> Result<Answer, HResult> {
-        if self.require_known_kms_id {
-            let known = crate::product::kms_item(request.kms_id).filter(|item| {
-                !item.is_retail()
-                    && !item.is_preview()
-                    && item.application_id() == request.application_id
-            });
-            if known.is_none() {
-                return Err(HResult::KMS_ID_MISMATCH);
-            }
+        if self.require_known_kms_id
+            && crate::product::volume_kms_item(request.kms_id, request.application_id).is_none()
+        {
+            return Err(HResult::KMS_ID_MISMATCH);
         }
-        let count = self
-            .count
-            .unwrap_or_else(|| request.n_policy.saturating_mul(2).max(1));
+        let count = self.count.unwrap_or_else(|| count_cap(request.n_policy));
         Ok(Answer {
             epid: self.epid.clone(),
             hwid: self.hwid,

@@ -69,6 +69,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::HResult;
 use crate::client::ActivationOutcome;
+use crate::host::{DEFAULT_ACTIVATION_INTERVAL, DEFAULT_RENEWAL_INTERVAL};
 use crate::message::LicenseStatus;
 
 /// Length of the initial grace period and of a rearmed one.
@@ -79,10 +80,6 @@ const ACTIVATION_VALIDITY: TimeDelta = TimeDelta::days(180);
 const OOT_GRACE: TimeDelta = TimeDelta::days(30);
 /// When Office starts showing activation notices during its initial grace.
 const OFFICE_NOTICE_AFTER: TimeDelta = TimeDelta::days(25);
-/// Default retry interval while not activated (minutes).
-const DEFAULT_ACTIVATION_INTERVAL: u32 = 120;
-/// Default renewal interval while activated (minutes; 7 days).
-const DEFAULT_RENEWAL_INTERVAL: u32 = 10_080;
 /// Rearms Windows allows.
 const WINDOWS_REARMS: u32 = 3;
 /// Rearms Office 2010 and later allow.

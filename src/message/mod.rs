@@ -1,6 +1,6 @@
 //! KMS messages: the opaque `request` / `response` byte arrays of the
 //! `RequestActivation` RPC call (the RPC layer around them is described in
-//! [`crate::rpc`]).
+//! [`crate::dcerpc`]).
 //!
 //! This layer knows nothing about RPC framing, product tables or policy. It
 //! turns a [`RequestBody`] into the bytes a client sends and back, and a
@@ -280,7 +280,7 @@
 //! ## What a host checks
 //!
 //! A host tests a request in this order and answers the first failure with
-//! an HRESULT instead of a response ([error stub](crate::rpc#output-stub-on-error));
+//! an HRESULT instead of a response ([error stub](crate::dcerpc#output-stub-on-error));
 //! the connection stays open:
 //!
 //! | step | check | on failure |
@@ -318,7 +318,7 @@
 //!    encrypts from `IV_s`.
 //!
 //! [`ReceivedRequest::encode_response`] does steps 2 to 4. The RPC layer
-//! wraps the message in an [output stub](crate::rpc#output-stub-on-success)
+//! wraps the message in an [output stub](crate::dcerpc#output-stub-on-success)
 //! of the request's transfer syntax, in a response PDU with the request's
 //! call id and context id.
 //!

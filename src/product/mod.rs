@@ -41,15 +41,27 @@
 //! assert!(product::sku(Uuid::nil()).is_none());
 //! ```
 //!
-//! # Known gaps in the source data
+//! # Which keys activate what
 //!
-//! * The three Windows Server 2022 CSVLKs activate KMS ID
-//!   `10a7e9fb-ca8c-5352-88f5-91b8dbe13b22`, which the XML does not define,
-//!   while the Server 2022 SKUs count under `b74263e4-0f92-46c6-bcf8-c11d5efe2959`,
-//!   which no CSVLK activates. [`csvlk_for_kms`] therefore returns `None` for
-//!   the Server 2022 KMS ID; a host should fall back to its default CSVLK.
-//!   The same holds for `5f94a0bb-…` (Windows 10 and 8.1 pre-release CSVLK)
-//!   and `e4ce4674-…` (Windows Vista pre-release CSVLK).
+//! The XML lists for each CSVLK only the KMS IDs it is the own key of, and
+//! a few of those lists are wrong. The generator adds, as explicit data,
+//! what Microsoft's activation tables say each host key activates
+//! ([`Csvlk::activates`]), and fixes the known errors in a documented
+//! correction table:
+//!
+//! * The three Windows Server 2022 CSVLKs list KMS ID
+//!   `10a7e9fb-ca8c-5352-88f5-91b8dbe13b22`, which nothing defines; they are
+//!   the keys of the Windows Server 2022 KMS ID `b74263e4-…`.
+//! * The Windows 10 and 8.1 and the Vista pre-release CSVLKs list undefined
+//!   pre-release KMS IDs (`5f94a0bb-…`, `e4ce4674-…`): dropped.
+//! * The Windows 10 LTSB 2016 CSVLKs list Windows 10 LTSC 2019, a newer
+//!   product: dropped.
+//!
+//! The generator fails on any other reference to a KMS ID, SKU or CSVLK
+//! that does not exist.
+//!
+//! # Other gaps in the source data
+//!
 //! * Two CSVLK entries share the ID `fe27276b-a5a9-4b4d-88e3-14271beb79be`
 //!   (Windows Server 2012 / 2012 R2 internal lab); [`csvlk`] returns the first
 //!   and [`csvlks_with_id`] both. One CSVLK (Office 2013 pre-release) has no
@@ -60,6 +72,9 @@
 //!   versions of each edition to the same activation ID). Two [`Sku`] rows
 //!   therefore share each of those SKU IDs; [`sku`] returns the XML row and
 //!   [`skus_with_id`] both.
+//! * The XML gives Windows Server 2025 Datacenter: Azure Edition another key
+//!   than the one Microsoft publishes (`XGN3F-F394H-FD2MY-PP6FD-8MCRC`); the
+//!   published key is added as a [`Source::GvlkSeed`] row with the same SKU ID.
 
 #[rustfmt::skip]
 mod data;
@@ -68,7 +83,10 @@ mod search;
 use chrono::NaiveDate;
 use uuid::Uuid;
 
-pub use search::{SkuLookupError, find_sku, search_csvlks, search_kms_items, search_skus};
+pub use search::{
+    CsvlkLookupError, ProductRef, SkuLookupError, find_csvlk, find_product, find_sku,
+    search_csvlks, search_kms_items, search_skus,
+};
 
 /// Where a catalog row comes from.
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
@@ -77,8 +95,8 @@ pub use search::{SkuLookupError, find_sku, search_csvlks, search_kms_items, sear
 pub enum Source {
     /// `KmsDataBase.xml`.
     KmsDatabase,
-    /// Microsoft's published GVLK table (`gvlk-windows-seed.csv`), for a key the
-    /// XML lacks.
+    /// Microsoft's published GVLK tables (`gvlk-windows-seed.csv`,
+    /// `gvlk-windows-current.csv`), for a key the XML lacks.
     GvlkSeed,
 }
 
@@ -322,6 +340,8 @@ pub struct Csvlk {
     vlmcsd_index: Option<u8>,
     epid: Option<&'static str>,
     discouraged_build_indices: &'static [u8],
+    is_server_key: bool,
+    own: &'static [Uuid],
     activates: &'static [Uuid],
 }
 
@@ -369,6 +389,15 @@ impl Csvlk {
         self.is_preview
     }
 
+    /// A key Microsoft uses only in Azure (its name says so, e.g.
+    /// `"Windows Server 2022 (Azure-only)"`); a host prefers the general key
+    /// of the same product.
+    #[must_use]
+    pub fn is_azure_only(&self) -> bool {
+        let name = self.name.to_ascii_lowercase();
+        name.contains("azure-only") || name.contains("azure only")
+    }
+
     /// vlmcsd's ePID slot for this key, if it exports one.
     #[must_use]
     pub const fn vlmcsd_index(&self) -> Option<u8> {
@@ -381,55 +410,63 @@ impl Csvlk {
         self.epid
     }
 
-    /// The KMS IDs this key activates, as listed in the XML (some are not
-    /// defined as KMS items; see the module docs).
+    /// The KMS IDs this key is the own host key of: the XML's list, with
+    /// its known errors corrected (see the module docs). A host holding
+    /// several keys answers these KMS IDs with this key's ePID.
     #[must_use]
-    pub const fn activates(&self) -> &'static [Uuid] {
+    pub const fn own_kms_ids(&self) -> &'static [Uuid] {
+        self.own
+    }
+
+    /// Every KMS ID a host holding this key activates, sorted: its own, and
+    /// what Microsoft's activation tables say it covers besides (older
+    /// servers and the client editions listed for its group; see
+    /// [`Csvlk::activates`]). Never a retail KMS ID.
+    #[must_use]
+    pub const fn activated_kms_ids(&self) -> &'static [Uuid] {
         self.activates
     }
 
-    /// Whether this key activates `kms_id`, as the catalog lists it.
-    #[must_use]
-    pub fn activates_kms(&self, kms_id: Uuid) -> bool {
-        self.activates.contains(&kms_id)
-    }
-
-    /// Whether a host holding this key activates `kms_id`: what the catalog
-    /// lists ([`activates_kms`](Self::activates_kms)), and for a production
-    /// Windows Server key also every Windows KMS ID that a production key
-    /// released no later than it activates.
+    /// Whether a host holding this key activates `kms_id`, as Microsoft's
+    /// activation tables say (generated data, not a guess):
     ///
-    /// The catalog lists only their own server group for the newer Windows
-    /// Server keys (2019, 2022, 2025), while a host holding one activates
-    /// the older Windows clients and servers as well.
+    /// * a Windows Server key activates every older Windows Server and the
+    ///   client editions listed for its group (the Server 2022 key: Windows
+    ///   11/10, LTSC 2019/2021, LTSB 2016/2015, 8.1 and 7);
+    /// * the Server 2008 R2 / 2008 channels A < B < C activate their own
+    ///   channel and every lower one, and Windows 7 / Vista;
+    /// * a client key activates client editions only;
+    /// * no key activates a product newer than itself, or a retail group.
+    ///
+    /// A host also refuses pre-release groups and KMS IDs sent with another
+    /// application's ID ([`volume_kms_item`]).
     ///
     /// ```
     /// use kms_activation::{product, Uuid};
     ///
     /// let server_2022 = product::csvlk(Uuid::from_u128(0x661f7658_7035_4b4c_9f35_010682943ec2)).unwrap();
     /// let windows_10_11 = Uuid::from_u128(0x58e2134f_8e11_4d17_9cb2_91069c151148);
-    /// assert!(!server_2022.activates_kms(windows_10_11));
-    /// assert!(server_2022.covers_kms(windows_10_11));
+    /// let server_2025 = Uuid::from_u128(0x4b83307d_7788_50ff_8d1f_1861915bdb9d);
+    /// assert!(server_2022.activates(windows_10_11));
+    /// assert!(!server_2022.activates(server_2025));
     /// ```
     #[must_use]
-    pub fn covers_kms(&self, kms_id: Uuid) -> bool {
-        self.activates_kms(kms_id) || self.covers_as_newer_windows_server(kms_id)
+    pub fn activates(&self, kms_id: Uuid) -> bool {
+        self.activates.binary_search(&kms_id).is_ok()
     }
 
-    fn covers_as_newer_windows_server(&self, kms_id: Uuid) -> bool {
-        let Some(release) = self.release_date else {
-            return false;
-        };
-        let windows = application_for_kms(kms_id).is_some_and(|a| a.id() == WINDOWS_APPLICATION);
-        windows
-            && !self.is_lab
-            && !self.is_preview
-            && self.name.starts_with("Windows Server")
-            && csvlks_activating(kms_id).any(|older| {
-                !older.is_lab
-                    && !older.is_preview
-                    && older.release_date.is_some_and(|r| r <= release)
-            })
+    /// Whether this is the own host key of `kms_id` ([`Csvlk::own_kms_ids`]).
+    #[must_use]
+    pub fn is_own_key_of(&self, kms_id: Uuid) -> bool {
+        self.own.contains(&kms_id)
+    }
+
+    /// A Windows Server host key: it can only be installed on a Windows
+    /// Server, so its ePIDs never name a client-only build
+    /// ([`WinBuild::may_be_server`]).
+    #[must_use]
+    pub const fn is_server_key(&self) -> bool {
+        self.is_server_key
     }
 
     /// The defined KMS items this key activates.
@@ -437,9 +474,19 @@ impl Csvlk {
         self.activates.iter().filter_map(|id| kms_item(*id))
     }
 
+    /// Whether ePIDs of this key may name host build `build`: a build the
+    /// XML does not discourage for the key ([`Csvlk::discouraged_builds`]),
+    /// and for a Windows Server key a build that can be a server.
+    #[must_use]
+    pub fn allows_host_build(&self, build: &WinBuild) -> bool {
+        (!self.is_server_key || build.may_be_server)
+            && !self.discouraged_builds().any(|b| b.build == build.build)
+    }
+
     /// Host builds the XML discourages for ePIDs of this key
-    /// (`InvalidWinBuild`, indexes into the builds usable for ePIDs). vlmcsd
-    /// ignores this hint, and the validator in [`crate::epid`] does too.
+    /// (`InvalidWinBuild`, indexes into the builds usable for ePIDs).
+    /// [`crate::epid::generate`] never uses them; the validator in
+    /// [`crate::epid`] reports only a server key on a client build.
     pub fn discouraged_builds(&self) -> impl Iterator<Item = &'static WinBuild> + use<> {
         self.discouraged_build_indices.iter().filter_map(|i| {
             builds()
@@ -644,12 +691,14 @@ pub fn csvlks_with_id(id: Uuid) -> &'static [Csvlk] {
 
 /// Every CSVLK that activates `kms_id`, in catalog order.
 pub fn csvlks_activating(kms_id: Uuid) -> impl Iterator<Item = &'static Csvlk> + use<> {
-    csvlks().iter().filter(move |c| c.activates_kms(kms_id))
+    csvlks().iter().filter(move |c| c.activates(kms_id))
 }
 
 /// The CSVLK a host would answer with for `kms_id`: among the keys that
-/// activate it, a production key (not lab, not pre-release) with an ePID
-/// group and key range, the most recently released one.
+/// activate it, its own key ([`Csvlk::is_own_key_of`]) before a key that
+/// covers it, then a production key (not lab, not pre-release) with an ePID
+/// group and key range, a general key before an Azure-only one, the most
+/// recently released one.
 ///
 /// `None` when no CSVLK in the catalog activates the KMS ID (unknown IDs and
 /// the gaps listed in the module docs); a host then uses its default key.
@@ -664,8 +713,10 @@ pub fn csvlks_activating(kms_id: Uuid) -> impl Iterator<Item = &'static Csvlk> +
 pub fn csvlk_for_kms(kms_id: Uuid) -> Option<&'static Csvlk> {
     csvlks_activating(kms_id).max_by_key(|c| {
         (
+            c.is_own_key_of(kms_id),
             !c.is_lab && !c.is_preview,
             c.group_id.is_some() && c.key_ids.is_some(),
+            !c.is_azure_only(),
             c.release_date,
         )
     })
@@ -679,8 +730,31 @@ pub fn application_for_kms(kms_id: Uuid) -> Option<&'static Application> {
     kms_item(kms_id).and_then(KmsItem::application)
 }
 
-/// The application ID of Windows.
-const WINDOWS_APPLICATION: Uuid = Uuid::from_u128(0x55c9_2734_d682_4d71_983e_d6ec_3f16_059f);
+/// The KMS item a genuine host accepts for a request naming `kms_id` and
+/// `application_id`: a KMS ID of the catalog, of that application, neither
+/// retail nor pre-release. `None` means the host refuses with
+/// [`HResult::KMS_ID_MISMATCH`](crate::HResult::KMS_ID_MISMATCH) whatever
+/// keys it holds; otherwise it answers when a held key
+/// [activates](Csvlk::activates) the KMS ID.
+///
+/// ```
+/// use kms_activation::{product, Uuid};
+/// let windows: Uuid = "55c92734-d682-4d71-983e-d6ec3f16059f".parse().unwrap();
+/// let windows_10_11: Uuid = "58e2134f-8e11-4d17-9cb2-91069c151148".parse().unwrap();
+/// let windows_10_retail: Uuid = "e1c51358-fe3e-4203-a4a2-3b6b20c9734e".parse().unwrap();
+/// assert!(product::volume_kms_item(windows_10_11, windows).is_some());
+/// assert!(product::volume_kms_item(windows_10_retail, windows).is_none());
+/// assert!(product::volume_kms_item(windows_10_11, Uuid::nil()).is_none());
+/// ```
+#[must_use]
+pub fn volume_kms_item(kms_id: Uuid, application_id: Uuid) -> Option<&'static KmsItem> {
+    kms_item(kms_id)
+        .filter(|item| !item.is_retail && !item.is_preview && item.application_id == application_id)
+}
+
+/// The application ID of Windows; every other application is an Office.
+pub(crate) const WINDOWS_APPLICATION: Uuid =
+    Uuid::from_u128(0x55c9_2734_d682_4d71_983e_d6ec_3f16_059f);
 
 /// The build record with exactly this build number.
 #[must_use]

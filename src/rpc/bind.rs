@@ -1,7 +1,7 @@
 //! bind / `alter_context`, their acks, `bind_nak`, syntax identifiers and the
 //! host's presentation-context negotiation (see
-//! [bind and `alter_context`](crate::rpc#bind-and-alter_context) and
-//! [context negotiation](crate::rpc#context-negotiation)).
+//! [bind and `alter_context`](crate::dcerpc#bind-and-alter_context) and
+//! [context negotiation](crate::dcerpc#context-negotiation)).
 
 use bytes::{BufMut, BytesMut};
 use uuid::Uuid;
@@ -112,12 +112,17 @@ const BTFN_VERSION: u32 = 1;
 /// [`TransferSyntax::Other`]).
 ///
 /// ```
+/// # #[cfg(feature = "fuzzing")]
+/// # fn main() {
 /// use kms_activation::rpc::{NDR64, TransferSyntax};
 ///
 /// assert_eq!(TransferSyntax::from_syntax(&NDR64), TransferSyntax::Ndr64);
 /// let btfn = TransferSyntax::BindTimeFeatures(3).to_syntax();
 /// assert_eq!(btfn.uuid.to_string(), "6cb71c2c-9812-4540-0300-000000000000");
 /// assert_eq!(TransferSyntax::from_syntax(&btfn), TransferSyntax::BindTimeFeatures(3));
+/// # }
+/// # #[cfg(not(feature = "fuzzing"))]
+/// # fn main() {}
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TransferSyntax {
@@ -155,7 +160,7 @@ impl TransferSyntax {
 
     /// The syntax identifier that carries this meaning.
     #[must_use]
-    pub fn to_syntax(&self) -> SyntaxId {
+    pub fn to_syntax(self) -> SyntaxId {
         match self {
             Self::Ndr32 => NDR32,
             Self::Ndr64 => NDR64,
@@ -172,7 +177,7 @@ impl TransferSyntax {
                     version: BTFN_VERSION,
                 }
             }
-            Self::Other(s) => *s,
+            Self::Other(s) => s,
         }
     }
 
@@ -253,7 +258,7 @@ impl ContextElement {
 }
 
 /// The body of a bind or `alter_context`
-/// ([layout](crate::rpc#bind-and-alter_context)).
+/// ([layout](crate::dcerpc#bind-and-alter_context)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
     /// Largest fragment the client sends (vlmcs: 5840).
@@ -319,10 +324,15 @@ impl Bind {
 /// The `result` of one presentation context (`p_cont_def_result_t`).
 ///
 /// ```
+/// # #[cfg(feature = "fuzzing")]
+/// # fn main() {
 /// use kms_activation::rpc::ResultKind;
 ///
 /// assert_eq!(ResultKind::from(3), ResultKind::NegotiateAck);
 /// assert_eq!(u16::from(ResultKind::Unknown(9)), 9);
+/// # }
+/// # #[cfg(not(feature = "fuzzing"))]
+/// # fn main() {}
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResultKind {
@@ -430,7 +440,7 @@ impl ContextResult {
 }
 
 /// The body of a `bind_ack` or `alter_context_resp`
-/// ([layout](crate::rpc#bind-acknowledgement)).
+/// ([layout](crate::dcerpc#bind-acknowledgement)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BindAck {
     /// Echo of the bind's `max_xmit_frag`.
@@ -563,7 +573,7 @@ impl BindAck {
     }
 }
 
-/// The body of a `bind_nak` ([layout](crate::rpc#bind-refusal)).
+/// The body of a `bind_nak` ([layout](crate::dcerpc#bind-refusal)).
 ///
 /// Decoding ignores anything after the version list (MS-RPCE allows a pad,
 /// a signature and extended error information there); encoding writes the
@@ -657,7 +667,7 @@ impl Default for NegotiationPolicy {
 const BTFN_KNOWN_FEATURES: u64 = 0x3;
 
 /// Answers each proposed context of a bind or `alter_context`, in order
-/// (the [context negotiation](crate::rpc#context-negotiation) of Windows ≥ 8
+/// (the [context negotiation](crate::dcerpc#context-negotiation) of Windows ≥ 8
 /// hosts, as vlmcsd emulates it).
 ///
 /// * Abstract syntax other than the KMS UUID, or interface major version
@@ -675,6 +685,8 @@ const BTFN_KNOWN_FEATURES: u64 = 0x3;
 /// What vlmcs offers and vlmcsd answers:
 ///
 /// ```
+/// # #[cfg(feature = "fuzzing")]
+/// # fn main() {
 /// use kms_activation::rpc::{
 ///     negotiate, ContextElement, ContextResult, NegotiationPolicy, ResultKind, TransferSyntax,
 ///     KMS_INTERFACE, NDR32, NDR64,
@@ -690,17 +702,20 @@ const BTFN_KNOWN_FEATURES: u64 = 0x3;
 ///     offer(1, NDR64),
 ///     offer(2, TransferSyntax::BindTimeFeatures(3).to_syntax()),
 /// ];
-/// let results = negotiate(&contexts, &NegotiationPolicy::default());
+/// let results = negotiate(&contexts, NegotiationPolicy::default());
 /// assert_eq!(results[0], ContextResult::reject(2));
 /// assert_eq!(results[1], ContextResult::accept(NDR64));
 /// assert_eq!((results[2].result, results[2].reason), (ResultKind::NegotiateAck, 3));
 ///
 /// // The follow-up `alter_context` offers NDR32 alone: accepted.
-/// let results = negotiate(&[offer(0, NDR32)], &NegotiationPolicy::default());
+/// let results = negotiate(&[offer(0, NDR32)], NegotiationPolicy::default());
 /// assert_eq!(results, [ContextResult::accept(NDR32)]);
+/// # }
+/// # #[cfg(not(feature = "fuzzing"))]
+/// # fn main() {}
 /// ```
 #[must_use]
-pub fn negotiate(contexts: &[ContextElement], policy: &NegotiationPolicy) -> Vec<ContextResult> {
+pub fn negotiate(contexts: &[ContextElement], policy: NegotiationPolicy) -> Vec<ContextResult> {
     let is_kms = |c: &ContextElement| {
         c.abstract_syntax.uuid == KMS_INTERFACE.uuid
             && c.abstract_syntax.major() == KMS_INTERFACE.major()
@@ -815,7 +830,7 @@ mod tests {
         assert_eq!(
             negotiate(
                 &[kms(0, &[NDR32]), kms(1, &[NDR64]), kms(2, &[btfn])],
-                &ndr32_only
+                ndr32_only
             ),
             [
                 ContextResult::accept(NDR32),
@@ -824,7 +839,7 @@ mod tests {
             ]
         );
         // BTFN mask is ANDed with 3.
-        let r = negotiate(&[kms(2, &[btfn])], &all);
+        let r = negotiate(&[kms(2, &[btfn])], all);
         assert_eq!((r[0].result, r[0].reason), (ResultKind::NegotiateAck, 3));
         // Wrong interface or major version: reason 1.
         let mut other = kms(0, &[NDR32]);
@@ -834,7 +849,7 @@ mod tests {
         let mut minor = kms(2, &[NDR32]);
         minor.abstract_syntax = SyntaxId::interface(KMS_INTERFACE.uuid, 1, 3);
         assert_eq!(
-            negotiate(&[other, v2, minor], &all),
+            negotiate(&[other, v2, minor], all),
             [
                 ContextResult::reject(1),
                 ContextResult::reject(1),
@@ -845,22 +860,22 @@ mod tests {
         // NDR64 in the same element.
         let unknown = SyntaxId::interface(Uuid::from_u128(9), 1, 0);
         assert_eq!(
-            negotiate(&[kms(0, &[unknown, NDR32, NDR64])], &all),
+            negotiate(&[kms(0, &[unknown, NDR32, NDR64])], all),
             [ContextResult::accept(NDR64)]
         );
         assert_eq!(
-            negotiate(&[kms(0, &[unknown, NDR32, NDR64])], &ndr32_only),
+            negotiate(&[kms(0, &[unknown, NDR32, NDR64])], ndr32_only),
             [ContextResult::accept(NDR32)]
         );
         // An NDR64 offer under a foreign interface does not block NDR32.
         let mut foreign64 = kms(1, &[NDR64]);
         foreign64.abstract_syntax.uuid = Uuid::from_u128(5);
         assert_eq!(
-            negotiate(&[kms(0, &[NDR32]), foreign64], &all),
+            negotiate(&[kms(0, &[NDR32]), foreign64], all),
             [ContextResult::accept(NDR32), ContextResult::reject(1)]
         );
         // No transfer syntax at all.
-        assert_eq!(negotiate(&[kms(0, &[])], &all), [ContextResult::reject(2)]);
+        assert_eq!(negotiate(&[kms(0, &[])], all), [ContextResult::reject(2)]);
         assert_eq!(ContextResult::accept(NDR64).ndr(), Some(Ndr::Ndr64));
         assert_eq!(ContextResult::reject(2).ndr(), None);
     }

@@ -1,6 +1,6 @@
 //! request, response and fault bodies, and reassembly of fragmented
-//! requests (see [request, response and fault](crate::rpc#request-response-and-fault)
-//! and [fragments](crate::rpc#fragments)).
+//! requests (see [request, response and fault](crate::dcerpc#request-response-and-fault)
+//! and [fragments](crate::dcerpc#fragments)).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
@@ -9,7 +9,7 @@ use super::{Error, PfcFlags, put_zeros};
 use crate::guid;
 use crate::wire::Reader;
 
-/// The body of a request PDU ([layout](crate::rpc#request-body)).
+/// The body of a request PDU ([layout](crate::dcerpc#request-body)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     /// `alloc_hint`: the stub length the client announces (a hint only).
@@ -67,7 +67,7 @@ impl Request {
     }
 }
 
-/// The body of a response PDU ([layout](crate::rpc#response-body)).
+/// The body of a response PDU ([layout](crate::dcerpc#response-body)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// `alloc_hint`: the stub length.
@@ -108,7 +108,7 @@ impl Response {
     }
 }
 
-/// The body of a fault PDU ([layout](crate::rpc#fault-body)): 16 bytes, no
+/// The body of a fault PDU ([layout](crate::dcerpc#fault-body)): 16 bytes, no
 /// stub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
@@ -166,7 +166,7 @@ struct Partial {
 }
 
 /// Joins the fragments of a request under a byte cap (see
-/// [fragments](crate::rpc#fragments)).
+/// [fragments](crate::dcerpc#fragments)).
 ///
 /// KMS clients never fragment; a generous host may still accept fragments
 /// of one call at a time, as DCE allows. On any error the partial call is
@@ -174,6 +174,8 @@ struct Partial {
 /// and usually close the connection).
 ///
 /// ```
+/// # #[cfg(feature = "fuzzing")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use bytes::Bytes;
 /// use kms_activation::rpc::{PfcFlags, Reassembler, Request};
 ///
@@ -189,7 +191,10 @@ struct Partial {
 /// let whole = re.push(7, PfcFlags::LAST_FRAG, part(b"def"))?.unwrap();
 /// assert_eq!(&whole.stub[..], b"abcdef");
 /// assert!(re.push(8, PfcFlags::LAST_FRAG, part(b"x")).is_err()); // no first fragment
-/// # Ok::<(), kms_activation::rpc::Error>(())
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "fuzzing"))]
+/// # fn main() {}
 /// ```
 #[derive(Debug)]
 pub struct Reassembler {

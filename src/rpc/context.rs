@@ -10,6 +10,8 @@ use super::Ndr;
 /// the capture dissector keep one per connection.
 ///
 /// ```
+/// # #[cfg(feature = "fuzzing")]
+/// # fn main() {
 /// use kms_activation::rpc::{ContextTable, Ndr};
 ///
 /// let mut contexts = ContextTable::new(2);
@@ -19,6 +21,9 @@ use super::Ndr;
 /// assert!(!contexts.insert(2, Ndr::Ndr64)); // full
 /// assert_eq!(contexts.get(1), Some(Ndr::Ndr32));
 /// assert_eq!(contexts.get(7), None);
+/// # }
+/// # #[cfg(not(feature = "fuzzing"))]
+/// # fn main() {}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContextTable {

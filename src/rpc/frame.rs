@@ -33,6 +33,8 @@ const DECIDING_LEN: usize = field::FRAG_LENGTH.end;
 /// # Examples
 ///
 /// ```
+/// # #[cfg(feature = "fuzzing")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use kms_activation::rpc::{frame_len, Error, DEFAULT_MAX_FRAG_LEN};
 ///
 /// let header = [5, 0, 11, 3, 0x10, 0, 0, 0, 0x74, 0x00];
@@ -44,7 +46,10 @@ const DECIDING_LEN: usize = field::FRAG_LENGTH.end;
 ///     frame_len(&huge, DEFAULT_MAX_FRAG_LEN),
 ///     Err(Error::FrameTooLarge { len: 65_535, max: DEFAULT_MAX_FRAG_LEN })
 /// );
-/// # Ok::<(), Error>(())
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "fuzzing"))]
+/// # fn main() {}
 /// ```
 pub fn frame_len(buf: &[u8], max_frag_len: usize) -> Result<Option<usize>, Error> {
     let Some(head) = buf.get(..DECIDING_LEN) else {
@@ -109,6 +114,8 @@ impl Deref for Frame<'_> {
 /// refuses further input.
 ///
 /// ```
+/// # #[cfg(feature = "fuzzing")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use kms_activation::rpc::{FrameSplitter, DEFAULT_MAX_FRAG_LEN};
 ///
 /// // Two 16-byte PDUs, arriving in reads of 5 and 27 bytes.
@@ -126,7 +133,10 @@ impl Deref for Frame<'_> {
 /// }
 /// assert_eq!(frames.len(), 2);
 /// assert_eq!(frames[1].len(), 16);
-/// # Ok::<(), kms_activation::rpc::Error>(())
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "fuzzing"))]
+/// # fn main() {}
 /// ```
 #[derive(Debug, Clone)]
 pub struct FrameSplitter {

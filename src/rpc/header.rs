@@ -1,6 +1,6 @@
 //! The 16-byte common header every connection-oriented PDU starts with
 //! (C706 §12.6.3.1, MS-RPCE §2.2.2.1; the fields KMS uses are listed under
-//! [common header](crate::rpc#common-header)).
+//! [common header](crate::dcerpc#common-header)).
 
 use std::fmt;
 use std::ops::{BitOr, BitOrAssign};
@@ -50,7 +50,7 @@ pub const DREP: [u8; 4] = [0x10, 0, 0, 0];
 /// round trip.
 ///
 /// ```
-/// use kms_activation::rpc::PduType;
+/// use kms_activation::dcerpc::PduType;
 ///
 /// assert_eq!(PduType::from(11), PduType::Bind);
 /// assert_eq!(u8::from(PduType::Unknown(16)), 16);
@@ -115,12 +115,17 @@ impl From<PduType> for u8 {
 /// add [`PfcFlags::CONC_MPX`] and faults [`PfcFlags::DID_NOT_EXECUTE`].
 ///
 /// ```
+/// # #[cfg(feature = "fuzzing")]
+/// # fn main() {
 /// use kms_activation::rpc::PfcFlags;
 ///
 /// let flags = PfcFlags::SINGLE | PfcFlags::CONC_MPX;
 /// assert_eq!(flags, PfcFlags(0x13));
 /// assert!(flags.contains(PfcFlags::FIRST_FRAG));
 /// assert!(!flags.contains(PfcFlags::MAYBE));
+/// # }
+/// # #[cfg(not(feature = "fuzzing"))]
+/// # fn main() {}
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct PfcFlags(pub u8);

@@ -1,5 +1,5 @@
 //! NDR32 / NDR64 stubs of `RequestActivation` (layouts in
-//! [NDR stubs](crate::rpc#ndr-stubs-of-requestactivation)).
+//! [NDR stubs](crate::dcerpc#ndr-stubs-of-requestactivation)).
 //!
 //! The `[in]` stub carries `requestSize` and the conformant byte array; the
 //! `[out]` stub carries `*responseSize`, the unique pointer to the response
@@ -12,7 +12,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{Error, NDR32, NDR64, SyntaxId, put_zeros};
+use super::{Error, put_zeros};
 use crate::HResult;
 use crate::wire::{DecodeError, DecodeErrorKind, Reader};
 
@@ -23,14 +23,8 @@ const REFERENT_ID: u32 = 0x0002_0000;
 const MAX_TRAILING_ZEROS: usize = 7;
 
 /// The data representation of a KMS call: the transfer syntax its
-/// presentation context was accepted with.
-///
-/// ```
-/// use kms_activation::rpc::{Ndr, NDR64};
-///
-/// assert_eq!(Ndr::from_syntax(&NDR64), Some(Ndr::Ndr64));
-/// assert_eq!(Ndr::Ndr32.syntax().version, 2);
-/// ```
+/// presentation context was accepted with (see
+/// [NDR stubs](crate::dcerpc#ndr-stubs-of-requestactivation)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Ndr {
     /// NDR 2.0: 4-byte integers and pointers.
@@ -40,18 +34,11 @@ pub enum Ndr {
 }
 
 impl Ndr {
-    /// The transfer syntax identifier ([`NDR32`] or [`NDR64`]).
+    /// The flavour a transfer syntax names, if it is NDR32 or NDR64 (the
+    /// dissector reads it from a `bind_ack`).
+    #[cfg(any(feature = "pcap", test))]
     #[must_use]
-    pub const fn syntax(self) -> SyntaxId {
-        match self {
-            Self::Ndr32 => NDR32,
-            Self::Ndr64 => NDR64,
-        }
-    }
-
-    /// The flavour a transfer syntax names, if it is NDR32 or NDR64.
-    #[must_use]
-    pub fn from_syntax(syntax: &SyntaxId) -> Option<Self> {
+    pub(crate) fn from_syntax(syntax: &super::SyntaxId) -> Option<Self> {
         super::TransferSyntax::from_syntax(syntax).ndr()
     }
 }
@@ -110,6 +97,8 @@ fn clamp_message(message: &[u8]) -> (u32, &[u8]) {
 /// than `u32::MAX` bytes is cut there.)
 ///
 /// ```
+/// # #[cfg(feature = "fuzzing")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use bytes::BytesMut;
 /// use kms_activation::rpc::{decode_request_stub, encode_request_stub, Ndr};
 ///
@@ -117,7 +106,10 @@ fn clamp_message(message: &[u8]) -> (u32, &[u8]) {
 /// encode_request_stub(Ndr::Ndr64, b"kms!", &mut stub);
 /// assert_eq!(&stub[..16], &[4, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]);
 /// assert_eq!(decode_request_stub(Ndr::Ndr64, &stub)?, b"kms!");
-/// # Ok::<(), kms_activation::rpc::Error>(())
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "fuzzing"))]
+/// # fn main() {}
 /// ```
 pub fn encode_request_stub(ndr: Ndr, message: &[u8], out: &mut BytesMut) {
     let (n, bytes) = clamp_message(message);
@@ -144,6 +136,8 @@ pub fn encode_request_stub(ndr: Ndr, message: &[u8], out: &mut BytesMut) {
 /// offset in the stub.
 ///
 /// ```
+/// # #[cfg(feature = "fuzzing")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use kms_activation::rpc::{decode_request_stub, Error, Ndr};
 ///
 /// let stub = [3, 0, 0, 0, 3, 0, 0, 0, b'a', b'b', b'c'];
@@ -153,7 +147,10 @@ pub fn encode_request_stub(ndr: Ndr, message: &[u8], out: &mut BytesMut) {
 ///     decode_request_stub(Ndr::Ndr32, &bad),
 ///     Err(Error::StubSizeMismatch { size: 3, conformance: 2 })
 /// );
-/// # Ok::<(), Error>(())
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "fuzzing"))]
+/// # fn main() {}
 /// ```
 pub fn decode_request_stub(ndr: Ndr, stub: &[u8]) -> Result<&[u8], Error> {
     let mut r = Reader::new(stub);
@@ -165,14 +162,16 @@ pub fn decode_request_stub(ndr: Ndr, stub: &[u8]) -> Result<&[u8], Error> {
 }
 
 /// Appends the `[out]` stub of `RequestActivation` (layouts on
-/// [success](crate::rpc#output-stub-on-success) and
-/// [error](crate::rpc#output-stub-on-error)).
+/// [success](crate::dcerpc#output-stub-on-success) and
+/// [error](crate::dcerpc#output-stub-on-error)).
 ///
 /// A message: `*responseSize`, referent `0x00020000`, conformance, the bytes,
 /// zero bytes to the next multiple of 4, HRESULT 0. An error: size 0, a NULL
 /// pointer and the HRESULT (12 bytes in NDR32, 20 in NDR64).
 ///
 /// ```
+/// # #[cfg(feature = "fuzzing")]
+/// # fn main() {
 /// use bytes::BytesMut;
 /// use kms_activation::HResult;
 /// use kms_activation::rpc::{encode_response_stub, Ndr, StubReply};
@@ -184,6 +183,9 @@ pub fn decode_request_stub(ndr: Ndr, stub: &[u8]) -> Result<&[u8], Error> {
 /// stub.clear();
 /// encode_response_stub(Ndr::Ndr32, StubReply::Message(b"abcde"), &mut stub);
 /// assert_eq!(stub.len(), 12 + 5 + 3 + 4);
+/// # }
+/// # #[cfg(not(feature = "fuzzing"))]
+/// # fn main() {}
 /// ```
 pub fn encode_response_stub(ndr: Ndr, reply: StubReply<'_>, out: &mut BytesMut) {
     match reply {
@@ -223,7 +225,7 @@ pub fn encode_response_stub(ndr: Ndr, reply: StubReply<'_>, out: &mut BytesMut) 
 /// conformance and fit in the stub; the alignment bytes before the HRESULT
 /// are skipped whatever they hold, and a non-zero HRESULT gives
 /// [`StubReply::Error`] even though data were present (see the
-/// [error stub](crate::rpc#output-stub-on-error)).
+/// [error stub](crate::dcerpc#output-stub-on-error)).
 ///
 /// # Errors
 ///
@@ -231,6 +233,8 @@ pub fn encode_response_stub(ndr: Ndr, reply: StubReply<'_>, out: &mut BytesMut) 
 /// offset in the stub.
 ///
 /// ```
+/// # #[cfg(feature = "fuzzing")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use kms_activation::HResult;
 /// use kms_activation::rpc::{decode_response_stub, Ndr, StubReply};
 ///
@@ -241,7 +245,10 @@ pub fn encode_response_stub(ndr: Ndr, reply: StubReply<'_>, out: &mut BytesMut) 
 /// );
 /// let ok = [2, 0, 0, 0, 0, 0, 2, 0, 2, 0, 0, 0, b'h', b'i', 0, 0, 0, 0, 0, 0];
 /// assert_eq!(decode_response_stub(Ndr::Ndr32, &ok)?, StubReply::Message(b"hi"));
-/// # Ok::<(), kms_activation::rpc::Error>(())
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "fuzzing"))]
+/// # fn main() {}
 /// ```
 pub fn decode_response_stub(ndr: Ndr, stub: &[u8]) -> Result<StubReply<'_>, Error> {
     let mut r = Reader::new(stub);
@@ -335,6 +342,23 @@ fn finish(r: &Reader<'_>) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rpc::{NDR32, NDR64};
+
+    #[test]
+    fn flavour_and_syntax_identifier() {
+        // The transfer syntax UUIDs and versions of C706 and MS-RPCE.
+        assert_eq!(Ndr::from_syntax(&NDR64), Some(Ndr::Ndr64));
+        assert_eq!(Ndr::from_syntax(&NDR32), Some(Ndr::Ndr32));
+        let mut ndr64 = NDR64;
+        ndr64.version = 2;
+        assert_eq!(Ndr::from_syntax(&ndr64), None);
+        assert_eq!(
+            NDR64.uuid,
+            "71710533-beba-4937-8319-b5dbef9ccc36"
+                .parse::<uuid::Uuid>()
+                .unwrap()
+        );
+    }
 
     #[test]
     fn error_stubs_match_protocol() {

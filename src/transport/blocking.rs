@@ -35,12 +35,13 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{Shutdown as Direction, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::guard::{Registered, block_on_until, unwind_safe};
+use super::io_loop;
 use super::random::BufferedOsRandom;
 use super::registry::{Closer, Entry, Registry};
 use super::session::{ClientSession, READ_CHUNK, ServerSession};
@@ -509,16 +510,7 @@ fn write_failure(e: &io::Error) -> CloseReason {
 
 /// Writes everything the engine has queued; returns how many bytes.
 fn write_output(stream: &mut TcpStream, conn: &mut HostConnection) -> io::Result<usize> {
-    let mut written = 0;
-    while !conn.transmit().is_empty() {
-        let n = stream.write(conn.transmit())?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        conn.advance_transmit(n);
-        written += n;
-    }
-    Ok(written)
+    crate::block_on::block_on(io_loop::write_output(stream, conn))
 }
 
 /// A blocking KMS client: one connection, any number of activations on it,
@@ -530,7 +522,7 @@ fn write_output(stream: &mut TcpStream, conn: &mut HostConnection) -> io::Result
 /// use std::time::Duration;
 /// # fn run(request: kms_activation::RequestBody) -> Result<(), kms_activation::transport::Error> {
 /// let mut client = Client::connect("127.0.0.1:1688", &ClientConfig::default(), Duration::from_secs(5))?;
-/// if let Outcome::Activated(response) = client.activate(request)? {
+/// if let Outcome::Answered(response) = client.activate(request)? {
 ///     println!("count {}", response.body.count);
 /// }
 /// # Ok(())
@@ -597,40 +589,10 @@ impl Client {
     pub fn activate(&mut self, request: crate::RequestBody) -> Result<Outcome, Error> {
         let deadline = deadline_after(clock::instant(), self.timeout);
         self.session.send(request)?;
-        loop {
-            while !self.session.transmit().is_empty() {
-                let n = self
-                    .stream
-                    .write(self.session.transmit())
-                    .map_err(timeout)?;
-                if n == 0 {
-                    return Err(Error::Closed);
-                }
-                self.session.advance_transmit(n);
-            }
-            let left = deadline.saturating_duration_since(clock::instant());
-            if left.is_zero() {
-                return Err(Error::Timeout);
-            }
-            self.stream.set_read_timeout(Some(left))?;
-            let mut buf = [0u8; READ_CHUNK];
-            let n = match self.stream.read(&mut buf) {
-                Ok(0) => return Err(Error::Closed),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(timeout(e)),
-            };
-            if let Some(outcome) = self.session.ingest(buf.get(..n).unwrap_or_default())? {
-                return Ok(outcome);
-            }
-        }
-    }
-}
-
-/// A socket timeout as [`Error::Timeout`].
-fn timeout(e: io::Error) -> Error {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Error::Timeout,
-        _ => Error::Io(e),
+        let mut wire = io_loop::Deadlined {
+            stream: &mut self.stream,
+            deadline,
+        };
+        crate::block_on::block_on(io_loop::exchange(&mut wire, &mut self.session))
     }
 }

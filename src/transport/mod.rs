@@ -5,11 +5,30 @@
 //! write. They hold no protocol rule (compare `quinn` over `quinn-proto`, or
 //! `rustls`'s `Stream`). Two flavours, one feature each, with the same shape:
 //!
-//! * [`tokio`] (feature `tokio`): an async [`Server`](self::tokio::Server)
-//!   that holds thousands of cheap connections on one runtime, and an async
-//!   [`Client`](self::tokio::Client);
-//! * [`blocking`] (feature `blocking`): the same over
-//!   `std::net`, the server on a bounded pool of threads.
+// Each bullet links to its module only when the module is compiled, so that
+// the docs build (with the broken-link lint) under either feature alone.
+#![cfg_attr(
+    feature = "tokio",
+    doc = "* [`tokio`] (feature `tokio`): an async [`Server`](self::tokio::Server)
+  that holds thousands of cheap connections on one runtime, and an async
+  [`Client`](self::tokio::Client);"
+)]
+#![cfg_attr(
+    not(feature = "tokio"),
+    doc = "* `tokio` (feature `tokio`, not enabled in this build): an async `Server`
+  that holds thousands of cheap connections on one runtime, and an async
+  `Client`;"
+)]
+#![cfg_attr(
+    feature = "blocking",
+    doc = "* [`blocking`] (feature `blocking`): the same over
+  `std::net`, the server on a bounded pool of threads."
+)]
+#![cfg_attr(
+    not(feature = "blocking"),
+    doc = "* `blocking` (feature `blocking`, not enabled in this build): the same
+  over `std::net`, the server on a bounded pool of threads."
+)]
 //!
 //! # What a server does with a connection
 //!
@@ -71,6 +90,7 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
 pub mod blocking;
 mod guard;
+mod io_loop;
 mod listen;
 #[cfg(feature = "tracing")]
 mod log;
@@ -111,7 +131,6 @@ use crate::{FileTime, HResult, RandomSource};
 /// assert_eq!(ServerLimits::threaded().max_connections, 64);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct ServerLimits {
     /// Connections held at once. At the cap the connection idle for longest
     /// (at least a second) is closed to make room; when there is none the
@@ -496,14 +515,37 @@ impl<O: Observer + ?Sized> Observer for std::sync::Arc<O> {
     }
 }
 
-/// The result of one activation request made by a client transport.
+/// The result of one activation request made by a client transport: what
+/// the host sent back, before a client's conclusion
+/// ([`conclusion`](Self::conclusion)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// The host answered with a response that passed every check.
-    Activated(VerifiedResponse),
+    /// The host answered with a response that passed every check. The client
+    /// activates only if the response's count reaches the request's N
+    /// policy; below it, it shows 0xC004F038.
+    Answered(VerifiedResponse),
     /// The host refused the request with this HRESULT.
     Refused(HResult),
+}
+
+impl Outcome {
+    /// What a real client concludes from this outcome of `request` at `now`:
+    /// activated, or the HRESULT it shows (0xC004F038 for an answer whose
+    /// count is below the request's N policy).
+    #[must_use]
+    pub fn conclusion(
+        &self,
+        request: &crate::RequestBody,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> crate::client::ActivationOutcome {
+        match self {
+            Self::Answered(response) => {
+                crate::client::ActivationOutcome::from_response(request, &response.body, now)
+            }
+            Self::Refused(hresult) => crate::client::ActivationOutcome::refused(*hresult),
+        }
+    }
 }
 
 /// Why a client transport failed. The connection is unusable afterwards.

@@ -222,7 +222,7 @@ impl ClientSession {
     fn poll_outcome(&mut self) -> Option<Outcome> {
         while let Some(event) = self.conn.poll_event() {
             match event {
-                ClientEvent::Activated(response) => return Some(Outcome::Activated(response)),
+                ClientEvent::Answered(response) => return Some(Outcome::Answered(response)),
                 ClientEvent::Refused(hresult) => return Some(Outcome::Refused(hresult)),
                 _ => {}
             }

@@ -37,6 +37,7 @@ use ::tokio::task::JoinSet;
 use ::tokio::time::{Instant as TokioInstant, Sleep, sleep_until, timeout};
 
 use super::guard::{Registered, unwind_safe};
+use super::io_loop::{self, write_output};
 use super::random::BufferedOsRandom;
 use super::registry::{Closer, Entry, Registry};
 use super::session::{ClientSession, READ_CHUNK, ServerSession};
@@ -438,20 +439,6 @@ async fn bounded<T>(
     }
 }
 
-/// Writes everything the engine has queued; returns how many bytes.
-async fn write_output(stream: &mut TcpStream, conn: &mut HostConnection) -> io::Result<usize> {
-    let mut written = 0;
-    while !conn.transmit().is_empty() {
-        let n = stream.write(conn.transmit()).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        conn.advance_transmit(n);
-        written += n;
-    }
-    Ok(written)
-}
-
 /// A KMS client on tokio: one connection, any number of activations on it,
 /// each response verified by the client engine.
 ///
@@ -462,7 +449,7 @@ async fn write_output(stream: &mut TcpStream, conn: &mut HostConnection) -> io::
 /// # async fn run(request: kms_activation::RequestBody) -> Result<(), kms_activation::transport::Error> {
 /// let mut client = Client::connect("127.0.0.1:1688", &ClientConfig::default(), Duration::from_secs(5)).await?;
 /// match client.activate(request).await? {
-///     Outcome::Activated(response) => println!("count {}", response.body.count),
+///     Outcome::Answered(response) => println!("count {}", response.body.count),
 ///     Outcome::Refused(hresult) => println!("refused: {hresult}"),
 ///     _ => {}
 /// }
@@ -528,30 +515,9 @@ impl Client {
     /// [`Error::Io`].
     pub async fn activate(&mut self, request: crate::RequestBody) -> Result<Outcome, Error> {
         self.session.send(request)?;
-        let (stream, session) = (&mut self.stream, &mut self.session);
-        timeout(self.timeout, async move {
-            loop {
-                while !session.transmit().is_empty() {
-                    let n = stream.write(session.transmit()).await?;
-                    if n == 0 {
-                        return Err(Error::Closed);
-                    }
-                    session.advance_transmit(n);
-                }
-                stream.readable().await?;
-                let mut buf = [0u8; READ_CHUNK];
-                let n = match stream.try_read(&mut buf) {
-                    Ok(0) => return Err(Error::Closed),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                if let Some(outcome) = session.ingest(buf.get(..n).unwrap_or_default())? {
-                    return Ok(outcome);
-                }
-            }
-        })
-        .await
-        .map_err(|_| Error::Timeout)?
+        let exchange = io_loop::exchange(&mut self.stream, &mut self.session);
+        timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| Error::Timeout)?
     }
 }

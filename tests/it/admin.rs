@@ -134,7 +134,7 @@ async fn activate(kms: SocketAddr, id: Uuid, kms_id: Option<Uuid>) -> bool {
     if let Some(kms_id) = kms_id {
         body.kms_id = kms_id;
     }
-    matches!(client.activate(body).await.unwrap(), Outcome::Activated(_))
+    matches!(client.activate(body).await.unwrap(), Outcome::Answered(_))
 }
 
 fn cmids(items: &Value) -> Vec<String> {

@@ -157,3 +157,41 @@ fn generated_epids_with_every_lcid_validate() {
     }
     assert!(checked > 500, "{checked}");
 }
+
+#[test]
+fn a_wrong_checksum_and_an_unknown_hresult_exit_1() {
+    // Microsoft's GVLK of Windows 10/11 Enterprise, and the same key with
+    // its last two characters swapped: no longer a valid key.
+    let out = kms_catalog(&["--key", "NPPR9-FWDCX-D2C8J-H872K-2YT43"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = kms_catalog(&["--key", "NPPR9-FWDCX-D2C8J-H872K-2Y4T3", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out)["checksum_ok"], false);
+    let out = kms_catalog(&["--key", "NPPR9-FWDCX-D2C8J-H872K-2Y4T3"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("checksum WRONG"));
+
+    // 0xC004F038 is in Microsoft's table of activation errors; 0x12345678 is not.
+    let out = kms_catalog(&["--hresult", "0xC004F038"]);
+    assert_eq!(out.status.code(), Some(0));
+    let out = kms_catalog(&["--hresult", "0x12345678", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json(&out)["description"].is_null());
+    // Not an HRESULT at all is a bad argument.
+    let out = kms_catalog(&["--hresult", "banana"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_states_the_exit_statuses() {
+    let out = kms_catalog(&["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "Exit status:",
+        "  0  found",
+        "  1  looked up, and something is wrong",
+        "  2  a bad argument",
+    ] {
+        assert!(help.contains(line), "{line:?} missing from\n{help}");
+    }
+}

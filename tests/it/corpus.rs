@@ -233,10 +233,16 @@ fn host_policy_seeds() -> Vec<Seed> {
         .collect()
 }
 
+/// Every 40th GVLK of the checksummed (Windows 8 and later) format: the
+/// ones that reach the checksum check.
 fn product_key_seeds() -> Vec<Seed> {
     product::skus()
         .iter()
-        .step_by(50)
+        .filter(|sku| {
+            kms_activation::ProductKey::parse(sku.gvlk())
+                .is_ok_and(|k| k.checksum_ok() == Some(true))
+        })
+        .step_by(40)
         .enumerate()
         .map(|(i, sku)| (format!("seed-{i}"), sku.gvlk().as_bytes().to_vec()))
         .collect()

@@ -82,7 +82,7 @@ async fn more_idle_connections_than_descriptors_do_not_lock_a_good_client_out() 
         .unwrap();
     let outcome = client.activate(request(Version::V6, 1)).await.unwrap();
     assert!(
-        matches!(&outcome, Outcome::Activated(response) if response.body.count == 1),
+        matches!(&outcome, Outcome::Answered(response) if response.body.count == 1),
         "{outcome:?}"
     );
     // A second one, on a fresh connection, too.
@@ -90,7 +90,7 @@ async fn more_idle_connections_than_descriptors_do_not_lock_a_good_client_out() 
         .await
         .unwrap();
     let outcome = second.activate(request(Version::V5, 2)).await.unwrap();
-    assert!(matches!(outcome, Outcome::Activated(_)), "{outcome:?}");
+    assert!(matches!(outcome, Outcome::Answered(_)), "{outcome:?}");
     assert!(host.0.try_wait().unwrap().is_none(), "kms-host died");
     drop(idle);
 }

@@ -104,24 +104,9 @@ fn priority_weight_and_nxdomain() {
     assert_eq!(
         records,
         [
-            SrvRecord {
-                priority: 0,
-                weight: 60,
-                port: 1688,
-                target: "kms1.example.test".into()
-            },
-            SrvRecord {
-                priority: 0,
-                weight: 40,
-                port: 1700,
-                target: "kms2.example.test".into()
-            },
-            SrvRecord {
-                priority: 10,
-                weight: 0,
-                port: 1688,
-                target: "kms3.example.test".into()
-            },
+            SrvRecord::new(0, 60, 1688, "kms1.example.test"),
+            SrvRecord::new(0, 40, 1700, "kms2.example.test"),
+            SrvRecord::new(10, 0, 1688, "kms3.example.test"),
         ]
     );
     // The priority-10 host is always last; kms1 first in about 60 % of draws.

@@ -400,7 +400,7 @@ fn ndr32_only_host_serves_a_client_that_offers_ndr64() {
     assert_eq!(
         events
             .iter()
-            .filter(|e| matches!(e, ClientEvent::Activated(_)))
+            .filter(|e| matches!(e, ClientEvent::Answered(_)))
             .count(),
         3
     );
@@ -464,7 +464,7 @@ fn every_client_and_host_configuration_interoperates() {
                         let activated: Vec<_> = events
                             .iter()
                             .filter_map(|e| match e {
-                                ClientEvent::Activated(r) => Some(r),
+                                ClientEvent::Answered(r) => Some(r),
                                 _ => None,
                             })
                             .collect();
@@ -599,7 +599,7 @@ fn client_input_is_bounded_by_pending_output_and_events() {
     assert!(
         events[1..]
             .iter()
-            .all(|e| matches!(e, ClientEvent::Activated(_)))
+            .all(|e| matches!(e, ClientEvent::Answered(_)))
     );
     assert!(client.is_idle());
 }

@@ -133,7 +133,7 @@ const CLIENT_WAIT: Duration = Duration::from_secs(20);
 
 fn count(outcome: &Outcome) -> u32 {
     match outcome {
-        Outcome::Activated(response) => response.body.count,
+        Outcome::Answered(response) => response.body.count,
         other => panic!("not activated: {other:?}"),
     }
 }

@@ -154,3 +154,119 @@ fn nothing_listening_is_no_host_and_ambiguous_products_list_candidates() {
         "_vlmcs._tcp.example.org. 3600 IN SRV 0 0 1688 kms1.example.org."
     );
 }
+
+/// Accepts one connection, reads the client's bind, then sends the start of
+/// a `bind_ack` one byte every 200 ms: a 16-byte common header (C706
+/// §12.6.1: version 5.0, PTYPE 12, first and last fragment, little-endian
+/// data representation) announcing a 1000-byte PDU, then zero bytes. Every
+/// read of the client gets a byte well within any per-read timeout, and the
+/// PDU would take more than three minutes to complete.
+fn spawn_dribbler() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut bind = [0u8; 16];
+        if stream.read_exact(&mut bind).is_err() {
+            return;
+        }
+        let frag_length = 1000u16.to_le_bytes();
+        let mut bytes = vec![
+            5,
+            0,
+            12,
+            0x03,
+            0x10,
+            0,
+            0,
+            0,
+            frag_length[0],
+            frag_length[1],
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+        ];
+        bytes.resize(1000, 0);
+        for byte in bytes {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            if stream.write_all(&[byte]).is_err() {
+                return; // the client gave up
+            }
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_host_dribbling_one_byte_at_a_time_times_out_at_the_deadline() {
+    let addr = spawn_dribbler().to_string();
+    // `kms_client` fails the test if the tool runs for a minute.
+    let out = kms_client(&[&addr, "--timeout", "2", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("timed out after 2 s"), "{stderr}");
+    assert_eq!(json_lines(&out.stdout)[0]["outcome"], "failed");
+}
+
+#[test]
+fn a_too_long_workstation_name_is_the_callers_error() {
+    // The request's workstation field holds 64 UTF-16 units with the NUL.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let name = "w".repeat(64);
+    let out = kms_client(&[&free, "--workstation", &name]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--workstation"), "{stderr}");
+    assert!(stderr.contains("64 characters"), "{stderr}");
+    assert!(!stderr.contains("0xC004F074"), "{stderr}");
+    assert!(out.stdout.is_empty());
+    // 63 is accepted: nothing listens, so no host (status 1).
+    let out = kms_client(&[&free, "--workstation", &name[1..], "--timeout", "2"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn help_states_the_exit_statuses() {
+    let out = kms_client(&["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for line in [
+        "Exit status:",
+        "  0  every probe request was activated",
+        "  1  a request was not activated",
+        "  2  a bad argument",
+        "  3  a host accepted the connection and did not answer within --timeout",
+    ] {
+        assert!(help.contains(line), "{line:?} missing from\n{help}");
+    }
+}
+
+#[test]
+fn a_failed_srv_lookup_names_the_domain_without_a_port() {
+    // A DNS server address where nothing answers: discovery fails.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dns = socket.local_addr().unwrap().to_string();
+    drop(socket);
+    let out = kms_client(&[
+        ".nothing.example.test",
+        "--dns-server",
+        &dns,
+        "--timeout",
+        "1",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(".nothing.example.test"), "{stderr}");
+    assert!(!stderr.contains(".nothing.example.test:0"), "{stderr}");
+}

@@ -113,7 +113,7 @@ fn activate<S: CountStore>(
         );
         while let Some(event) = client.poll_event() {
             match event {
-                ClientEvent::Activated(response) => {
+                ClientEvent::Answered(response) => {
                     return (Outcome::Count(response.body.count), records);
                 }
                 ClientEvent::Refused(hresult) => return (Outcome::Refused(hresult), records),
@@ -151,7 +151,7 @@ fn every_catalog_sku_and_version_against_a_genuine_host() {
             let expected_key = product::csvlks()
                 .iter()
                 .filter(|c| c.id().is_some() && c.group_id().is_some() && c.key_ids().is_some())
-                .any(|c| c.covers_kms(item.id()))
+                .any(|c| c.activates(item.id()))
                 && !item.is_retail()
                 && !item.is_preview();
             match ask(&host, request, at) {
@@ -642,13 +642,8 @@ fn answers_the_wire_cannot_carry_are_errors_for_the_embedder() {
     };
     let id = request.id;
     let mut rng = rng();
-    let answer = |epid: String| kms_activation::host::Answer {
-        epid,
-        hwid: kms_activation::Hwid([1; 8]),
-        count: 50,
-        activation_interval: 120,
-        renewal_interval: 10_080,
-    };
+    let answer =
+        |epid: String| kms_activation::host::Answer::new(epid, kms_activation::Hwid([1; 8]), 50);
     let too_long = "0".repeat(64);
     assert!(matches!(
         conn.answer(id, answer(too_long), &mut rng),
@@ -870,4 +865,281 @@ mod tracing_events {
             assert!(has(field), "{field} missing from {fields:?}");
         }
     }
+}
+
+/// A request for `sku` as its client sends it (its own KMS ID, N policy and
+/// application).
+fn sku_request(sku: &product::Sku, cmid: u128, at: u64) -> RequestBody {
+    let item = sku.kms_item().unwrap();
+    RequestBody {
+        application_id: item.application_id(),
+        sku_id: sku.id(),
+        kms_id: item.id(),
+        n_policy: item.n_count_policy(),
+        ..windows_request(cmid, at)
+    }
+}
+
+const SERVER_2022_KMS: &str = "b74263e4-0f92-46c6-bcf8-c11d5efe2959";
+const SERVER_2019_CSVLK: &str = "2e7a9ad1-a849-4b56-babe-17d5a29fe4b4";
+
+/// Microsoft's table: a Server 2022 or 2025 host key activates "Windows
+/// Server 2022 (all editions)". A default host (every key) answered all six
+/// with 0xC004F042 before the coverage became data.
+#[test]
+fn default_host_activates_every_server_2022_edition() {
+    let host = start(KmsHostConfig::default());
+    let editions: Vec<&product::Sku> = product::kms_item(id(SERVER_2022_KMS))
+        .unwrap()
+        .skus()
+        .collect();
+    assert_eq!(
+        editions.len(),
+        6,
+        "Standard, Datacenter, Azure Edition, Azure Core, 2 SAC"
+    );
+    // Published GVLKs (Microsoft's table) among them.
+    for gvlk in [
+        "VDYBN-27WPP-V4HQT-9VMD4-VMK7H",
+        "WX4NM-KYWYW-QJJR4-XV3QB-6VM33",
+        "NTBV8-9K7Q8-V27C6-M2BTV-KHMXV",
+    ] {
+        assert!(editions.iter().any(|s| s.gvlk() == gvlk), "{gvlk}");
+    }
+    // Answered with the general Server 2022 key's ePID (group 4573 in the
+    // XML), not the Azure-only or lab key's.
+    let epid = host.epid_for(id(SERVER_2022_KMS)).unwrap();
+    assert!(epid.starts_with("03612-04573-"), "{epid}");
+    let mut at = T0;
+    for (n, sku) in editions.iter().enumerate() {
+        at += MINUTE;
+        let cmid = 100 + n as u128;
+        assert_eq!(
+            ask(&host, sku_request(sku, cmid, at), at),
+            Outcome::Count(n as u32 + 1),
+            "{}",
+            sku.name()
+        );
+    }
+    // And the Server 2025 editions, the published Azure Edition key included.
+    for gvlk in [
+        "TVRH6-WHNXV-R9WG3-9XRFY-MY832",
+        "D764K-2NDRG-47T6Q-P8T8W-YP6DF",
+        "XGN3F-F394H-FD2MY-PP6FD-8MCRC",
+    ] {
+        at += MINUTE;
+        let sku = product::sku_by_gvlk(gvlk).unwrap();
+        assert!(
+            matches!(ask(&host, sku_request(sku, 7, at), at), Outcome::Count(_)),
+            "{gvlk}"
+        );
+    }
+}
+
+/// "A key never activates a newer product": a host holding only the Server
+/// 2019 key refuses Server 2022 with 0xC004F042, and activates Server 2019
+/// and 2016 and Windows 10.
+#[test]
+fn a_server_2019_host_refuses_server_2022() {
+    let mut config = KmsHostConfig::default();
+    config.set_csvlks([id(SERVER_2019_CSVLK)]);
+    let host = start(config);
+    let mut at = T0;
+    for sku in product::kms_item(id(SERVER_2022_KMS)).unwrap().skus() {
+        at += MINUTE;
+        assert_eq!(
+            ask(&host, sku_request(sku, 1, at), at),
+            Outcome::Refused(HResult::KMS_ID_MISMATCH),
+            "{}",
+            sku.name()
+        );
+    }
+    for gvlk in [
+        "N69G4-B89J2-4G8F4-WWYCC-J464C", // Server 2019 Standard
+        "WC2BQ-8NRM3-FDDYY-2BFGV-KHKQY", // Server 2016 Standard
+        "NPPR9-FWDCX-D2C8J-H872K-2YT43", // Windows 10/11 Enterprise
+    ] {
+        at += MINUTE;
+        let sku = product::sku_by_gvlk(gvlk).unwrap();
+        assert!(
+            matches!(ask(&host, sku_request(sku, 2, at), at), Outcome::Count(_)),
+            "{gvlk}"
+        );
+    }
+}
+
+/// The reported bug: a host holding only the Server 2008 R2 channel A key
+/// (Web, HPC) answered Server 2008 R2 Datacenter. Channel A covers Web/HPC
+/// and the Windows 7 / Vista clients, nothing above.
+#[test]
+fn a_server_2008_r2_channel_a_host_refuses_datacenter() {
+    let mut config = KmsHostConfig::default();
+    config.set_csvlks([id("f73d1bcd-0802-47dd-b2d9-81bf2f8c0744")]);
+    let host = start(config);
+    let datacenter = product::sku_by_gvlk("74YFP-3QFB3-KQT8W-PMXWJ-7M648").unwrap();
+    assert_eq!(datacenter.name(), "Windows Server 2008 R2 Datacenter");
+    assert_eq!(
+        ask(&host, sku_request(datacenter, 1, T0), T0),
+        Outcome::Refused(HResult::KMS_ID_MISMATCH)
+    );
+    let windows_7_pro = product::sku_by_gvlk("FJ82H-XT6CR-J8D7P-XQJJ2-GPDD4").unwrap();
+    assert_eq!(windows_7_pro.name(), "Windows 7 Professional");
+    assert_eq!(
+        ask(&host, sku_request(windows_7_pro, 2, T0), T0),
+        Outcome::Count(1)
+    );
+}
+
+/// Microsoft: the host keeps the 50 most recent contacts, twice the largest
+/// N policy it has seen, per application. Servers (N 5) alone cap at 10;
+/// once a Windows client (N 25) has asked, the Windows count caps at 50,
+/// while Office (N 5) stays capped at 10 whatever Windows does.
+#[test]
+fn count_cap_follows_the_largest_n_policy_seen() {
+    let host = start(KmsHostConfig::default());
+    let server = product::sku_by_gvlk("WMDGN-G9PQG-XVVXX-R3X43-63DFG").unwrap(); // Server 2019 Datacenter
+    assert_eq!(server.kms_item().unwrap().n_count_policy(), 5);
+    let mut at = T0;
+    let count = |request: RequestBody, at: u64| match ask(&host, request, at) {
+        Outcome::Count(c) => c,
+        Outcome::Refused(h) => panic!("refused {h}"),
+    };
+    let mut last = 0;
+    for cmid in 1..=12u128 {
+        at += MINUTE;
+        last = count(sku_request(server, cmid, at), at);
+    }
+    assert_eq!(last, 10, "12 servers, N 5: capped at 10");
+    at += MINUTE;
+    assert_eq!(
+        count(windows_request(13, at), at),
+        13,
+        "a Windows client (N 25) raises the cap: 13 clients"
+    );
+    at += MINUTE;
+    assert_eq!(
+        count(sku_request(server, 14, at), at),
+        14,
+        "a server after it sees the raised cap too"
+    );
+    for cmid in 1..=12u128 {
+        at += MINUTE;
+        last = count(office_request(1000 + cmid, at), at);
+    }
+    assert_eq!(last, 10, "Office keeps its own cap");
+    for cmid in 15..=60u128 {
+        at += MINUTE;
+        last = count(sku_request(server, cmid, at), at);
+    }
+    assert_eq!(last, 50, "Windows: 60 clients, largest N 25: capped at 50");
+}
+
+/// `--host-build` errors name the build; a client build holds no server key.
+#[test]
+fn host_build_errors_name_the_build() {
+    let start_with = |config: KmsHostConfig| {
+        pollster::block_on(KmsHost::start(
+            config,
+            MemoryStore::default(),
+            FileTime::from_ticks(T0),
+            &mut rng(),
+        ))
+    };
+    let mut config = KmsHostConfig::default();
+    config.set_host_build(0);
+    let error = start_with(config).unwrap_err();
+    assert_eq!(error, KmsHostError::UnknownHostBuild(0));
+    assert!(
+        error.to_string().contains("unknown host build 0"),
+        "{error}"
+    );
+    // Windows 10 21H2 (client build): the default set leaves out every
+    // Windows Server key; the client keys remain.
+    let mut config = KmsHostConfig::default();
+    config.set_host_build(19044);
+    let host = start_with(config).unwrap();
+    assert!(host.epids().count() > 0);
+    assert!(
+        host.epids()
+            .all(|(c, _)| !c.name().starts_with("Windows Server")),
+        "a server key on a client build"
+    );
+    assert_eq!(
+        ask(&host, windows_request(1, T0), T0),
+        Outcome::Count(1),
+        "Windows 10 clients from a Windows 10 host"
+    );
+    // Holding a server key explicitly on a client build is an error.
+    let mut config = KmsHostConfig::default();
+    config
+        .set_host_build(19044)
+        .set_csvlks([id(SERVER_2019_CSVLK)]);
+    let error = start_with(config).unwrap_err();
+    assert!(
+        error.to_string().contains("19044"),
+        "the error names the build: {error}"
+    );
+}
+
+/// Runs `kms-host` with arguments it must refuse before listening.
+fn kms_host_refuses(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kms-host"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn kms_host_names_and_builds_are_checked_and_echoed() {
+    let error = kms_host_refuses(&["--host-build", "0"]);
+    assert!(error.contains("unknown host build 0"), "{error}");
+    assert!(error.contains("20348"), "lists server builds: {error}");
+    // Several partial matches: listed, none picked.
+    let error = kms_host_refuses(&["--csvlk", "server 2008 r2"]);
+    for channel in ["R2 A", "R2 B", "R2 C"] {
+        assert!(error.contains(channel), "{error}");
+    }
+    let error = kms_host_refuses(&["--csvlk", "toaster"]);
+    assert!(error.contains("toaster"), "{error}");
+    let error = kms_host_refuses(&["--products", "windows 11 toaster"]);
+    assert!(error.contains("windows 11 toaster"), "{error}");
+    let error = kms_host_refuses(&["--products", "office"]);
+    assert!(error.contains("products match"), "{error}");
+}
+
+/// `kms-catalog --csvlks --json` lists every host key with what it
+/// activates, as Microsoft's table says: the Server 2022 key activates
+/// Server 2022 and Windows 10/11, the Server 2008 R2 channel A key not
+/// Datacenter.
+#[test]
+fn kms_catalog_lists_the_host_keys() {
+    let out = crate::loopback::kms_catalog(&["--csvlks", "--json"]);
+    assert!(out.status.success());
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), product::csvlks().len());
+    let activates = |csvlk: &str| -> Vec<String> {
+        let row = rows
+            .iter()
+            .find(|r| r["csvlk_id"] == csvlk)
+            .unwrap_or_else(|| panic!("{csvlk} not listed"));
+        row["activates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["kms_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let server_2022 = activates("661f7658-7035-4b4c-9f35-010682943ec2");
+    assert!(server_2022.contains(&SERVER_2022_KMS.to_owned()));
+    assert!(server_2022.contains(&WIN_CLIENT_KMS.to_owned()));
+    let r2_a = activates("f73d1bcd-0802-47dd-b2d9-81bf2f8c0744");
+    // Server 2008 R2 C (Datacenter and Itanium) KMS ID.
+    assert!(!r2_a.contains(&"b2ca2689-a9a8-42d7-938d-cf8e9f201958".to_owned()));
+    // Windows 7.
+    assert!(r2_a.contains(&"7fde5219-fbfa-484a-82c9-34d1ad53e856".to_owned()));
 }

@@ -9,7 +9,8 @@
     clippy::doc_markdown,
     clippy::wrong_self_convention,
     clippy::cast_possible_truncation,
-    reason = "test code: failures should panic loudly"
+    clippy::field_reassign_with_default,
+    reason = "test code: failures should panic loudly; options set one per line"
 )]
 
 mod admin;
@@ -22,12 +23,15 @@ mod descriptors;
 mod discovery;
 #[cfg(feature = "pcap")]
 mod dissect;
+#[cfg(feature = "dns")]
+mod dns_publish;
 mod engines;
 mod fault_store;
 mod kms_client;
 #[cfg(feature = "pcap")]
 mod kms_dissect;
 mod kms_host;
+mod kms_host_cli;
 mod loopback;
 mod metrics_endpoint;
 #[cfg(feature = "postgres")]

@@ -82,10 +82,13 @@ async fn the_metrics_endpoint_is_scraped_and_parsed() {
         .unwrap();
     for cmid in 1..=3 {
         let outcome = client.activate(request(Version::V6, cmid)).await.unwrap();
-        assert!(matches!(outcome, Outcome::Activated(_)));
+        assert!(matches!(outcome, Outcome::Answered(_)));
     }
-    let outcome = client.activate(request(Version::V4, 4)).await.unwrap();
-    assert!(matches!(outcome, Outcome::Activated(_)));
+    // The fourth client asks for a threshold of 4: its count reaches it.
+    let mut reaching = request(Version::V4, 4);
+    reaching.n_policy = 4;
+    let outcome = client.activate(reaching).await.unwrap();
+    assert!(matches!(outcome, Outcome::Answered(_)));
     let mut unknown = request(Version::V6, 5);
     unknown.kms_id = kms_activation::Uuid::from_u128(42);
     assert!(matches!(
@@ -99,9 +102,10 @@ async fn the_metrics_endpoint_is_scraped_and_parsed() {
     assert!(body.ends_with("# EOF\n"));
     let s = samples(&body);
     assert_eq!(
-        s[r#"kms_requests_total{protocol="6.0",result="activated"}"#],
-        "3"
+        s[r#"kms_requests_total{protocol="6.0",result="below_threshold"}"#], "3",
+        "answered with counts 1 to 3, below Windows' 25: not activations"
     );
+    assert!(!s.contains_key(r#"kms_requests_total{protocol="6.0",result="activated"}"#));
     assert_eq!(
         s[r#"kms_requests_total{protocol="4.0",result="activated"}"#],
         "1"
@@ -189,7 +193,7 @@ async fn activate_at(
         .unwrap();
     for cmid in cmids {
         let outcome = client.activate(request(Version::V6, cmid)).await.unwrap();
-        assert!(matches!(outcome, Outcome::Activated(_)), "{outcome:?}");
+        assert!(matches!(outcome, Outcome::Answered(_)), "{outcome:?}");
     }
     drop(client);
     stop.send(()).unwrap();

@@ -174,7 +174,7 @@ async fn activate(
 
 fn count(outcome: &Outcome) -> u32 {
     match outcome {
-        Outcome::Activated(response) => response.body.count,
+        Outcome::Answered(response) => response.body.count,
         other => panic!("not activated: {other:?}"),
     }
 }
@@ -185,7 +185,7 @@ async fn activate_eventually(addr: SocketAddr, cmid: u128) -> u32 {
     let mut last = None;
     for _ in 0..40 {
         match activate(addr, cmid).await {
-            Ok(outcome @ Outcome::Activated(_)) => return count(&outcome),
+            Ok(outcome @ Outcome::Answered(_)) => return count(&outcome),
             other => last = Some(other),
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -2,19 +2,16 @@
 
 use kms_activation::FileTime;
 use kms_activation::HResult;
+use kms_activation::dcerpc::Ndr;
 use kms_activation::host::{Answer, RequestContext, Responder};
 use kms_activation::message::RequestBody;
-use kms_activation::rpc::Ndr;
 
 /// A request context for calling responders directly.
 pub fn context() -> RequestContext {
-    RequestContext {
-        peer: None,
-        connection_id: 0,
-        call_id: 2,
-        ndr: Ndr::Ndr32,
-        received_at: FileTime::from_ticks(0),
-    }
+    let mut context = RequestContext::new(FileTime::from_ticks(0));
+    context.call_id = 2;
+    assert_eq!(context.ndr, Ndr::Ndr32);
+    context
 }
 
 /// Wraps a responder and remembers every request it was asked about.

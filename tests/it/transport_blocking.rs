@@ -80,7 +80,7 @@ fn every_version_and_transfer_syntax_with_several_requests_per_connection() {
             for _ in 0..3 {
                 cmid += 1;
                 match client.activate(request(version, cmid)).unwrap() {
-                    Outcome::Activated(r) => {
+                    Outcome::Answered(r) => {
                         assert_eq!(r.body.version, version);
                         assert_eq!(u128::from(r.body.count), cmid);
                     }
@@ -107,7 +107,7 @@ fn the_pool_serves_more_clients_than_threads() {
         })
         .collect();
     for client in clients {
-        assert!(matches!(client.join().unwrap(), Outcome::Activated(_)));
+        assert!(matches!(client.join().unwrap(), Outcome::Answered(_)));
     }
     server.stop();
 }
@@ -127,7 +127,7 @@ fn idle_and_stuck_peers_are_closed_while_good_clients_are_served() {
         let mut client = connect(server.addr, false);
         assert!(matches!(
             client.activate(request(Version::V6, 0x200 + cmid)).unwrap(),
-            Outcome::Activated(_)
+            Outcome::Answered(_)
         ));
     }
     let start = instant();

@@ -62,12 +62,13 @@ pub async fn kms_host() -> KmsHost<MemoryStore> {
 
 /// Short limits so that timeouts show within a test.
 pub fn quick_limits() -> ServerLimits {
-    let mut limits = ServerLimits::default();
-    limits.idle_timeout = Duration::from_millis(1500);
-    limits.pdu_timeout = Duration::from_millis(400);
-    limits.handler_timeout = Duration::from_secs(2);
-    limits.shutdown_grace = Duration::from_secs(3);
-    limits
+    ServerLimits {
+        idle_timeout: Duration::from_millis(1500),
+        pdu_timeout: Duration::from_millis(400),
+        handler_timeout: Duration::from_secs(2),
+        shutdown_grace: Duration::from_secs(3),
+        ..ServerLimits::default()
+    }
 }
 
 /// Remembers what a server reported.

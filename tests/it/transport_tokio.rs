@@ -70,7 +70,7 @@ async fn connect(addr: SocketAddr, ndr64: bool) -> Client {
 
 fn count(outcome: Outcome) -> u32 {
     match outcome {
-        Outcome::Activated(response) => response.body.count,
+        Outcome::Answered(response) => response.body.count,
         other => panic!("not activated: {other:?}"),
     }
 }
@@ -99,7 +99,7 @@ async fn every_version_and_transfer_syntax_with_several_requests_per_connection(
             for _ in 0..3 {
                 cmid += 1;
                 let outcome = client.activate(request(version, cmid)).await.unwrap();
-                let Outcome::Activated(response) = outcome else {
+                let Outcome::Answered(response) = outcome else {
                     panic!("{version} ndr64={ndr64}: {outcome:?}");
                 };
                 assert_eq!(response.body.version, version);
@@ -127,7 +127,7 @@ async fn a_thousand_concurrent_clients_are_each_verified_and_counted_once() {
     }
     let mut activated = 0;
     while let Some(result) = clients.join_next().await {
-        assert!(matches!(result.unwrap(), Ok(Outcome::Activated(_))));
+        assert!(matches!(result.unwrap(), Ok(Outcome::Answered(_))));
         activated += 1;
     }
     assert_eq!(activated, 1000);
@@ -221,8 +221,8 @@ async fn bad_peers_do_not_hurt_good_clients() {
     }
     while let Some(result) = good.join_next().await {
         let (first, second) = result.unwrap();
-        assert!(matches!(first, Ok(Outcome::Activated(_))), "{first:?}");
-        assert!(matches!(second, Ok(Outcome::Activated(_))), "{second:?}");
+        assert!(matches!(first, Ok(Outcome::Answered(_))), "{first:?}");
+        assert!(matches!(second, Ok(Outcome::Answered(_))), "{second:?}");
     }
     for mut stream in bad {
         closed_within(&mut stream, Duration::from_secs(3)).await;

@@ -407,7 +407,7 @@ pub fn check_client(v: &Vector, split: &dyn Fn(&[u8]) -> Vec<Vec<u8>>) {
         let mut refused = Vec::new();
         for e in events {
             match e {
-                ClientEvent::Activated(r) => activated.push(r.body),
+                ClientEvent::Answered(r) => activated.push(r.body),
                 ClientEvent::Refused(h) => refused.push(h),
                 ClientEvent::Bound { .. } => {}
                 other => panic!("unexpected event {other:?}"),

@@ -23,7 +23,8 @@ pub(crate) struct Prepared {
 /// Reads the token and binds the admin address; refuses a non-loopback
 /// address without a token. `None` without `--admin` (or `--metrics`).
 pub(crate) fn prepare(args: &Args) -> Result<Option<Prepared>, String> {
-    let Some(addr) = args.admin.or(args.metrics) else {
+    let alias = args.metrics.as_ref().and_then(|a| a.0.first().copied());
+    let Some(addr) = args.admin.or(alias) else {
         if args.admin_token_file.is_some() {
             return Err("--admin-token-file needs --admin ADDR".into());
         }
@@ -65,7 +66,7 @@ pub(crate) fn start<S: CountStore + 'static>(
     let outcomes = Arc::new(Outcomes::default());
     let store = match &args.store {
         StoreSpec::Memory => "memory".to_owned(),
-        StoreSpec::Sqlite(path) => format!("sqlite:{}", path.display()),
+        StoreSpec::Sqlite(path, _) => format!("sqlite:{}", path.display()),
         StoreSpec::Postgres(url) => url.clone(),
     };
     let mut state = AdminState::new(Arc::clone(host), &store)

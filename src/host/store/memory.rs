@@ -11,7 +11,6 @@ use crate::{FileTime, Uuid};
 
 /// Bounds of a [`MemoryStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct MemoryStoreLimits {
     /// Client entries kept over all applications. At the bound, the entry
     /// seen longest ago (of any application) gives way to the new one. A

@@ -99,8 +99,9 @@ pub use sqlite::{SqliteOptions, SqliteStore, SqliteSync};
 use super::activation::ActivationRecord;
 use crate::{FileTime, Uuid};
 
-/// A client asking to be counted.
+/// A client asking to be counted ([`Visit::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Visit {
     /// The application the client counts under (its request's application
     /// ID: Windows, Office 2010 or Office 2013+).
@@ -118,8 +119,9 @@ pub struct Visit {
     pub capacity: Option<u64>,
 }
 
-/// The state of one application's client table.
+/// The state of one application's client table ([`Tally::new`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Tally {
     /// Distinct CMIDs seen within the window.
     pub clients: u64,
@@ -127,6 +129,43 @@ pub struct Tally {
     pub max_n_policy: u32,
     /// False when [`Visit::capacity`] kept a new client out.
     pub admitted: bool,
+}
+
+impl Visit {
+    /// `cmid` of `application_id` reporting `n_policy` at `at`, counting
+    /// entries seen after `window_start`, with no capacity (set the public
+    /// field `capacity` to cap admissions).
+    #[must_use]
+    pub const fn new(
+        application_id: Uuid,
+        cmid: Uuid,
+        n_policy: u32,
+        at: FileTime,
+        window_start: FileTime,
+    ) -> Self {
+        Self {
+            application_id,
+            cmid,
+            n_policy,
+            at,
+            window_start,
+            capacity: None,
+        }
+    }
+}
+
+impl Tally {
+    /// A tally of `clients` with the largest N policy `max_n_policy`;
+    /// `admitted` tells whether the visit was let in (what a [`CountStore`]
+    /// implementation returns).
+    #[must_use]
+    pub const fn new(clients: u64, max_n_policy: u32, admitted: bool) -> Self {
+        Self {
+            clients,
+            max_n_policy,
+            admitted,
+        }
+    }
 }
 
 /// Why a store operation failed.
@@ -257,14 +296,8 @@ fn redact_query(tail: &str) -> String {
 ///
 /// let store = MemoryStore::default();
 /// let at = FileTime::from_ticks(134_397_882_570_000_000);
-/// let visit = |cmid: u128| Visit {
-///     application_id: Uuid::from_u128(1),
-///     cmid: Uuid::from_u128(cmid),
-///     n_policy: 25,
-///     at,
-///     window_start: FileTime::from_ticks(at.ticks() - 30 * 86_400 * 10_000_000),
-///     capacity: None,
-/// };
+/// let window_start = FileTime::from_ticks(at.ticks() - 30 * 86_400 * 10_000_000);
+/// let visit = |cmid: u128| Visit::new(Uuid::from_u128(1), Uuid::from_u128(cmid), 25, at, window_start);
 /// let tally = pollster::block_on(store.record_visit(visit(7)))?;
 /// assert_eq!(tally.clients, 1);
 /// let tally = pollster::block_on(store.record_visit(visit(7)))?; // same CMID again
@@ -527,7 +560,6 @@ impl Background {
             if let crate::log_limit::Admit::Yes { suppressed } = self.warnings.admit(now) {
                 tracing::warn!(
                     target: "kms_activation::store",
-                    error = %error,
                     records,
                     suppressed,
                     "store failure in the background: {what}: {error}"

@@ -73,7 +73,6 @@ use crate::{FileTime, HResult, LicenseStatus, Uuid};
 
 /// How a [`PostgresStore`] connects and where its tables live.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct PostgresOptions {
     /// The schema holding the tables, created if missing (lowercase ASCII
     /// letters, digits and `_`, at most 63 bytes). Hosts that share a count
@@ -179,16 +178,9 @@ impl PostgresOptions {
 /// # async fn run() -> Result<(), kms_activation::host::store::StoreError> {
 /// let store = PostgresStore::connect("postgres://kms@db.example.org/kms").await?;
 /// let at = FileTime::from_ticks(134_397_882_570_000_000);
-/// let tally = store
-///     .record_visit(Visit {
-///         application_id: Uuid::from_u128(1),
-///         cmid: Uuid::from_u128(7),
-///         n_policy: 25,
-///         at,
-///         window_start: FileTime::from_ticks(at.ticks() - 30 * 86_400 * 10_000_000),
-///         capacity: None,
-///     })
-///     .await?;
+/// let window_start = FileTime::from_ticks(at.ticks() - 30 * 86_400 * 10_000_000);
+/// let visit = Visit::new(Uuid::from_u128(1), Uuid::from_u128(7), 25, at, window_start);
+/// let tally = store.record_visit(visit).await?;
 /// assert!(tally.clients >= 1);
 /// # Ok(())
 /// # }
