@@ -573,3 +573,86 @@ async fn dashboard_in_headless_chromium() {
         assert!(std::path::Path::new(&std::env::var("KMS_ADMIN_SCREENSHOT").unwrap()).exists());
     }
 }
+
+/// `/readyz` on PostgreSQL behind the fault tests' TCP proxy: 200, then 503
+/// while the proxy is paused (a hung database), then 200 again.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_postgres_hangs() {
+    use kms_activation::host::store::{PostgresOptions, PostgresStore};
+
+    use crate::postgres_pause::Proxy;
+
+    let url = match std::env::var("KMS_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "KMS_TEST_POSTGRES_URL is not set"
+            );
+            eprintln!(
+                "readyz_is_503_while_postgres_hangs: skipped, KMS_TEST_POSTGRES_URL is not set"
+            );
+            return;
+        }
+    };
+    let config: tokio_postgres::Config = url.parse().unwrap();
+    let server = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let upstream = tokio::net::lookup_host((server.as_str(), port))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let proxied = format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or("postgres"),
+        proxy.addr,
+        config.get_dbname().unwrap_or("test")
+    );
+    let schema = format!("kms_admin_ready_{}", std::process::id());
+    let store =
+        PostgresStore::connect_with(&proxied, PostgresOptions::default().with_schema(&schema))
+            .await
+            .unwrap();
+    let host = running(store, None, &proxied).await;
+    let (status, body) = get_json(&host.url("/readyz")).await;
+    assert_eq!(status, 200, "{body}");
+
+    proxy.pause();
+    let (status, body) = get_json(&host.url("/readyz")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().starts_with("store:"),
+        "{body}"
+    );
+    let (status, _) = get_json(&host.url("/livez")).await;
+    assert_eq!(status, 200);
+
+    proxy.resume();
+    let mut ready = false;
+    for _ in 0..40 {
+        if get_json(&host.url("/readyz")).await.0 == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        ready,
+        "/readyz did not recover once the database answered again"
+    );
+    drop(host);
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .unwrap();
+}
