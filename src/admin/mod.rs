@@ -11,7 +11,7 @@
 //! | `GET /api/v1/status` | counts and thresholds per application, listening addresses, ePIDs, intervals, requests by outcome and license status, uptime, version, store |
 //! | `GET /api/v1/clients` | one row per client, heard from last first (`?application=&product=&address=&since=&limit=&cursor=`) |
 //! | `GET /api/v1/activations` | the activation log, newest first (same parameters) |
-//! | `GET /api/v1/clients.csv`, `/api/v1/activations.csv` | the same as CSV (RFC 4180, a header row), streamed page by page (`limit` caps the rows, none by default) |
+//! | `GET /api/v1/clients.csv`, `/api/v1/activations.csv` | the same as CSV (RFC 4180, a header row), streamed page by page (`limit` caps the rows, none by default; not a snapshot: a client heard from again while its file streams moves above the part already sent) |
 //! | `GET /` | the dashboard: server-rendered HTML and CSS, no script |
 //!
 //! Filters: `application` and `product` take a GUID, `address` a network in

@@ -448,7 +448,21 @@ async fn readyz_is_503_when_the_store_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrapes_while_64_clients_activate() {
-    let host = running(MemoryStore::default(), None, "memory").await;
+    scrapes_during_activations(MemoryStore::default(), "memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrapes_while_64_clients_activate_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("load.sqlite");
+    let store = kms_activation::host::store::SqliteStore::open(&path).unwrap();
+    scrapes_during_activations(store, "sqlite:load.sqlite").await;
+}
+
+/// 64 clients activate at once, each on its own connection, while the
+/// metrics, status, dashboard and CSV export are fetched in a loop.
+async fn scrapes_during_activations<S: CountStore + 'static>(store: S, name: &str) {
+    let host = running(store, None, name).await;
     let (done_tx, done) = watch::channel(false);
     let mut scrapers = Vec::new();
     for path in ["/metrics", "/api/v1/status", "/", "/api/v1/clients.csv"] {
@@ -483,6 +497,7 @@ async fn scrapes_while_64_clients_activate() {
     assert_eq!(body["applications"][0]["clients"], 64);
     assert_eq!(body["applications"][0]["current_count"], 50);
     assert_eq!(body["requests"]["total"], 64);
+    host.host.store().flush().await.unwrap();
     let (_, body) = get_json(&host.url("/api/v1/clients?limit=1000")).await;
     assert_eq!(cmids(&body).len(), 64);
 }
