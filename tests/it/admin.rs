@@ -671,3 +671,122 @@ async fn readyz_is_503_while_postgres_hangs() {
         .await
         .unwrap();
 }
+
+/// The server's bounds: a client that sends no request head is closed
+/// (freeing its slot), an oversized head is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_server_is_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let host = Arc::new(
+        KmsHost::start(
+            KmsHostConfig::default(),
+            MemoryStore::default(),
+            wall_now(),
+            &mut OsRandom,
+        )
+        .await
+        .unwrap(),
+    );
+    let mut limits = admin::AdminLimits::default();
+    limits.max_connections = 2;
+    limits.header_timeout = Duration::from_millis(500);
+    limits.max_header_bytes = 8192;
+    let state = AdminState::new(host, "memory").with_limits(limits);
+    state.set_listening(vec!["127.0.0.1:1688".parse().unwrap()]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(admin::serve(listener, Arc::new(state), async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+
+    /// Reads until the server closes; what it sent.
+    async fn until_closed(stream: &mut TcpStream) -> String {
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out))
+            .await
+            .expect("the server did not close the connection")
+            .ok();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    // Two silent connections hold both slots...
+    let mut idle_a = TcpStream::connect(addr).await.unwrap();
+    let mut idle_b = TcpStream::connect(addr).await.unwrap();
+    // ...until the header timeout closes them, unanswered (hyper may send
+    // a 408 first; no 200 in any case).
+    let closed = until_closed(&mut idle_a).await;
+    assert!(!closed.contains("200 OK"), "{closed}");
+    let closed = until_closed(&mut idle_b).await;
+    assert!(!closed.contains("200 OK"), "{closed}");
+    // Then the slots are free again.
+    let (status, _) = get_json(&format!("http://{addr}/livez")).await;
+    assert_eq!(status, 200);
+
+    // An oversized request head is refused.
+    let mut big = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "GET /livez HTTP/1.1\r\nHost: t\r\nX-Fill: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let _ = big.write_all(head.as_bytes()).await;
+    let answer = until_closed(&mut big).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+        "{answer}"
+    );
+    let _ = stop.send(true);
+}
+
+/// Connections over the cap are closed without an answer while the cap is
+/// held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    let host = Arc::new(
+        KmsHost::start(
+            KmsHostConfig::default(),
+            MemoryStore::default(),
+            wall_now(),
+            &mut OsRandom,
+        )
+        .await
+        .unwrap(),
+    );
+    let mut limits = admin::AdminLimits::default();
+    limits.max_connections = 1;
+    limits.header_timeout = Duration::from_secs(60);
+    let state = AdminState::new(host, "memory").with_limits(limits);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(admin::serve(listener, Arc::new(state), async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    // The one slot: a kept-alive connection that has been answered once
+    // (so the server has surely accepted it).
+    let mut held = TcpStream::connect(addr).await.unwrap();
+    held.write_all(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = held.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // A second connection is closed unanswered.
+    let mut over = TcpStream::connect(addr).await.unwrap();
+    let _ = over
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), over.read_to_end(&mut out))
+        .await
+        .expect("the server kept a connection over the cap")
+        .ok();
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    drop(held);
+    let _ = stop.send(true);
+}
