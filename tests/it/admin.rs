@@ -672,11 +672,20 @@ async fn readyz_is_503_while_postgres_hangs() {
         .unwrap();
 }
 
+/// Reads until the server closes; what it sent.
+async fn until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the server did not close the connection");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// The server's bounds: a client that sends no request head is closed
 /// (freeing its slot), an oversized head is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_server_is_bounded() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     use tokio::net::TcpStream;
 
     let host = Arc::new(
@@ -701,16 +710,6 @@ async fn the_admin_server_is_bounded() {
     tokio::spawn(admin::serve(listener, Arc::new(state), async move {
         let _ = stopped.wait_for(|s| *s).await;
     }));
-
-    /// Reads until the server closes; what it sent.
-    async fn until_closed(stream: &mut TcpStream) -> String {
-        let mut out = Vec::new();
-        tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out))
-            .await
-            .expect("the server did not close the connection")
-            .ok();
-        String::from_utf8_lossy(&out).into_owned()
-    }
 
     // Two silent connections hold both slots...
     let mut idle_a = TcpStream::connect(addr).await.unwrap();
