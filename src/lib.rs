@@ -177,6 +177,13 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(attr(deny(warnings))))]
 
+#[cfg(feature = "admin")]
+#[cfg_attr(docsrs, doc(cfg(feature = "admin")))]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the admin endpoint is I/O: it reads the clocks for uptime, readiness and the dashboard"
+)]
+pub mod admin;
 mod block_on;
 pub mod client;
 mod crypto;

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release --features cli --bin kms-host                 # 127.0.0.1:1688 and [::1]:1688
-//! cargo run --release --features cli --bin kms-host -- --listen 0.0.0.0:1688 --metrics 127.0.0.1:9688
+//! cargo run --release --features cli --bin kms-host -- --listen 0.0.0.0:1688 --admin 127.0.0.1:9688
 //! vlmcs -v 127.0.0.1:1688                                # a client, from the vlmcsd project
 //! ```
 //!
@@ -37,7 +37,6 @@ use kms_activation::host::{
     Statistics,
 };
 use kms_activation::message::Hwid;
-use kms_activation::metrics::{HostMetrics, serve_http};
 use kms_activation::transport::tokio::Server;
 use kms_activation::transport::{
     LogObserver, NoObserver, Observer, ServerConfig, ServerLimits, bind,
@@ -45,6 +44,8 @@ use kms_activation::transport::{
 use kms_activation::{Epid, FileTime, OsRandom, Uuid, product};
 use tokio::sync::watch;
 
+#[path = "kms-host/admin.rs"]
+mod admin;
 #[path = "kms-host/dns_publish.rs"]
 mod dns_publish;
 #[path = "kms-host/sqlite_spec.rs"]
@@ -135,9 +136,18 @@ struct Args {
     /// Seconds exchanges in flight get to finish at shutdown.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     grace: u64,
-    /// Serve Prometheus metrics at `http://ADDR/metrics` (HOST:PORT; a
-    /// name resolves to its first address).
-    #[arg(long, value_name = "ADDR", value_parser = resolve_address)]
+    /// Serve the admin endpoint at `http://ADDR/`: health, readiness,
+    /// metrics, status, clients, activation log, dashboard. A non-loopback
+    /// address needs `--admin-token-file`. `--admin` alone: 127.0.0.1:9688.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9688")]
+    admin: Option<SocketAddr>,
+    /// A file holding the bearer token the admin endpoint requires on every
+    /// route but /livez and /readyz.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// Deprecated alias of `--admin` (metrics at `http://ADDR/metrics`;
+    /// HOST:PORT, a name resolves to its first address).
+    #[arg(long, value_name = "ADDR", value_parser = resolve_address, conflicts_with = "admin")]
     metrics: Option<Addresses>,
     /// Runtime worker threads [default: one per CPU].
     #[arg(long, value_name = "N", value_parser = positive_usize)]
@@ -540,6 +550,7 @@ fn listen_addresses(args: &Args) -> Vec<SocketAddr> {
 /// Runs the host on `store` until a signal; generic over the store so that
 /// every backend goes through the same code.
 async fn run<S: CountStore + 'static>(args: Args, store: S) -> Result<(), String> {
+    let admin = admin::prepare(&args)?;
     let addrs = listen_addresses(&args);
     let listeners = bind(&addrs).map_err(|e| format!("cannot listen on {addrs:?}: {e}"))?;
     let mut bound = Vec::new();
@@ -586,29 +597,8 @@ async fn run<S: CountStore + 'static>(args: Args, store: S) -> Result<(), String
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
-    let observer: Arc<dyn Observer> = match args.metrics.as_ref().and_then(|a| a.0.first()) {
-        Some(&addr) => {
-            let listener =
-                std::net::TcpListener::bind(addr).map_err(|e| format!("--metrics {addr}: {e}"))?;
-            let metrics = Arc::new(HostMetrics::new());
-            let (scraped, for_scrape) = (Arc::clone(&metrics), Arc::clone(&host));
-            let refresh = move || {
-                let (metrics, host) = (Arc::clone(&scraped), Arc::clone(&for_scrape));
-                async move {
-                    if let Ok(statistics) = host.statistics(now()).await {
-                        metrics.set_statistics(&statistics);
-                    }
-                }
-            };
-            tokio::spawn(serve_http(
-                listener,
-                Arc::clone(&metrics),
-                refresh,
-                stopped(stop_rx.clone()),
-            ));
-            tracing::info!("metrics on http://{addr}/metrics");
-            Arc::new((LogObserver::new(), metrics))
-        }
+    let observer: Arc<dyn Observer> = match admin {
+        Some(admin) => admin::start(admin, &host, &args, bound.clone(), stopped(stop_rx.clone())),
         None => Arc::new((LogObserver::new(), NoObserver)),
     };
 

@@ -436,6 +436,18 @@ impl<S: CountStore> KmsHost<S> {
         self.store_failure
     }
 
+    /// The activation (retry) and renewal intervals answered, in minutes.
+    #[must_use]
+    pub const fn intervals(&self) -> (u32, u32) {
+        (self.activation_interval, self.renewal_interval)
+    }
+
+    /// The counting window's length, in FILETIME ticks (100 ns).
+    #[must_use]
+    pub const fn count_window_ticks(&self) -> u64 {
+        self.count_window_ticks
+    }
+
     /// The held CSVLKs with the ePID answered for each.
     pub fn epids(&self) -> impl Iterator<Item = (&'static Csvlk, &str)> {
         self.keys.iter().map(|k| (k.csvlk, k.epid.as_str()))

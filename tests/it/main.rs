@@ -13,6 +13,7 @@
     reason = "test code: failures should panic loudly; options set one per line"
 )]
 
+mod admin;
 mod catalog_keys;
 mod catalog_tool;
 mod chunking;
@@ -35,6 +36,7 @@ mod loopback;
 mod metrics_endpoint;
 #[cfg(feature = "postgres")]
 mod postgres_pause;
+mod store_queries;
 mod stores;
 mod support;
 mod transport_blocking;

@@ -59,13 +59,13 @@ async fn admin(url: &str) -> tokio_postgres::Client {
 /// A TCP proxy to `upstream` that forwards while not paused. Paused, it
 /// keeps reading nothing more than one buffer per direction and writes
 /// nothing: the database seems hung to the host.
-struct Proxy {
-    addr: SocketAddr,
+pub(crate) struct Proxy {
+    pub(crate) addr: SocketAddr,
     paused: watch::Sender<bool>,
 }
 
 impl Proxy {
-    async fn start(upstream: SocketAddr) -> Self {
+    pub(crate) async fn start(upstream: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (paused, watching) = watch::channel(false);
@@ -86,11 +86,11 @@ impl Proxy {
         Self { addr, paused }
     }
 
-    fn pause(&self) {
+    pub(crate) fn pause(&self) {
         self.paused.send_replace(true);
     }
 
-    fn resume(&self) {
+    pub(crate) fn resume(&self) {
         self.paused.send_replace(false);
     }
 }

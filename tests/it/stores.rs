@@ -617,7 +617,7 @@ mod sqlite {
             "kept"
         );
         store.close().unwrap();
-        assert_eq!(user_version(&path), 1);
+        assert_eq!(user_version(&path), 2);
         // Opening again leaves a current file as it is.
         let store = SqliteStore::open(&path).unwrap();
         assert_eq!(
@@ -1224,7 +1224,7 @@ mod postgres {
                 .await
                 .unwrap()
                 .get(0);
-            assert_eq!(version, 1);
+            assert_eq!(version, 2);
             let tally = store
                 .record_visit(visit(1, 4, 5, T0 + MINUTE))
                 .await

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::{Future, ready};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use super::query::{ClientEntry, LogEntry, LogQuery, Page};
 use super::{CountStore, StoreError, Tally, Visit};
 use crate::host::activation::ActivationRecord;
 use crate::{FileTime, Uuid};
@@ -61,7 +62,91 @@ struct State {
     clients: usize,
     ages: Ages,
     log: VecDeque<ActivationRecord>,
+    /// The sequence number of `log[0]`.
+    log_start: u64,
+    /// (application, CMID) → the sequence numbers of its records, oldest
+    /// first.
+    log_clients: HashMap<(Uuid, Uuid), VecDeque<u64>>,
     epids: HashMap<Uuid, String>,
+}
+
+impl State {
+    fn push_log(&mut self, record: ActivationRecord) {
+        let seq = self.log_start + self.log.len() as u64;
+        self.log_clients
+            .entry((record.application_id, record.cmid))
+            .or_default()
+            .push_back(seq);
+        self.log.push_back(record);
+    }
+
+    fn pop_log(&mut self) {
+        let Some(record) = self.log.pop_front() else {
+            return;
+        };
+        let key = (record.application_id, record.cmid);
+        if let Some(seqs) = self.log_clients.get_mut(&key) {
+            seqs.pop_front();
+            if seqs.is_empty() {
+                self.log_clients.remove(&key);
+            }
+        }
+        self.log_start += 1;
+    }
+
+    fn record_at(&self, seq: u64) -> Option<&ActivationRecord> {
+        let index = usize::try_from(seq.checked_sub(self.log_start)?).ok()?;
+        self.log.get(index)
+    }
+
+    /// The log's sequence numbers below the cursor, newest first.
+    fn newest_first(&self, before: Option<u64>) -> impl Iterator<Item = u64> + '_ {
+        let end = self.log_start + self.log.len() as u64;
+        let end = before.map_or(end, |b| b.min(end));
+        (self.log_start..end.max(self.log_start)).rev()
+    }
+
+    fn activations(&self, query: &LogQuery) -> Page<LogEntry> {
+        let items = self
+            .newest_first(query.before)
+            .filter_map(|seq| Some((seq, self.record_at(seq)?)))
+            .filter(|(_, record)| query.matches(record))
+            .take(query.limit)
+            .map(|(seq, record)| LogEntry {
+                seq,
+                record: record.clone(),
+            })
+            .collect();
+        query.page(items, |entry| entry.seq)
+    }
+
+    fn clients(&self, query: &LogQuery) -> Page<ClientEntry> {
+        let items = self
+            .newest_first(query.before)
+            .filter_map(|seq| {
+                let record = self.record_at(seq)?;
+                let seqs = self
+                    .log_clients
+                    .get(&(record.application_id, record.cmid))?;
+                // Only the client's newest record stands for it.
+                if seqs.back() != Some(&seq) || !query.matches(record) {
+                    return None;
+                }
+                let first_seen = seqs
+                    .front()
+                    .and_then(|&first| self.record_at(first))
+                    .map_or(record.time, |first| first.time);
+                Some(ClientEntry {
+                    seq,
+                    last: record.clone(),
+                    first_seen,
+                    requests: seqs.len() as u64,
+                })
+            })
+            .take(query.limit)
+            .collect();
+        query.page(items, |entry| entry.seq)
+    }
 }
 
 /// One application's clients, indexed by CMID and by last visit.
@@ -276,6 +361,20 @@ impl CountStore for MemoryStore {
         ready(Ok(state.log.iter().rev().take(limit).cloned().collect()))
     }
 
+    fn activations(
+        &self,
+        query: LogQuery,
+    ) -> impl Future<Output = Result<Page<LogEntry>, StoreError>> + Send {
+        ready(Ok(self.lock().activations(&query)))
+    }
+
+    fn clients(
+        &self,
+        query: LogQuery,
+    ) -> impl Future<Output = Result<Page<ClientEntry>, StoreError>> + Send {
+        ready(Ok(self.lock().clients(&query)))
+    }
+
     fn host_epid(
         &self,
         csvlk_id: Uuid,
@@ -303,10 +402,10 @@ impl MemoryStore {
             .front()
             .is_some_and(|r| r.time < retain_since || state_log_full(&state.log, self.limits))
         {
-            state.log.pop_front();
+            state.pop_log();
         }
         if self.limits.max_log_records > 0 {
-            state.log.push_back(record);
+            state.push_log(record);
         }
     }
 }

@@ -77,6 +77,7 @@ mod deadline;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod query;
 #[cfg(feature = "sqlite")]
 #[allow(
     clippy::disallowed_methods,
@@ -90,6 +91,7 @@ pub use memory::{DEFAULT_MAX_CLIENTS_PER_APPLICATION, MemoryStore, MemoryStoreLi
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresOptions, PostgresStore};
+pub use query::{ClientEntry, LogEntry, LogQuery, Page};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteOptions, SqliteStore, SqliteSync};
@@ -195,6 +197,9 @@ pub enum StoreError {
         /// The newest version this release knows.
         supported: i64,
     },
+    /// The store does not implement this operation.
+    #[error("this store does not support {0}")]
+    Unsupported(&'static str),
 }
 
 /// What a store did wrong out of sight of any caller: background writes and
@@ -381,6 +386,39 @@ pub trait CountStore: Send + Sync {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ActivationRecord>, StoreError>> + Send;
 
+    /// One page of the activation log, newest first, filtered (see
+    /// [`LogQuery`] for the semantics every store shares).
+    ///
+    /// The default fails with [`StoreError::Unsupported`]: a store that
+    /// keeps no log cannot answer.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the backend cannot answer.
+    fn activations(
+        &self,
+        query: LogQuery,
+    ) -> impl Future<Output = Result<Page<LogEntry>, StoreError>> + Send {
+        let _ = query;
+        std::future::ready(Err(StoreError::Unsupported("activation-log queries")))
+    }
+
+    /// One page of the clients the activation log names, the one heard
+    /// from last first, filtered (see [`LogQuery`]).
+    ///
+    /// The default fails with [`StoreError::Unsupported`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError`] when the backend cannot answer.
+    fn clients(
+        &self,
+        query: LogQuery,
+    ) -> impl Future<Output = Result<Page<ClientEntry>, StoreError>> + Send {
+        let _ = query;
+        std::future::ready(Err(StoreError::Unsupported("client queries")))
+    }
+
     /// The ePID kept for `csvlk_id`, storing `candidate` first if there is
     /// none yet (atomically: hosts sharing a store agree on one ePID).
     ///
@@ -439,6 +477,20 @@ impl<S: CountStore> CountStore for std::sync::Arc<S> {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ActivationRecord>, StoreError>> + Send {
         (**self).recent_activations(limit)
+    }
+
+    fn activations(
+        &self,
+        query: LogQuery,
+    ) -> impl Future<Output = Result<Page<LogEntry>, StoreError>> + Send {
+        (**self).activations(query)
+    }
+
+    fn clients(
+        &self,
+        query: LogQuery,
+    ) -> impl Future<Output = Result<Page<ClientEntry>, StoreError>> + Send {
+        (**self).clients(query)
     }
 
     fn host_epid(

@@ -61,6 +61,7 @@ use std::sync::Weak;
 
 use tokio::sync::mpsc;
 
+use super::query::{self, ClientEntry, LogEntry, LogQuery, Page};
 use super::sql::{self, bad};
 use super::{
     Background, CountStore, DEFAULT_MAX_CLIENTS_PER_APPLICATION, DEFAULT_MAX_LOG_RECORDS,
@@ -330,9 +331,9 @@ impl Prepared {
                     "INSERT INTO {s}.activations (time, peer, connection_id, protocol,
                          application_id, sku_id, kms_id, cmid, previous_cmid, workstation,
                          n_policy, client_time, virtual_machine, license_status,
-                         minutes_to_expiry, count, result)
+                         minutes_to_expiry, count, result, peer_ip)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                         $16, $17)"
+                         $16, $17, $18)"
                 ))
                 .await?,
             prune_log_time: client
@@ -390,7 +391,10 @@ const SCHEMA_LOCK: i64 = 0x6b6d_735f_7363_6865;
 /// * 0: the first release, unversioned.
 /// * 1: the maximum N policy is read from an index that also holds
 ///   `last_seen`, so aged rows not yet pruned are skipped without a scan.
-const SCHEMA_VERSION: i64 = 1;
+/// * 2: the activation log keeps the client's address as a sortable key
+///   (`peer_ip`) and is indexed by client and by application, for the
+///   clients and log queries.
+const SCHEMA_VERSION: i64 = 2;
 
 /// Version 0, as the first release created it.
 fn schema_v0(s: &str) -> String {
@@ -441,6 +445,18 @@ fn migrate_v1(s: &str) -> String {
     )
 }
 
+/// Version 1 → 2 (records stored before keep no `peer_ip`: address
+/// filters skip them).
+fn migrate_v2(s: &str) -> String {
+    format!(
+        "ALTER TABLE {s}.activations ADD COLUMN IF NOT EXISTS peer_ip bytea;
+         CREATE INDEX IF NOT EXISTS activations_by_client
+             ON {s}.activations (application_id, cmid, id);
+         CREATE INDEX IF NOT EXISTS activations_by_application
+             ON {s}.activations (application_id, id);"
+    )
+}
+
 /// Creates or migrates the schema and checks the counters, in one
 /// transaction under the advisory lock. Returns how many counters were
 /// rebuilt.
@@ -471,6 +487,9 @@ async fn set_up(client: &mut Client, s: &str, startup: Duration) -> Result<u64, 
     if version < 1 {
         tx.batch_execute(&schema_v0(s)).await?;
         tx.batch_execute(&migrate_v1(s)).await?;
+    }
+    if version < 2 {
+        tx.batch_execute(&migrate_v2(s)).await?;
     }
     if version < SCHEMA_VERSION {
         tx.execute(&format!("DELETE FROM {s}.kms_schema_version"), &[])
@@ -1084,6 +1103,65 @@ impl CountStore for PostgresStore {
         })
     }
 
+    fn activations(
+        &self,
+        query: LogQuery,
+    ) -> impl Future<Output = Result<Page<LogEntry>, StoreError>> + Send {
+        let schema = quoted_schema(&self.inner.options.schema);
+        self.spawn(move |inner| async move {
+            let schema = format!("{}.", schema?);
+            let (text, params) = query::sql::activations(&query, &schema, &dollar)?;
+            let items = inner
+                .run(async move |conn| {
+                    let rows = select(&conn.client, text.clone(), params.clone()).await?;
+                    let entries = rows
+                        .iter()
+                        .map(|row| {
+                            Ok(LogEntry {
+                                seq: sequence(row)?,
+                                record: activation(row)?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, StoreError>>()?;
+                    Ok(entries)
+                })
+                .await?;
+            Ok(query.page(items, |entry| entry.seq))
+        })
+    }
+
+    fn clients(
+        &self,
+        query: LogQuery,
+    ) -> impl Future<Output = Result<Page<ClientEntry>, StoreError>> + Send {
+        let schema = quoted_schema(&self.inner.options.schema);
+        self.spawn(move |inner| async move {
+            let schema = format!("{}.", schema?);
+            let (text, params) = query::sql::clients(&query, &schema, &dollar)?;
+            let items = inner
+                .run(async move |conn| {
+                    let rows = select(&conn.client, text.clone(), params.clone()).await?;
+                    let entries = rows
+                        .iter()
+                        .map(|row| {
+                            Ok(ClientEntry {
+                                seq: sequence(row)?,
+                                last: activation(row)?,
+                                first_seen: sql::file_time(
+                                    get::<i64>(row, 18)?,
+                                    "activations.time",
+                                )?,
+                                requests: sql::count_of(get::<i64>(row, 19)?, "count(*)")?,
+                            })
+                        })
+                        .collect::<Result<Vec<_>, StoreError>>()?;
+                    Ok(entries)
+                })
+                .await?;
+            Ok(query.page(items, |entry| entry.seq))
+        })
+    }
+
     fn host_epid(
         &self,
         csvlk_id: Uuid,
@@ -1334,7 +1412,8 @@ async fn insert_activation(
     record: &ActivationRecord,
 ) -> Result<(), Fail> {
     let peer = record.peer.map(|p| p.to_string());
-    let params: [&(dyn ToSql + Sync); 17] = [
+    let peer_ip = query::peer_key(record.peer).map(Vec::from);
+    let params: [&(dyn ToSql + Sync); 18] = [
         &sql::ticks(record.time)?,
         &peer,
         &sql::id_to_sql(record.connection_id),
@@ -1352,6 +1431,7 @@ async fn insert_activation(
         &i64::from(record.minutes_to_expiry),
         &record.count.map(i64::from),
         &i64::from(u32::from(record.result)),
+        &peer_ip,
     ];
     client.execute(&st.append, &params).await?;
     Ok(())
@@ -1373,6 +1453,66 @@ async fn prune_log(
         .execute(&st.prune_log_rows, &[&sql::limit(max_rows)])
         .await?;
     Ok(deleted)
+}
+
+/// `$n`, PostgreSQL's numbered parameter.
+fn dollar(n: usize) -> String {
+    format!("${n}")
+}
+
+/// Runs a query built by [`query::sql`] (a read: one statement, no
+/// transaction).
+async fn select(
+    client: &Client,
+    text: String,
+    params: Vec<query::sql::Param>,
+) -> Result<Vec<Row>, Fail> {
+    let values: Vec<SqlValue> = params
+        .into_iter()
+        .map(|param| match param {
+            query::sql::Param::Int(n) => SqlValue::Int(n),
+            query::sql::Param::Uuid(id) => SqlValue::Uuid(id),
+            query::sql::Param::Bytes(bytes) => SqlValue::Bytes(bytes.to_vec()),
+        })
+        .collect();
+    let rows = client.query_raw(text.as_str(), values.iter()).await?;
+    Ok(futures_util::TryStreamExt::try_collect(rows).await?)
+}
+
+/// A parameter of [`select`], owned.
+#[derive(Debug)]
+enum SqlValue {
+    Int(i64),
+    Uuid(Uuid),
+    Bytes(Vec<u8>),
+}
+
+impl ToSql for SqlValue {
+    fn to_sql(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Self::Int(n) => n.to_sql(ty, out),
+            Self::Uuid(id) => id.to_sql(ty, out),
+            Self::Bytes(bytes) => bytes.to_sql(ty, out),
+        }
+    }
+
+    fn accepts(ty: &tokio_postgres::types::Type) -> bool {
+        <i64 as ToSql>::accepts(ty)
+            || <Uuid as ToSql>::accepts(ty)
+            || <Vec<u8> as ToSql>::accepts(ty)
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// Column 17: the record's sequence number (its identity).
+fn sequence(row: &Row) -> Result<u64, StoreError> {
+    let id = get::<i64>(row, 17)?;
+    u64::try_from(id).map_err(|_| bad("activations.id", id))
 }
 
 /// One column, its type checked.

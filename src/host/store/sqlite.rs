@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use futures_channel::oneshot;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
 
+use super::query::{self, ClientEntry, LogEntry, LogQuery, Page};
 use super::sql::{self, bad};
 use super::{
     Background, CountStore, DEFAULT_MAX_CLIENTS_PER_APPLICATION, DEFAULT_MAX_LOG_RECORDS,
@@ -135,7 +136,13 @@ pub struct SqliteStore {
     log: Arc<LogQueue>,
     background: Arc<Background>,
     timeout: Duration,
+    /// The reader thread's queue: queries run on a connection of their
+    /// own, never on the writer's.
+    reads: Option<mpsc::SyncSender<Read>>,
 }
+
+/// A query for the reader thread.
+type Read = Box<dyn FnOnce(&Connection) + Send>;
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -245,6 +252,7 @@ impl SqliteStore {
             .name("kms-sqlite-writer".into())
             .spawn(move || writer.serve(&queue))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        let reads = start_reader(&path, options)?;
         Ok(Self {
             path,
             jobs: Some(jobs),
@@ -252,6 +260,7 @@ impl SqliteStore {
             log,
             background,
             timeout: options.operation_timeout,
+            reads: Some(reads),
         })
     }
 
@@ -273,6 +282,7 @@ impl SqliteStore {
     /// [`StoreError::Backend`] when the writer thread panicked.
     pub fn close(mut self) -> Result<(), StoreError> {
         self.jobs = None;
+        self.reads = None;
         match self.writer.take() {
             Some(writer) => writer
                 .join()
@@ -315,12 +325,111 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Runs `query` on the reader thread; the future completes with its
+    /// answer, or fails at the deadline.
+    fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let timeout = self.timeout;
+        let sent = match &self.reads {
+            None => Err(StoreError::Closed),
+            Some(reads) => {
+                let read: Read = Box::new(move |conn| {
+                    let _ = reply.send(query(conn));
+                });
+                match reads.try_send(read) {
+                    Ok(()) => Ok(()),
+                    Err(TrySendError::Full(_)) => Err(StoreError::TimedOut(
+                        "the SQLite reader's queue is full".into(),
+                    )),
+                    Err(TrySendError::Disconnected(_)) => Err(StoreError::Closed),
+                }
+            }
+        };
+        async move {
+            sent?;
+            deadline::within(timeout, "the SQLite query", async move {
+                answer.await.unwrap_or(Err(StoreError::Closed))
+            })
+            .await
+        }
+    }
+}
+
+/// Queries waiting for the reader at most; one more fails at once.
+const MAX_READS: usize = 64;
+
+/// Opens a second connection to `path`, read-only, and the thread that
+/// answers queries on it (WAL lets it read while the writer commits).
+fn start_reader(path: &Path, options: SqliteOptions) -> Result<mpsc::SyncSender<Read>, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(error)?;
+    let busy = options
+        .busy_timeout
+        .min(options.operation_timeout)
+        .min(Duration::from_millis(i32::MAX.unsigned_abs().into()));
+    conn.busy_timeout(busy).map_err(error)?;
+    let (reads, queue) = mpsc::sync_channel::<Read>(MAX_READS);
+    std::thread::Builder::new()
+        .name("kms-sqlite-reader".into())
+        .spawn(move || {
+            while let Ok(read) = queue.recv() {
+                read(&conn);
+            }
+        })
+        .map_err(|e| StoreError::Unavailable(format!("cannot start the reader thread: {e}")))?;
+    Ok(reads)
+}
+
+/// `?n`, SQLite's numbered parameter.
+fn numbered(n: usize) -> String {
+    format!("?{n}")
+}
+
+/// Runs a query built by [`query::sql`] and maps its rows.
+fn select<T>(
+    conn: &Connection,
+    (text, params): (String, Vec<query::sql::Param>),
+    mut map: impl FnMut(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let values: Vec<rusqlite::types::Value> = params
+        .into_iter()
+        .map(|param| match param {
+            query::sql::Param::Int(n) => rusqlite::types::Value::Integer(n),
+            query::sql::Param::Uuid(id) => rusqlite::types::Value::Blob(id.as_bytes().to_vec()),
+            query::sql::Param::Bytes(bytes) => rusqlite::types::Value::Blob(bytes.to_vec()),
+        })
+        .collect();
+    let mut statement = conn.prepare_cached(&text).map_err(error)?;
+    let mut rows = statement
+        .query(rusqlite::params_from_iter(values))
+        .map_err(error)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(error)? {
+        out.push(map(row)?);
+    }
+    Ok(out)
+}
+
+/// Column 17: the record's sequence number (its row ID).
+fn sequence(row: &Row<'_>) -> Result<u64, StoreError> {
+    let id: i64 = row.get(17).map_err(error)?;
+    u64::try_from(id).map_err(|_| bad("activations.id", id))
+}
+
 impl Drop for SqliteStore {
     fn drop(&mut self) {
         // Closing the channel ends the writer's loop once the queue is
         // empty. The writer is not joined: a drop on an async runtime's
         // worker must not block it (`close` waits, when asked).
         self.jobs = None;
+        self.reads = None;
         drop(self.writer.take());
     }
 }
@@ -391,6 +500,46 @@ impl CountStore for SqliteStore {
         self.submit(move |reply| Job::Recent(limit, reply))
     }
 
+    fn activations(
+        &self,
+        query: LogQuery,
+    ) -> impl Future<Output = Result<Page<LogEntry>, StoreError>> + Send {
+        self.read(move |conn| {
+            let items = select(
+                conn,
+                query::sql::activations(&query, "", &numbered)?,
+                |row| {
+                    let record = activation(row)?;
+                    Ok(LogEntry {
+                        seq: sequence(row)?,
+                        record,
+                    })
+                },
+            )?;
+            Ok(query.page(items, |entry| entry.seq))
+        })
+    }
+
+    fn clients(
+        &self,
+        query: LogQuery,
+    ) -> impl Future<Output = Result<Page<ClientEntry>, StoreError>> + Send {
+        self.read(move |conn| {
+            let items = select(conn, query::sql::clients(&query, "", &numbered)?, |row| {
+                let last = activation(row)?;
+                let first: i64 = row.get(18).map_err(error)?;
+                let requests: i64 = row.get(19).map_err(error)?;
+                Ok(ClientEntry {
+                    seq: sequence(row)?,
+                    last,
+                    first_seen: sql::file_time(first, "activations.time")?,
+                    requests: sql::count_of(requests, "count(*)")?,
+                })
+            })?;
+            Ok(query.page(items, |entry| entry.seq))
+        })
+    }
+
     fn host_epid(
         &self,
         csvlk_id: Uuid,
@@ -410,7 +559,10 @@ impl CountStore for SqliteStore {
 /// * 0: the first release, unversioned.
 /// * 1: the maximum N policy is read from an index that also holds
 ///   `last_seen`, so aged rows not yet pruned are skipped without a scan.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// * 2: the activation log keeps the client's address as a sortable key
+///   (`peer_ip`) and is indexed by client and by application, for the
+///   clients and log queries.
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Version 0, as the first release created it.
 const SCHEMA_V0: &str = "
@@ -460,6 +612,14 @@ DROP INDEX IF EXISTS clients_by_n_policy;
 CREATE INDEX IF NOT EXISTS clients_by_n_policy_seen ON clients (application_id, n_policy, last_seen);
 ";
 
+/// Version 1 → 2 (records stored before keep no `peer_ip`: address
+/// filters skip them).
+const MIGRATE_V2: &str = "
+ALTER TABLE activations ADD COLUMN peer_ip BLOB;
+CREATE INDEX IF NOT EXISTS activations_by_client ON activations (application_id, cmid, id);
+CREATE INDEX IF NOT EXISTS activations_by_application ON activations (application_id, id);
+";
+
 /// Pragmas, schema (migrated forward), and the per-application counters
 /// rebuilt from the client rows (so a file edited by hand cannot keep a
 /// wrong count).
@@ -499,6 +659,9 @@ fn prepare(conn: &mut Connection, options: SqliteOptions) -> Result<(), StoreErr
     if version < 1 {
         tx.execute_batch(SCHEMA_V0).map_err(error)?;
         tx.execute_batch(MIGRATE_V1).map_err(error)?;
+    }
+    if version < 2 {
+        tx.execute_batch(MIGRATE_V2).map_err(error)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(error)?;
@@ -975,8 +1138,8 @@ fn insert_activation(conn: &Connection, record: &ActivationRecord) -> Result<(),
     conn.prepare_cached(
         "INSERT INTO activations (time, peer, connection_id, protocol, application_id, sku_id,
              kms_id, cmid, previous_cmid, workstation, n_policy, client_time, virtual_machine,
-             license_status, minutes_to_expiry, count, result)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+             license_status, minutes_to_expiry, count, result, peer_ip)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )
     .and_then(|mut s| {
         s.execute(rusqlite::params![
@@ -997,6 +1160,7 @@ fn insert_activation(conn: &Connection, record: &ActivationRecord) -> Result<(),
             i64::from(record.minutes_to_expiry),
             record.count.map(i64::from),
             i64::from(u32::from(record.result)),
+            query::peer_key(record.peer).map(Vec::from),
         ])
     })
     .map_err(error)?;
