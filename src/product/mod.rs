@@ -80,6 +80,8 @@
 mod data;
 mod search;
 
+use std::sync::OnceLock;
+
 use chrono::NaiveDate;
 use uuid::Uuid;
 
@@ -711,6 +713,24 @@ pub fn csvlks_activating(kms_id: Uuid) -> impl Iterator<Item = &'static Csvlk> +
 /// ```
 #[must_use]
 pub fn csvlk_for_kms(kms_id: Uuid) -> Option<&'static Csvlk> {
+    // The choice depends on the catalog alone: made once per KMS item, then
+    // looked up by the item's position (the KMS items are sorted by ID).
+    static PREFERRED: OnceLock<Vec<Option<&'static Csvlk>>> = OnceLock::new();
+    let preferred = PREFERRED.get_or_init(|| {
+        kms_items()
+            .iter()
+            .map(|item| preferred_csvlk(item.id))
+            .collect()
+    });
+    let index = kms_items().partition_point(|k| k.id.as_u128() < kms_id.as_u128());
+    kms_items()
+        .get(index)
+        .filter(|item| item.id == kms_id)
+        .and_then(|_| preferred.get(index).copied().flatten())
+}
+
+/// The ranking of [`csvlk_for_kms`], over every CSVLK of the catalog.
+fn preferred_csvlk(kms_id: Uuid) -> Option<&'static Csvlk> {
     csvlks_activating(kms_id).max_by_key(|c| {
         (
             c.is_own_key_of(kms_id),
