@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::{AdminState, MAX_PAGE, json, log_query, now};
 use crate::host::ActivationRecord;
-use crate::host::store::{ClientEntry, CountStore, LogEntry};
+use crate::host::store::{ClientEntry, CountStore, LogEntry, LogQuery, Page};
 use crate::{FileTime, HResult, product};
 
 /// A page's default size.
@@ -19,12 +19,10 @@ const DEFAULT_PAGE: usize = 100;
 /// What a request came to: `activated`, `below threshold` or
 /// `refused 0x…`.
 pub(crate) fn outcome(record: &ActivationRecord) -> String {
-    if record.result == HResult::S_OK {
-        if record.count.is_some_and(|count| count >= record.n_policy) {
-            "activated".to_owned()
-        } else {
-            "below threshold".to_owned()
-        }
+    if record.activates() {
+        "activated".to_owned()
+    } else if record.result == HResult::S_OK {
+        "below threshold".to_owned()
     } else {
         format!("refused {:#}", record.result)
     }
@@ -121,35 +119,46 @@ pub(crate) async fn clients<S: CountStore + 'static>(
     State(state): State<Arc<AdminState<S>>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let query = match log_query(&params, DEFAULT_PAGE, MAX_PAGE) {
-        Ok(query) => query,
-        Err(e) => return bad_request(&e),
-    };
-    match state.within(state.host.store().clients(query)).await {
-        Ok(page) => json(
-            StatusCode::OK,
-            &json!({
-                "items": page.items.iter().map(client_json).collect::<Vec<_>>(),
-                "next": page.next,
-            }),
-        ),
-        Err(e) => unavailable(&e),
-    }
+    page_route(
+        &params,
+        |query| state.within(state.host.store().clients(query)),
+        client_json,
+    )
+    .await
 }
 
 pub(crate) async fn activations<S: CountStore + 'static>(
     State(state): State<Arc<AdminState<S>>>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let query = match log_query(&params, DEFAULT_PAGE, MAX_PAGE) {
+    page_route(
+        &params,
+        |query| state.within(state.host.store().activations(query)),
+        activation_json,
+    )
+    .await
+}
+
+/// A JSON page of a store query: the query from the request's parameters
+/// (400 when they are bad), its rows through `to_json`, 503 when the store
+/// fails or is late.
+async fn page_route<T, F>(
+    params: &HashMap<String, String>,
+    fetch: impl FnOnce(LogQuery) -> F,
+    to_json: fn(&T) -> Value,
+) -> Response
+where
+    F: Future<Output = Result<Page<T>, String>>,
+{
+    let query = match log_query(params, DEFAULT_PAGE, MAX_PAGE) {
         Ok(query) => query,
         Err(e) => return bad_request(&e),
     };
-    match state.within(state.host.store().activations(query)).await {
+    match fetch(query).await {
         Ok(page) => json(
             StatusCode::OK,
             &json!({
-                "items": page.items.iter().map(activation_json).collect::<Vec<_>>(),
+                "items": page.items.iter().map(to_json).collect::<Vec<_>>(),
                 "next": page.next,
             }),
         ),

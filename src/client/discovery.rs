@@ -449,21 +449,15 @@ pub async fn activate_through_async<T, E, R: RandomSource + ?Sized>(
     } else {
         Vec::new()
     };
-    for host in first {
-        let result = match resolver.lookup_host(&host).await {
-            Ok(addresses) => attempt(&host, &addresses).await,
-            Err(e) => Err(unresolved(e)),
-        };
-        match result {
-            Ok(value) => {
-                locator.record_success(&host);
-                return Ok((host, value, failures));
-            }
-            Err(error) => {
-                locator.record_failure(&host);
-                failures.push(FailedAttempt { host, error });
-            }
-        }
+    let mut tries = AsyncTries {
+        locator: &mut *locator,
+        resolver,
+        unresolved: &mut unresolved,
+        attempt: &mut attempt,
+        failures: &mut failures,
+    };
+    if let Some((host, value)) = tries.first_success(first).await {
+        return Ok((host, value, failures));
     }
     let Some(domain) = locator.dns_domain().map(str::to_owned) else {
         return Err(AttemptFailure::AllHostsFailed(failures));
@@ -478,21 +472,52 @@ pub async fn activate_through_async<T, E, R: RandomSource + ?Sized>(
         .into_iter()
         .filter(|h| !tried.contains(h))
         .collect();
-    for host in hosts {
-        let result = match resolver.lookup_host(&host).await {
-            Ok(addresses) => attempt(&host, &addresses).await,
-            Err(e) => Err(unresolved(e)),
-        };
-        match result {
-            Ok(value) => {
-                locator.record_success(&host);
-                return Ok((host, value, failures));
-            }
-            Err(error) => {
-                locator.record_failure(&host);
-                failures.push(FailedAttempt { host, error });
-            }
-        }
+    let mut tries = AsyncTries {
+        locator,
+        resolver,
+        unresolved: &mut unresolved,
+        attempt: &mut attempt,
+        failures: &mut failures,
+    };
+    if let Some((host, value)) = tries.first_success(hosts).await {
+        return Ok((host, value, failures));
     }
     Err(AttemptFailure::AllHostsFailed(failures))
+}
+
+/// What [`activate_through_async`] needs to try a list of hosts in order.
+struct AsyncTries<'a, U, A, E> {
+    locator: &'a mut KmsLocator,
+    resolver: &'a SrvResolver,
+    unresolved: &'a mut U,
+    attempt: &'a mut A,
+    failures: &'a mut Vec<FailedAttempt<E>>,
+}
+
+impl<U, A, E> AsyncTries<'_, U, A, E> {
+    /// Tries `hosts` in order and returns the first success; every failure
+    /// is recorded with the locator and kept in `failures`.
+    async fn first_success<T>(&mut self, hosts: Vec<KmsHostName>) -> Option<(KmsHostName, T)>
+    where
+        U: FnMut(DiscoveryError) -> E,
+        A: AsyncFnMut(&KmsHostName, &[SocketAddr]) -> Result<T, E>,
+    {
+        for host in hosts {
+            let result = match self.resolver.lookup_host(&host).await {
+                Ok(addresses) => (self.attempt)(&host, &addresses).await,
+                Err(e) => Err((self.unresolved)(e)),
+            };
+            match result {
+                Ok(value) => {
+                    self.locator.record_success(&host);
+                    return Some((host, value));
+                }
+                Err(error) => {
+                    self.locator.record_failure(&host);
+                    self.failures.push(FailedAttempt { host, error });
+                }
+            }
+        }
+        None
+    }
 }
