@@ -42,6 +42,9 @@
 //! | `kms_store_errors_total` | counter | `operation` (store operations that failed or timed out: `host` for the host's own total from its [`Statistics`], others from [`HostMetrics::record_store_error`]) |
 //! | `kms_dropped_activation_records_total` | counter | (activation records the store's log could not take: queue full or batch failed) |
 //! | `kms_handler_failures_total` | counter | `kind` (`timeout` or `panic`: the handler's requests were refused) |
+//! | `kms_dns_published` | gauge | `zone` (1 while the host's own SRV record is published in DNS and the last update succeeded, else 0; from [`HostMetrics::set_dns_publication`]) |
+//! | `kms_dns_publications_total` | counter | `zone` (successful publications of the SRV record: the first and each refresh) |
+//! | `kms_dns_publish_failures_total` | counter | `zone` (failed DNS updates: publish, refresh or withdraw; the counterpart of Microsoft's event 12293) |
 //!
 //! In the `OpenMetrics` text, a counter's samples end in `_total`.
 //!
@@ -101,6 +104,11 @@ struct OperationLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ZoneLabels {
+    zone: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -141,6 +149,9 @@ pub struct HostMetrics {
     operations: Mutex<HashSet<String>>,
     handler_failures: Family<KindLabels, Counter>,
     dropped_records: Counter,
+    dns_published: Family<ZoneLabels, Gauge>,
+    dns_publications: Family<ZoneLabels, Counter>,
+    dns_failures: Family<ZoneLabels, Counter>,
 }
 
 impl Default for HostMetrics {
@@ -217,6 +228,24 @@ impl HostMetrics {
             "Activation records the store's log could not take (queue full or batch failed)",
             dropped_records.clone(),
         );
+        let dns_published = Family::<ZoneLabels, Gauge>::default();
+        registry.register(
+            "kms_dns_published",
+            "1 while this host's SRV record is published and the last DNS update succeeded",
+            dns_published.clone(),
+        );
+        let dns_publications = Family::<ZoneLabels, Counter>::default();
+        registry.register(
+            "kms_dns_publications",
+            "Successful publications of this host's SRV record (the first and each refresh)",
+            dns_publications.clone(),
+        );
+        let dns_failures = Family::<ZoneLabels, Counter>::default();
+        registry.register(
+            "kms_dns_publish_failures",
+            "Failed DNS updates of this host's SRV record (publish, refresh or withdraw)",
+            dns_failures.clone(),
+        );
         Self {
             registry,
             requests,
@@ -232,7 +261,38 @@ impl HostMetrics {
             operations: Mutex::new(HashSet::new()),
             handler_failures,
             dropped_records,
+            dns_published,
+            dns_publications,
+            dns_failures,
         }
+    }
+
+    /// Takes how publishing this host's SRV record in `zone` has gone
+    /// (from `host::dns_publish::SrvPublisher::status` with the `dns`
+    /// feature): whether the record is published and the last update
+    /// succeeded, and the running totals of successful publications and
+    /// of failed updates (the counters move up to them, never down).
+    ///
+    /// ```
+    /// use kms_activation::metrics::HostMetrics;
+    ///
+    /// let metrics = HostMetrics::new();
+    /// metrics.set_dns_publication("example.org.", false, 0, 2);
+    /// let text = metrics.encode();
+    /// assert!(text.contains("kms_dns_published{zone=\"example.org.\"} 0"));
+    /// assert!(text.contains("kms_dns_publish_failures_total{zone=\"example.org.\"} 2"));
+    /// ```
+    pub fn set_dns_publication(&self, zone: &str, published: bool, successes: u64, failures: u64) {
+        let labels = ZoneLabels {
+            zone: zone.to_owned(),
+        };
+        self.dns_published
+            .get_or_create(&labels)
+            .set(i64::from(published));
+        let counter = self.dns_publications.get_or_create(&labels);
+        counter.inc_by(successes.saturating_sub(counter.get()));
+        let counter = self.dns_failures.get_or_create(&labels);
+        counter.inc_by(failures.saturating_sub(counter.get()));
     }
 
     /// Counts a failed (or timed-out) store operation, by a short name

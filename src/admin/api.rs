@@ -265,6 +265,7 @@ pub(crate) async fn status<S: CountStore + 'static>(
         },
         "store_errors": statistics.store_errors,
         "dropped_records": statistics.dropped_records,
+        "dns": state.dns_status(),
     });
     json(StatusCode::OK, &body)
 }

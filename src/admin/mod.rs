@@ -6,9 +6,9 @@
 //! | route | answer |
 //! |---|---|
 //! | `GET /livez` | 200 while the process serves (never needs a token) |
-//! | `GET /readyz` | 200 when the KMS listeners are bound and the store answers within its deadline, else 503 with a JSON reason (never needs a token) |
+//! | `GET /readyz` | 200 when the KMS listeners are bound, the store answers within its deadline and (when the host publishes its SRV record, feature `dns`) the record is published and its last DNS update succeeded; else 503 with a JSON reason (never needs a token) |
 //! | `GET /metrics` | Prometheus text ([`HostMetrics::encode`]), the host's statistics refreshed first |
-//! | `GET /api/v1/status` | counts and thresholds per application, listening addresses, ePIDs, intervals, requests by outcome and license status, uptime, version, store |
+//! | `GET /api/v1/status` | counts and thresholds per application, listening addresses, ePIDs, intervals, requests by outcome and license status, uptime, version, store, DNS publishing (`dns`, `null` when the host does not publish) |
 //! | `GET /api/v1/clients` | one row per client, heard from last first (`?application=&product=&address=&since=&limit=&cursor=`) |
 //! | `GET /api/v1/activations` | the activation log, newest first (same parameters) |
 //! | `GET /api/v1/clients.csv`, `/api/v1/activations.csv` | the same as CSV (RFC 4180, a header row), streamed page by page (`limit` caps the rows, none by default; not a snapshot: a client heard from again while its file streams moves above the part already sent) |
@@ -188,6 +188,8 @@ pub struct AdminState<S> {
     store_deadline: Duration,
     listening: Mutex<Vec<SocketAddr>>,
     started: Instant,
+    #[cfg(feature = "dns")]
+    dns_publisher: Option<Arc<crate::host::dns_publish::SrvPublisher>>,
 }
 
 impl<S> std::fmt::Debug for AdminState<S> {
@@ -219,6 +221,8 @@ impl<S: CountStore + 'static> AdminState<S> {
             store_deadline: Duration::from_secs(2),
             listening: Mutex::new(Vec::new()),
             started: Instant::now(),
+            #[cfg(feature = "dns")]
+            dns_publisher: None,
         }
     }
 
@@ -265,6 +269,85 @@ impl<S: CountStore + 'static> AdminState<S> {
     pub fn with_host_name(mut self, name: impl Into<String>) -> Self {
         self.host_name = name.into();
         self
+    }
+
+    /// Shows how `publisher` (the host's own SRV record, feature `dns`)
+    /// is doing: `/readyz` is 503 while its record is not published or its
+    /// last update failed, `/api/v1/status` carries its status, and
+    /// `/metrics` its `kms_dns_*` metrics.
+    #[cfg(feature = "dns")]
+    #[must_use]
+    pub fn with_dns_publisher(
+        mut self,
+        publisher: Arc<crate::host::dns_publish::SrvPublisher>,
+    ) -> Self {
+        self.dns_publisher = Some(publisher);
+        self
+    }
+
+    /// Why DNS publishing keeps the host from being ready, if it does.
+    #[cfg_attr(
+        not(feature = "dns"),
+        allow(clippy::unused_self, reason = "the publisher exists with `dns`")
+    )]
+    fn dns_not_ready(&self) -> Option<String> {
+        #[cfg(feature = "dns")]
+        if let Some(publisher) = &self.dns_publisher {
+            let status = publisher.status();
+            if !status.is_healthy() {
+                return Some(match status.last_error {
+                    Some(error) if status.consecutive_failures > 0 => format!(
+                        "dns: {} failed {} time(s) in a row: {error}",
+                        publisher.record_text(),
+                        status.consecutive_failures
+                    ),
+                    _ => format!("dns: {} is not published yet", publisher.record_text()),
+                });
+            }
+        }
+        None
+    }
+
+    /// Hands the DNS publisher's status to the metrics.
+    #[cfg_attr(
+        not(feature = "dns"),
+        allow(clippy::unused_self, reason = "the publisher exists with `dns`")
+    )]
+    fn update_dns_metrics(&self, metrics: &HostMetrics) {
+        #[cfg(feature = "dns")]
+        if let Some(publisher) = &self.dns_publisher {
+            let status = publisher.status();
+            metrics.set_dns_publication(
+                &publisher.zone(),
+                status.is_healthy(),
+                status.successes,
+                status.failures,
+            );
+        }
+        #[cfg(not(feature = "dns"))]
+        let _ = metrics;
+    }
+
+    /// The DNS publisher's status for `/api/v1/status` (`null` without).
+    #[cfg_attr(
+        not(feature = "dns"),
+        allow(clippy::unused_self, reason = "the publisher exists with `dns`")
+    )]
+    pub(crate) fn dns_status(&self) -> serde_json::Value {
+        #[cfg(feature = "dns")]
+        if let Some(publisher) = &self.dns_publisher {
+            let status = publisher.status();
+            return serde_json::json!({
+                "record": publisher.record_text(),
+                "published": status.published,
+                "healthy": status.is_healthy(),
+                "successes": status.successes,
+                "failures": status.failures,
+                "consecutive_failures": status.consecutive_failures,
+                "last_error": status.last_error,
+            });
+        }
+        serde_json::Value::Null
     }
 
     /// The addresses the KMS listeners are bound to; `/readyz` is 503
@@ -394,7 +477,14 @@ async fn readyz<S: CountStore + 'static>(State(state): State<Arc<AdminState<S>>>
     // A read of the store (an application no client has: nothing is
     // written), so a store that is down shows even before any request.
     let probe = state.host.store().tally(crate::Uuid::nil(), now());
-    match state.within(probe).await {
+    let store = state.within(probe).await;
+    if let (Ok(_), Some(reason)) = (&store, state.dns_not_ready()) {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"status": "not ready", "reason": reason}),
+        );
+    }
+    match store {
         Ok(_) => json(
             StatusCode::OK,
             &serde_json::json!({"status": "ready", "listening": listening}),
@@ -417,6 +507,7 @@ async fn metrics<S: CountStore + 'static>(State(state): State<Arc<AdminState<S>>
     if let Ok(statistics) = state.within(state.host.statistics(now())).await {
         metrics.set_statistics(&statistics);
     }
+    state.update_dns_metrics(metrics);
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,

@@ -597,8 +597,16 @@ async fn run<S: CountStore + 'static>(args: Args, store: S) -> Result<(), String
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
+    let publisher = dns_publish::start(&args.dns, port, stopped(stop_rx.clone())).await?;
     let observer: Arc<dyn Observer> = match admin {
-        Some(admin) => admin::start(admin, &host, &args, bound.clone(), stopped(stop_rx.clone())),
+        Some(admin) => admin::start(
+            admin,
+            &host,
+            &args,
+            bound.clone(),
+            dns_publish::publisher(&publisher),
+            stopped(stop_rx.clone()),
+        ),
         None => Arc::new((LogObserver::new(), NoObserver)),
     };
 
@@ -609,7 +617,6 @@ async fn run<S: CountStore + 'static>(args: Args, store: S) -> Result<(), String
         skew = ?args.skew.0,
         "kms-host ready"
     );
-    let publisher = dns_publish::start(&args.dns, port, stopped(stop_rx.clone())).await?;
     let server = Server::new(Arc::clone(&host), server_config(&args, port)).with_observer(observer);
     let grace = Duration::from_secs(args.grace);
     let result = serve_and_stop(server, listeners, &host, grace).await;

@@ -199,6 +199,12 @@ impl SrvResolver {
         Ok(Self { resolver })
     }
 
+    /// The hickory resolver underneath, for the crate's other lookups
+    /// (the SOA query of `host::dns_publish`).
+    pub(crate) const fn hickory(&self) -> &TokioResolver {
+        &self.resolver
+    }
+
     /// The `_vlmcs._tcp` SRV records of `domain`, as published (unordered;
     /// see [`order_srv_records`](super::order_srv_records)).
     ///

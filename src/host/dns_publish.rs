@@ -55,12 +55,12 @@ use base64::Engine as _;
 use hickory_net::client::{Client, ClientHandle};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::udp::UdpClientStream;
-use hickory_resolver::TokioResolver;
 use hickory_resolver::proto::op::{DnsResponse, ResponseCode};
 use hickory_resolver::proto::rr::rdata::SRV;
 use hickory_resolver::proto::rr::rdata::tsig::TsigAlgorithm as WireAlgorithm;
 use hickory_resolver::proto::rr::{Name, RData, Record, TSigner};
 
+use crate::client::discovery::{DnsSettings, SrvResolver};
 use crate::log_limit::LogLimit;
 
 /// How often the record is published again (Microsoft's hosts: 24 hours).
@@ -447,6 +447,7 @@ pub struct PublisherConfig {
     refresh: Duration,
     retry: Duration,
     timeout: Duration,
+    resolver: DnsSettings,
 }
 
 impl PublisherConfig {
@@ -472,6 +473,7 @@ impl PublisherConfig {
             refresh: DEFAULT_REFRESH,
             retry: DEFAULT_RETRY,
             timeout: DEFAULT_UPDATE_TIMEOUT,
+            resolver: DnsSettings::system().with_timeout(DEFAULT_UPDATE_TIMEOUT, 2),
         })
     }
 
@@ -479,6 +481,27 @@ impl PublisherConfig {
     #[must_use]
     pub const fn with_server(mut self, server: SocketAddr) -> Self {
         self.server = Some(server);
+        self
+    }
+
+    /// Finds the zone's primary server (when no
+    /// [`with_server`](Self::with_server) is given) by asking these DNS
+    /// servers for the zone's SOA record and its MNAME's address, instead
+    /// of the system's resolver: for a host whose resolver does not see
+    /// the zone. The updates still go to the primary's port 53.
+    ///
+    /// ```
+    /// use kms_activation::client::discovery::DnsSettings;
+    /// use kms_activation::host::dns_publish::PublisherConfig;
+    ///
+    /// let internal = DnsSettings::system().with_name_servers(["192.0.2.53:53".parse().unwrap()]);
+    /// let config = PublisherConfig::new("corp.example", 1688)?.with_resolver(internal);
+    /// # drop(config);
+    /// # Ok::<(), kms_activation::host::dns_publish::PublishError>(())
+    /// ```
+    #[must_use]
+    pub fn with_resolver(mut self, settings: DnsSettings) -> Self {
+        self.resolver = settings;
         self
     }
 
@@ -563,6 +586,16 @@ pub struct PublishStatus {
     pub last_error: Option<String>,
 }
 
+impl PublishStatus {
+    /// Whether the record is published and the last update succeeded:
+    /// what a readiness check wants (false until the first publication,
+    /// after a failed refresh and after the withdrawal).
+    #[must_use]
+    pub const fn is_healthy(&self) -> bool {
+        self.published && self.consecutive_failures == 0
+    }
+}
+
 /// Publishes and withdraws one host's `_vlmcs._tcp` SRV record. Shareable
 /// between tasks (`&self` methods); its updates run on the caller's Tokio
 /// runtime (time and I/O enabled). See the [module docs](self).
@@ -622,6 +655,13 @@ impl SrvPublisher {
             ),
             other => format!("{} {} IN {other}", self.owner, self.config.ttl),
         }
+    }
+
+    /// The zone the record is published in, fully qualified
+    /// (`example.org.`).
+    #[must_use]
+    pub fn zone(&self) -> String {
+        self.config.zone.to_ascii()
     }
 
     /// How publishing has gone so far.
@@ -833,9 +873,9 @@ impl SrvPublisher {
             zone: zone.clone(),
             reason,
         };
-        let mut builder = TokioResolver::builder_tokio().map_err(|e| no_server(e.to_string()))?;
-        builder.options_mut().timeout = self.config.timeout;
-        let resolver = builder.build().map_err(|e| no_server(e.to_string()))?;
+        let lookups =
+            SrvResolver::new(&self.config.resolver).map_err(|e| no_server(e.to_string()))?;
+        let resolver = lookups.hickory();
         let soa = resolver
             .soa_lookup(self.config.zone.clone())
             .await

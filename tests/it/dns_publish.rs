@@ -8,7 +8,7 @@
 //! they fail (`.ci/run` installs `bind9`).
 
 use crate::support::KilledOnDrop;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -193,9 +193,16 @@ fn key_text(dir: &Path) -> String {
     FALLBACK_KEY.to_owned()
 }
 
-/// Starts `named`, or returns `None` when it is not installed (outside
-/// CI). Waits until it answers for the zone.
+/// Starts `named` on 127.0.0.1 at a free port, or returns `None` when it
+/// is not installed (outside CI). Waits until it answers for the zone.
 async fn start_named() -> Option<Named> {
+    start_named_at(Ipv4Addr::LOCALHOST, None).await
+}
+
+/// Starts `named` on `ip` at `port` (a free one when `None`). The zone's
+/// SOA names `ns.example.test`, whose address is `ip`; a second zone,
+/// `elsewhere.test`, names a primary at 127.0.0.3, where nothing listens.
+async fn start_named_at(ip: Ipv4Addr, port: Option<u16>) -> Option<Named> {
     let binary = named_binary()?;
     for _ in 0..3 {
         let dir = tempfile::tempdir().unwrap();
@@ -204,15 +211,25 @@ async fn start_named() -> Option<Named> {
         std::fs::write(dir.path().join("update.key"), &key).unwrap();
         std::fs::write(
             dir.path().join("example.test.zone"),
-            "$ORIGIN example.test.\n$TTL 3600\n\
+            format!(
+                "$ORIGIN example.test.\n$TTL 3600\n\
              @ IN SOA ns.example.test. admin.example.test. 1 3600 600 86400 60\n\
              @ IN NS ns.example.test.\n\
-             ns IN A 127.0.0.1\n\
+             ns IN A {ip}\n\
              kms1 IN A 127.0.0.1\n\
-             kms2 IN A 127.0.0.1\n",
+             kms2 IN A 127.0.0.1\n"
+            ),
         )
         .unwrap();
-        let port = free_port();
+        std::fs::write(
+            dir.path().join("elsewhere.test.zone"),
+            "$ORIGIN elsewhere.test.\n$TTL 3600\n\
+             @ IN SOA ns.elsewhere.test. admin.elsewhere.test. 1 3600 600 86400 60\n\
+             @ IN NS ns.elsewhere.test.\n\
+             ns IN A 127.0.0.3\n",
+        )
+        .unwrap();
+        let port = port.unwrap_or_else(free_port);
         std::fs::write(
             dir.path().join("named.conf"),
             format!(
@@ -220,7 +237,7 @@ async fn start_named() -> Option<Named> {
                  \tdirectory \"{root}\";\n\
                  \tpid-file \"{root}/named.pid\";\n\
                  \tsession-keyfile \"{root}/session.key\";\n\
-                 \tlisten-on port {port} {{ 127.0.0.1; }};\n\
+                 \tlisten-on port {port} {{ {ip}; }};\n\
                  \tlisten-on-v6 {{ none; }};\n\
                  \trecursion no;\n\
                  \tnotify no;\n\
@@ -231,6 +248,11 @@ async fn start_named() -> Option<Named> {
                  zone \"example.test\" {{\n\
                  \ttype primary;\n\
                  \tfile \"{root}/example.test.zone\";\n\
+                 \tallow-update {{ key \"{KEY_NAME}\"; }};\n\
+                 }};\n\
+                 zone \"elsewhere.test\" {{\n\
+                 \ttype primary;\n\
+                 \tfile \"{root}/elsewhere.test.zone\";\n\
                  \tallow-update {{ key \"{KEY_NAME}\"; }};\n\
                  }};\n"
             ),
@@ -248,19 +270,26 @@ async fn start_named() -> Option<Named> {
             .unwrap();
         let mut named = Named {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::from((ip, port)),
             dir,
         };
         let resolver = SrvResolver::new(&named.settings()).unwrap();
         let host = KmsHostName::new("kms1.example.test", 1688);
-        for _ in 0..120 {
-            if named.child.try_wait().unwrap().is_some() {
-                break;
+        // Up to 30 s, however long each lookup takes.
+        let answered = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                if named.child.try_wait().unwrap().is_some() {
+                    return false;
+                }
+                if resolver.lookup_host(&host).await.is_ok() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            if resolver.lookup_host(&host).await.is_ok() {
-                return Some(named);
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        })
+        .await;
+        if answered == Ok(true) {
+            return Some(named);
         }
         eprintln!("named did not start; retrying:\n{}", named.log());
         let _ = named.child.kill();
@@ -483,10 +512,19 @@ fn publisher_without_key(named: &Named) -> SrvPublisher {
     publisher(named, "kms1.example.test", 1688, None)
 }
 
-fn kms_host(named: &Named, key: &Path, port: u16, stderr: std::fs::File) -> KilledOnDrop {
+/// kms-host publishing in `named`'s zone, with its admin endpoint on
+/// `admin`.
+fn kms_host(
+    named: &Named,
+    key: &Path,
+    port: u16,
+    admin: SocketAddr,
+    stderr: std::fs::File,
+) -> KilledOnDrop {
     KilledOnDrop(
         Command::new(env!("CARGO_BIN_EXE_kms-host"))
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--admin", &admin.to_string()])
             .args([
                 "--dns-publish",
                 ZONE,
@@ -522,10 +560,12 @@ async fn kms_host_publishes_at_start_and_withdraws_at_shutdown() {
     other.publish().await.unwrap();
     let port = free_port();
     let log = named.dir.path().join("kms-host.log");
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let mut host = kms_host(
         &named,
         &named.key_file(),
         port,
+        admin,
         std::fs::File::create(&log).unwrap(),
     );
     let mine = srv(5, 50, port, "kms1.example.test");
@@ -533,6 +573,30 @@ async fn kms_host_publishes_at_start_and_withdraws_at_shutdown() {
     named
         .wait_for("kms-host published", |records| records.contains(&mine))
         .await;
+    // Readiness, status and metrics show the record published.
+    let (code, ready) = poll_admin(admin, "/readyz", |code, _| code == 200).await;
+    assert_eq!(code, 200, "{ready}");
+    let (_, status) = poll_admin(admin, "/api/v1/status", |_, _| true).await;
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["dns"]["healthy"], true, "{status}");
+    assert_eq!(status["dns"]["successes"], 1, "{status}");
+    assert_eq!(
+        status["dns"]["record"],
+        format!("_vlmcs._tcp.example.test. 300 IN SRV 5 50 {port} kms1.example.test.")
+    );
+    let (_, metrics) = poll_admin(admin, "/metrics", |_, _| true).await;
+    assert!(
+        metrics.contains("kms_dns_published{zone=\"example.test.\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kms_dns_publications_total{zone=\"example.test.\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kms_dns_publish_failures_total{zone=\"example.test.\"} 0"),
+        "{metrics}"
+    );
 
     let sent = Command::new("kill")
         .args(["-TERM", &host.0.id().to_string()])
@@ -561,10 +625,12 @@ async fn kms_host_warns_when_publishing_fails() {
     };
     let port = free_port();
     let log = named.dir.path().join("kms-host.log");
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let _host = kms_host(
         &named,
         &named.wrong_key_file(),
         port,
+        admin,
         std::fs::File::create(&log).unwrap(),
     );
     let mut text = String::new();
@@ -581,4 +647,122 @@ async fn kms_host_warns_when_publishing_fails() {
         "{text}"
     );
     assert_eq!(named.records().await, []);
+    // The host serves, but is not ready: readiness names the failure, and
+    // the metrics count it.
+    let (code, ready) = poll_admin(admin, "/readyz", |_, body| body.contains("failed")).await;
+    assert_eq!(code, 503, "{ready}");
+    let ready: serde_json::Value = serde_json::from_str(&ready).unwrap();
+    let reason = ready["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("dns: _vlmcs._tcp.example.test.") && reason.contains("TSIG"),
+        "{reason}"
+    );
+    let (_, metrics) = poll_admin(admin, "/metrics", |_, _| true).await;
+    assert!(
+        metrics.contains("kms_dns_published{zone=\"example.test.\"} 0"),
+        "{metrics}"
+    );
+    let failures = metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("kms_dns_publish_failures_total{zone=\"example.test.\"} ")
+        })
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(failures >= 1, "{metrics}");
+}
+
+/// GETs `path` from the admin endpoint until `done(code, body)` holds
+/// (bounded: 30 s); returns the last answer.
+async fn poll_admin(
+    admin: SocketAddr,
+    path: &str,
+    done: impl Fn(u16, &str) -> bool,
+) -> (u16, String) {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let url = format!("http://{admin}{path}");
+    let mut last = (0, String::new());
+    for _ in 0..120 {
+        if let Ok(response) = client.get(&url).send().await {
+            let code = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            if done(code, &body) {
+                return (code, body);
+            }
+            last = (code, body);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    last
+}
+
+/// Whether `named` may listen on port 53 of `ip` (root, as under CI, and
+/// no other DNS server there); outside CI a test that needs it is skipped
+/// without.
+fn may_bind_port_53(ip: Ipv4Addr) -> bool {
+    match UdpSocket::bind((ip, 53)) {
+        Ok(_) => true,
+        Err(e) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "port 53 on {ip} is needed under CI=true: {e}"
+            );
+            eprintln!("skipped: cannot bind port 53 on {ip}: {e}");
+            false
+        }
+    }
+}
+
+/// Without `--dns-server`, the update goes where the zone's SOA points
+/// (its MNAME's address, port 53), found through the given resolver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_server_the_update_goes_to_the_primary_the_soa_names() {
+    let ip = Ipv4Addr::LOCALHOST;
+    if !may_bind_port_53(ip) {
+        return;
+    }
+    let Some(named) = start_named_at(ip, Some(53)).await else {
+        return;
+    };
+    let resolver = named.settings();
+    let publisher = SrvPublisher::new(
+        PublisherConfig::new(ZONE, 1688)
+            .unwrap()
+            .with_resolver(resolver.clone())
+            .with_target("kms1.example.test")
+            .unwrap()
+            .with_tsig_key(named.key())
+            .with_timeout(Duration::from_secs(3)),
+    )
+    .unwrap();
+    publisher.publish().await.unwrap();
+    assert_eq!(
+        named.records().await,
+        [srv(0, 0, 1688, "kms1.example.test")]
+    );
+    publisher.withdraw().await.unwrap();
+    assert_eq!(named.records().await, []);
+
+    // elsewhere.test's SOA names a primary at 127.0.0.3, where nothing
+    // listens: the update goes there, not to the resolver, and fails.
+    let elsewhere = SrvPublisher::new(
+        PublisherConfig::new("elsewhere.test", 1688)
+            .unwrap()
+            .with_resolver(resolver)
+            .with_target("kms1.elsewhere.test")
+            .unwrap()
+            .with_tsig_key(named.key())
+            .with_timeout(Duration::from_secs(1)),
+    )
+    .unwrap();
+    let error = elsewhere.publish().await.unwrap_err();
+    let primary = SocketAddr::from(([127, 0, 0, 3], 53));
+    assert!(
+        matches!(&error, PublishError::Network { server, .. } if *server == primary),
+        "{error}"
+    );
+    assert_eq!(elsewhere.status().failures, 1);
 }

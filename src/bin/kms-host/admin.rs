@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use kms_activation::admin::{self, AdminState, AdminToken, Outcomes};
 use kms_activation::host::KmsHost;
+use kms_activation::host::dns_publish::SrvPublisher;
 use kms_activation::host::store::CountStore;
 use kms_activation::metrics::HostMetrics;
 use kms_activation::transport::{LogObserver, Observer};
@@ -60,6 +61,7 @@ pub(crate) fn start<S: CountStore + 'static>(
     host: &Arc<KmsHost<S>>,
     args: &Args,
     listening: Vec<SocketAddr>,
+    publisher: Option<Arc<SrvPublisher>>,
     stopped: impl Future<Output = ()> + Send + 'static,
 ) -> Arc<dyn Observer> {
     let metrics = Arc::new(HostMetrics::new());
@@ -74,6 +76,9 @@ pub(crate) fn start<S: CountStore + 'static>(
         .with_outcomes(Arc::clone(&outcomes));
     if let Some(token) = prepared.token {
         state = state.with_token(token);
+    }
+    if let Some(publisher) = publisher {
+        state = state.with_dns_publisher(publisher);
     }
     state.set_listening(listening);
     let addr = prepared.addr;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kms_activation::client::discovery::DnsSettings;
 use kms_activation::host::dns_publish::{DEFAULT_TTL, PublisherConfig, SrvPublisher, TsigKey};
 
 /// How long the withdrawal at shutdown may take.
@@ -23,6 +24,15 @@ pub(crate) struct DnsArgs {
     /// from its SOA record, port 53].
     #[arg(long = "dns-server", value_name = "ADDR[:PORT]", requires = "zone")]
     server: Option<String>,
+    /// Find the zone's primary (its SOA record and the primary's address)
+    /// by asking this DNS server instead of the system's resolver.
+    #[arg(
+        long = "dns-resolver",
+        value_name = "ADDR[:PORT]",
+        requires = "zone",
+        conflicts_with = "server"
+    )]
+    resolver: Option<String>,
     /// Sign the updates with this TSIG key (a BIND key file,
     /// hmac-sha256 or hmac-sha512).
     #[arg(long = "dns-tsig-key", value_name = "FILE", requires = "zone")]
@@ -83,8 +93,8 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 }
 
 /// `ADDR`, `ADDR:PORT`, `[V6]:PORT`, `NAME` or `NAME:PORT` (port 53 by
-/// default).
-async fn resolve_server(spec: &str) -> Result<SocketAddr, String> {
+/// default); errors name `flag`.
+async fn resolve_server(flag: &str, spec: &str) -> Result<SocketAddr, String> {
     if let Ok(addr) = spec.parse::<SocketAddr>() {
         return Ok(addr);
     }
@@ -98,9 +108,9 @@ async fn resolve_server(spec: &str) -> Result<SocketAddr, String> {
     };
     tokio::net::lookup_host(with_port.as_str())
         .await
-        .map_err(|e| format!("--dns-server {spec}: {e}"))?
+        .map_err(|e| format!("{flag} {spec}: {e}"))?
         .next()
-        .ok_or_else(|| format!("--dns-server {spec}: no address"))
+        .ok_or_else(|| format!("{flag} {spec}: no address"))
 }
 
 /// A publisher and its driver task.
@@ -122,7 +132,11 @@ pub(crate) async fn start(
         .with_ttl(args.ttl)
         .with_refresh(args.refresh);
     if let Some(server) = &args.server {
-        config = config.with_server(resolve_server(server).await?);
+        config = config.with_server(resolve_server("--dns-server", server).await?);
+    }
+    if let Some(resolver) = &args.resolver {
+        let server = resolve_server("--dns-resolver", resolver).await?;
+        config = config.with_resolver(DnsSettings::system().with_name_servers([server]));
     }
     if let Some(path) = &args.key {
         config = config
@@ -138,6 +152,13 @@ pub(crate) async fn start(
     let running = Arc::clone(&publisher);
     let driver = tokio::spawn(async move { running.run(stop).await });
     Ok(Some((publisher, driver)))
+}
+
+/// The publisher, for the admin endpoint's readiness and metrics.
+pub(crate) fn publisher(publishing: &Publishing) -> Option<Arc<SrvPublisher>> {
+    publishing
+        .as_ref()
+        .map(|(publisher, _)| Arc::clone(publisher))
 }
 
 /// Once the driver has stopped (its stop future completed), deletes this
