@@ -322,3 +322,107 @@ fn load_options_need_load_and_bad_values_are_refused() {
         assert!(help.contains(line), "{line:?} missing from\n{help}");
     }
 }
+
+/// Forwards connections to `upstream`, changing one byte in the middle of
+/// every `response` PDU the host sends (inside the encrypted KMS
+/// response).
+fn spawn_tampering_proxy(upstream: SocketAddr) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Ok(host) = TcpStream::connect(upstream) else {
+                continue;
+            };
+            let (mut from_client, mut to_host) =
+                (client.try_clone().unwrap(), host.try_clone().unwrap());
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from_client, &mut to_host);
+                let _ = to_host.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || tamper(host, client));
+        }
+    });
+    addr
+}
+
+/// Copies PDUs (C706 §12.6: packet type at offset 2, little-endian
+/// `frag_length` at offset 8) from `host` to `client`, each `response`
+/// (type 2) with a byte of its middle flipped.
+fn tamper(mut host: TcpStream, mut client: TcpStream) {
+    loop {
+        let mut header = [0u8; 16];
+        if host.read_exact(&mut header).is_err() {
+            return;
+        }
+        let length = usize::from(u16::from_le_bytes([header[8], header[9]]));
+        let mut body = vec![0u8; length.saturating_sub(16)];
+        if host.read_exact(&mut body).is_err() {
+            return;
+        }
+        if header[2] == 2 && !body.is_empty() {
+            let middle = body.len() / 2;
+            body[middle] ^= 0x55;
+        }
+        if client
+            .write_all(&header)
+            .and_then(|()| client.write_all(&body))
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_tampered_response_is_a_protocol_error_never_a_success() {
+    let host = Host::start(&[]);
+    let proxy = spawn_tampering_proxy(host.kms).to_string();
+    let (code, report) = load(&proxy, &["--clients", "10", "--count", "30", "-c", "3"]);
+    assert_eq!(code, Some(3), "{report}");
+    assert_eq!(report["sent"], 30);
+    assert_eq!(report["activations"], 0, "{report}");
+    assert_eq!(report["answered"], 0, "{report}");
+    assert_eq!(report["errors"]["protocol"], 30, "{report}");
+    assert!(
+        report["error_examples"]["protocol"]
+            .as_str()
+            .unwrap()
+            .starts_with("bad reply"),
+        "{report}"
+    );
+    // The host did answer all of them.
+    assert_eq!(host.metric("kms_requests_total"), 30, "{report}");
+}
+
+/// Lower bounds that hold by construction: with --rate R the last of N
+/// activations is not due before (N-1)/R, and --duration runs until it
+/// has passed.
+#[test]
+fn paced_and_timed_runs() {
+    let host = Host::start(&[]);
+    let kms = host.kms.to_string();
+    let (code, report) = load(&kms, &["--rate", "40", "--count", "20", "-c", "4"]);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["sent"], 20);
+    assert_eq!(report["rate"], 40.0);
+    assert!(
+        report["elapsed_seconds"].as_f64().unwrap() >= 0.475,
+        "{report}"
+    );
+
+    let (code, report) = load(&kms, &["--duration", "500ms", "-c", "2", "--keepalive"]);
+    assert_eq!(code, Some(0), "{report}");
+    let sent = report["sent"].as_u64().unwrap();
+    assert!(sent > 0, "{report}");
+    assert_eq!(report["activations"], sent);
+    assert!(
+        report["elapsed_seconds"].as_f64().unwrap() >= 0.5,
+        "{report}"
+    );
+    // Two workers: two clients by default, the first two of the seed,
+    // which the first run (four workers, four clients) already counted.
+    assert_eq!(report["clients"], 2);
+    assert_eq!(host.windows()["clients"], 4);
+}
