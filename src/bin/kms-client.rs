@@ -146,7 +146,8 @@ struct Args {
     /// Seconds to wait for the host at each step.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
-    /// One JSON object per response on stdout.
+    /// One JSON object per response on stdout (with --load: one object,
+    /// the run's report).
     #[arg(long)]
     json: bool,
     /// SRV discovery: ignore priority and weight and try hosts in random order.

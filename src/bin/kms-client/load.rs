@@ -16,7 +16,8 @@
 //! request sent once more, counted under `reconnects`.
 //!
 //! The tallies are sharded, one lock per few workers, and hold a histogram
-//! rather than samples, so memory is the same for a second or a day.
+//! rather than samples, so memory is the same for a second or a day. A
+//! long run says how far it got on stderr every ten seconds.
 
 use std::io::Write as _;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -306,6 +307,28 @@ async fn worker(run: Arc<Run>, id: usize, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// How often a long run says how far it got, on stderr.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Every [`PROGRESS_EVERY`], a line on stderr with the tallies so far.
+async fn progress(run: Arc<Run>) {
+    let mut ticks = tokio::time::interval(PROGRESS_EVERY);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let (mut sent, mut errors) = (0, 0);
+        for shard in &run.shards {
+            let tally = lock(shard);
+            sent += tally.sent();
+            errors += tally.error_total();
+        }
+        eprintln!(
+            "kms-client: {:.0} s: {sent} sent, {errors} without an answer",
+            run.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
 /// Raises the soft limit of open files to the hard one, so that each
 /// worker can hold its connection; says so when it stays too low.
 fn raise_descriptor_limit(concurrency: u32) {
@@ -369,6 +392,7 @@ fn drive(run: &Arc<Run>, concurrency: usize) -> Result<(Duration, Tally), String
                 let _ = stop.send(true);
             }
         });
+        let progress = tokio::spawn(progress(Arc::clone(run)));
         let workers: Vec<_> = (0..concurrency)
             .map(|id| tokio::spawn(worker(Arc::clone(run), id, stopped.clone())))
             .collect();
@@ -376,6 +400,7 @@ fn drive(run: &Arc<Run>, concurrency: usize) -> Result<(Duration, Tally), String
             let _ = worker.await;
         }
         interrupt.abort();
+        progress.abort();
         run.start.elapsed()
     });
     let mut tally = Tally::new(run.fleet.mix().len())?;
