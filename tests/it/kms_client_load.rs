@@ -426,3 +426,32 @@ fn paced_and_timed_runs() {
     assert_eq!(report["clients"], 2);
     assert_eq!(host.windows()["clients"], 4);
 }
+
+/// A host that closes each connection after five answers: a kept
+/// connection it closed is opened again and the request sent once more,
+/// counted as a reconnect and never as an error.
+#[test]
+fn keepalive_reconnects_when_the_host_closes_between_requests() {
+    let host = Host::start(&["--max-requests", "5"]);
+    let (code, report) = load(
+        &host.kms.to_string(),
+        &[
+            "--keepalive",
+            "--clients",
+            "10",
+            "--count",
+            "100",
+            "-c",
+            "2",
+        ],
+    );
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["activations"], 100, "{report}");
+    assert_eq!(errors_total(&report), 0, "{report}");
+    let reconnects = report["reconnects"].as_u64().unwrap();
+    // 100 requests on connections of at most 5: at least 20 connections,
+    // the two first ones and the reopened ones.
+    assert!(reconnects >= 18, "{report}");
+    assert_eq!(host.connections_accepted(), 2 + reconnects);
+    assert_eq!(host.metric("kms_requests_total"), 100);
+}
