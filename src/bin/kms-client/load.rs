@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use kms_activation::client::{ClientConfig, KmsHostName};
+use kms_activation::client::{ClientConfig, ClientError, KmsHostName};
 use kms_activation::message::RequestBody;
 use kms_activation::transport::tokio::Client;
 use kms_activation::transport::{Error as TransportError, Outcome};
@@ -246,6 +246,9 @@ impl Run {
                 ) =>
             {
                 (ErrorKind::Closed, format!("the connection broke: {e}"))
+            }
+            TransportError::Client(e @ ClientError::Encode(_)) => {
+                (ErrorKind::Protocol, format!("cannot send the request: {e}"))
             }
             TransportError::Client(e) => (ErrorKind::Protocol, format!("bad reply: {e}")),
             TransportError::NoAddress => (ErrorKind::Connect, e.to_string()),
