@@ -26,6 +26,20 @@
 //! cannot be reached or times out, and the host that answered is reused for
 //! the following requests unless `--no-host-caching`.
 //!
+//! `--load` turns the probe into a load generator for any KMS host: `-c`
+//! concurrent workers, `--clients N` distinct machines drawn from `--seed`,
+//! a product `--mix`, a new connection per activation or `--keepalive`,
+//! `--rate` or as fast as possible, `--count` or `--duration`; every
+//! response verified; activations/s, latency percentiles, outcomes by
+//! HRESULT and errors by kind reported (`--json` for scripts). See the
+//! `load` module.
+//!
+//! ```text
+//! kms-client 127.0.0.1 --load -c 64 --clients 100000 --duration 30s
+//! kms-client kms1 --load --keepalive --rate 500 --count 10000 --json \
+//!     --mix "windows 10/11 enterprise=3,office ltsc professional plus 2021=1"
+//! ```
+//!
 //! Exit status: see [`EXIT_STATUS`].
 #![allow(
     rustdoc::broken_intra_doc_links,
@@ -52,7 +66,17 @@ use kms_activation::transport::blocking::Client;
 use kms_activation::{FileTime, HResult, OsRandom};
 use serde::Serialize;
 
-/// Exit status when a host accepted and never answered.
+#[path = "kms-client/fleet.rs"]
+mod fleet;
+#[path = "kms-client/load.rs"]
+mod load;
+#[path = "kms-client/report.rs"]
+mod report;
+#[path = "kms-client/tally.rs"]
+mod tally;
+
+/// Exit status when a host accepted and never answered (with `--load`:
+/// when any activation got no answer).
 const EXIT_TIMEOUT: u8 = 3;
 
 /// The exit statuses, as `--help` and the README state them.
@@ -64,7 +88,24 @@ const EXIT_STATUS: &str = "Exit status:
      --charge request that failed so
   2  a bad argument (the value and what is wrong with it on stderr)
   3  a host accepted the connection and did not answer within --timeout
-     (a probe or a --charge request)";
+     (a probe or a --charge request)
+
+With --load:
+  0  every activation was answered with a verified response (S_OK), below
+     the threshold or not
+  1  the host refused some activations (an HRESULT other than S_OK), and
+     every activation was answered
+  2  a bad argument
+  3  some activations got no answer: connect, timeout, protocol (a reply
+     that failed verification), closed or io errors (counted by kind in the
+     report, which is printed all the same)
+
+Load (--load): activation i is sent by client i mod --clients (a CMID and
+workstation name drawn from --seed, the same in every run) asking for its
+product of the --mix; --protocol, --no-ndr64, --no-btfn and --timeout (per
+exchange) apply. The report gives activations/s, latency percentiles of the
+answered activations (from when each was due with --rate), outcomes by
+HRESULT, errors by kind and the count the host reported, per product too.";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -105,7 +146,8 @@ struct Args {
     /// Seconds to wait for the host at each step.
     #[arg(long, default_value_t = 10)]
     timeout: u64,
-    /// One JSON object per response on stdout.
+    /// One JSON object per response on stdout (with --load: one object,
+    /// the run's report).
     #[arg(long)]
     json: bool,
     /// SRV discovery: ignore priority and weight and try hosts in random order.
@@ -121,6 +163,8 @@ struct Args {
     /// domain of its name) and exit.
     #[arg(long, value_name = "HOST[:PORT]")]
     print_srv: Option<String>,
+    #[command(flatten)]
+    load: load::LoadArgs,
 }
 
 /// One line of `--json` output.
@@ -478,7 +522,14 @@ fn print_srv(args: &Args, text: &str) -> ExitCode {
 }
 
 fn product(args: &Args) -> Result<ProductRequest, String> {
-    let product = ProductRequest::for_product(&args.product).map_err(|e| match e {
+    resolve_product(&args.product, args.protocol)
+}
+
+/// The product `text` names (a name, a SKU ID or a GVLK), spoken in
+/// protocol `protocol` or its own default; an ambiguous name lists the
+/// candidates.
+fn resolve_product(text: &str, protocol: Option<u16>) -> Result<ProductRequest, String> {
+    let product = ProductRequest::for_product(text).map_err(|e| match e {
         ProductRequestError::Lookup(SkuLookupError::Ambiguous { query, candidates }) => {
             let mut text = format!(
                 "{} products match {query:?}; name one of them:",
@@ -491,7 +542,7 @@ fn product(args: &Args) -> Result<ProductRequest, String> {
         }
         other => other.to_string(),
     })?;
-    Ok(match args.protocol {
+    Ok(match protocol {
         Some(major) => product.with_version(Version::new(major, 0)),
         None => product,
     })
@@ -558,6 +609,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(text) = &args.print_srv {
         return print_srv(&args, text);
+    }
+    if args.load.load {
+        return load::run(&args);
     }
     let (product, mut locator) = match product(&args).and_then(|p| Ok((p, locator(&args)?))) {
         Ok(found) => found,

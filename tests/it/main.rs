@@ -28,6 +28,7 @@ mod dns_publish;
 mod engines;
 mod fault_store;
 mod kms_client;
+mod kms_client_load;
 #[cfg(feature = "pcap")]
 mod kms_dissect;
 mod kms_host;
