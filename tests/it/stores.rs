@@ -1124,6 +1124,127 @@ pub(crate) mod postgres {
         });
     }
 
+    /// The child half of `postgres_successes_survive_a_killed_host`: 64
+    /// tasks record visits of distinct clients without end, each printing
+    /// `committed N` once `record_visit` succeeded. Does nothing unless the
+    /// parent set the variables.
+    #[test]
+    fn postgres_sigkill_child() {
+        let (Ok(url), Ok(schema)) = (
+            std::env::var("KMS_PG_SIGKILL_URL"),
+            std::env::var("KMS_PG_SIGKILL_SCHEMA"),
+        ) else {
+            return;
+        };
+        runtime().block_on(async {
+            let store = Arc::new(store(&url, &schema).await);
+            let tasks: Vec<_> = (0..64u128)
+                .map(|task| {
+                    let store = Arc::clone(&store);
+                    tokio::spawn(async move {
+                        for i in 0.. {
+                            let n = task * 1_000_000 + i;
+                            if store.record_visit(visit(1, n, 25, T0)).await.is_ok() {
+                                println!("committed {n}");
+                            }
+                        }
+                    })
+                })
+                .collect();
+            // Never reached in the parent's test: it kills us first.
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+    }
+
+    /// A host killed (`SIGKILL`) with batches in flight loses no visit it
+    /// reported as recorded, and the count is the client rows, each once.
+    #[test]
+    fn postgres_successes_survive_a_killed_host() {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+
+        let Some(url) = database("postgres_successes_survive_a_killed_host") else {
+            return;
+        };
+        let schema = unique_schema();
+        // The schema exists before the child starts.
+        drop(runtime().block_on(store(&url, &schema)));
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "stores::postgres::postgres_sigkill_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("KMS_PG_SIGKILL_URL", &url)
+            .env("KMS_PG_SIGKILL_SCHEMA", &schema)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut committed = std::collections::BTreeSet::new();
+        for line in lines.by_ref() {
+            if let Some(n) = line.unwrap().strip_prefix("committed ") {
+                committed.insert(n.trim().parse::<u128>().unwrap());
+                if committed.len() >= 2_000 {
+                    break;
+                }
+            }
+        }
+        assert!(committed.len() >= 2_000, "the child died first");
+        child.kill().unwrap(); // SIGKILL, with visits in flight
+        assert!(!child.wait().unwrap().success());
+        // What it said before dying, still in the pipe.
+        for line in lines {
+            let Ok(line) = line else { break };
+            if let Some(n) = line.strip_prefix("committed ") {
+                committed.insert(n.trim().parse::<u128>().unwrap());
+            }
+        }
+        runtime().block_on(async {
+            let stored: std::collections::BTreeSet<Uuid> = admin(&url)
+                .await
+                .query(
+                    &format!("SELECT cmid FROM {schema}.clients WHERE application_id = $1"),
+                    &[&app(1)],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            let lost: Vec<u128> = committed
+                .iter()
+                .copied()
+                .filter(|&n| !stored.contains(&cmid(n)))
+                .collect();
+            assert!(lost.is_empty(), "reported recorded, then lost: {lost:?}");
+            // Batches in flight at the kill may have committed unreported.
+            assert!(stored.len() >= committed.len());
+            // The counter as the killed host left it (opening a store would
+            // rebuild it).
+            let counter: i64 = admin(&url)
+                .await
+                .query_one(
+                    &format!("SELECT clients FROM {schema}.applications WHERE application_id = $1"),
+                    &[&app(1)],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(counter, i64::try_from(stored.len()).unwrap());
+            eprintln!(
+                "killed with visits in flight: {} reported, {} stored",
+                committed.len(),
+                stored.len()
+            );
+            drop_schema(&url, &schema).await;
+        });
+    }
+
     /// Host, port, user and database of the test URL.
     pub(crate) fn parts(url: &str) -> (String, u16, String, String) {
         let config: tokio_postgres::Config = url.parse().unwrap();
