@@ -1169,6 +1169,7 @@ pub(crate) mod postgres {
             return;
         };
         let schema = unique_schema();
+        let name = format!("kms_sigkill_{}", getrandom::u32().unwrap());
         // The schema exists before the child starts.
         drop(runtime().block_on(store(&url, &schema)));
         let mut child = Command::new(std::env::current_exe().unwrap())
@@ -1178,7 +1179,7 @@ pub(crate) mod postgres {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env("KMS_PG_SIGKILL_URL", &url)
+            .env("KMS_PG_SIGKILL_URL", named(&url, &name))
             .env("KMS_PG_SIGKILL_SCHEMA", &schema)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -1205,17 +1206,39 @@ pub(crate) mod postgres {
             }
         }
         runtime().block_on(async {
-            let stored: std::collections::BTreeSet<Uuid> = admin(&url)
-                .await
+            let admin = admin(&url).await;
+            // The server finishes the statements the host sent before it
+            // died (and commits them): wait for its sessions to end.
+            for _ in 0..100 {
+                let sessions: i64 = admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                        &[&name],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if sessions == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            // The rows and the counter as the killed host left them (opening
+            // a store would rebuild the counter), in one snapshot.
+            let rows = admin
                 .query(
-                    &format!("SELECT cmid FROM {schema}.clients WHERE application_id = $1"),
+                    &format!(
+                        "SELECT c.cmid, a.clients FROM {schema}.clients c
+                         JOIN {schema}.applications a USING (application_id)
+                         WHERE c.application_id = $1"
+                    ),
                     &[&app(1)],
                 )
                 .await
-                .unwrap()
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
+                .unwrap();
+            let stored: std::collections::BTreeSet<Uuid> =
+                rows.iter().map(|row| row.get(0)).collect();
+            let counter: i64 = rows[0].get(1);
             let lost: Vec<u128> = committed
                 .iter()
                 .copied()
@@ -1224,17 +1247,6 @@ pub(crate) mod postgres {
             assert!(lost.is_empty(), "reported recorded, then lost: {lost:?}");
             // Batches in flight at the kill may have committed unreported.
             assert!(stored.len() >= committed.len());
-            // The counter as the killed host left it (opening a store would
-            // rebuild it).
-            let counter: i64 = admin(&url)
-                .await
-                .query_one(
-                    &format!("SELECT clients FROM {schema}.applications WHERE application_id = $1"),
-                    &[&app(1)],
-                )
-                .await
-                .unwrap()
-                .get(0);
             assert_eq!(counter, i64::try_from(stored.len()).unwrap());
             eprintln!(
                 "killed with visits in flight: {} reported, {} stored",

@@ -43,10 +43,15 @@
 //! confirmed, so a success reported is never lost with a killed host. When
 //! a batch fails (lost connection, timeout, server error) every visit in it
 //! fails with that error ([`StoreError::Unavailable`] or
-//! [`StoreError::TimedOut`]; the host refuses those clients) and the
-//! connection is discarded. A batch whose commit was sent but not
-//! confirmed may or may not be counted; a retry of the same CMID is
-//! idempotent, so the count is never wrong. Errors name their cause (the
+//! [`StoreError::TimedOut`] for the first two; the host refuses those
+//! clients), and a connection lost or abandoned at the deadline is
+//! discarded. A batch whose statement reached the server may still commit
+//! after the store gave up on it (the statement is its own transaction, and
+//! its commit needs no further message): its visits, refused, may be
+//! counted. A retry of the same CMID is idempotent, so a client is never
+//! counted twice and the counters always match the client rows. A visit
+//! whose own values cannot be stored (a time past the year 30828) fails
+//! alone, before it is queued. Errors name their cause (the
 //! database does not exist, connection refused, authentication failed, TLS,
 //! timed out) and never the password of the URL ([`redact_url`]).
 //!
@@ -347,13 +352,22 @@ impl Sql {
                          WHERE application_id = $1 AND last_seen > $2
                          ORDER BY n_policy DESC LIMIT 1)"
             ),
+            // Any number of records in one statement, one array per
+            // column, inserted in the order given.
             append: format!(
                 "INSERT INTO {s}.activations (time, peer, connection_id, protocol,
                      application_id, sku_id, kms_id, cmid, previous_cmid, workstation,
                      n_policy, client_time, virtual_machine, license_status,
                      minutes_to_expiry, count, result, peer_ip)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                     $16, $17, $18)"
+                 SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15,
+                     c16, c17, c18
+                 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[],
+                     $5::uuid[], $6::uuid[], $7::uuid[], $8::uuid[], $9::uuid[], $10::text[],
+                     $11::bigint[], $12::bigint[], $13::boolean[], $14::bigint[],
+                     $15::bigint[], $16::bigint[], $17::bigint[], $18::bytea[])
+                     WITH ORDINALITY AS r(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12,
+                         c13, c14, c15, c16, c17, c18, n)
+                 ORDER BY n"
             ),
             prune_log_time: format!(
                 "DELETE FROM {s}.activations WHERE id IN (
@@ -479,6 +493,15 @@ fn migrate_v2(s: &str) -> String {
 /// prunes, then applies each visit in order, returning its tally.
 fn migrate_v3(s: &str) -> String {
     format!(
+        "{}\n{}",
+        prune_clients_function(s),
+        record_visits_function(s)
+    )
+}
+
+/// `prune_clients(app, window_start, batch)`: see [`migrate_v3`].
+fn prune_clients_function(s: &str) -> String {
+    format!(
         "CREATE OR REPLACE FUNCTION {s}.prune_clients(
              app uuid, window_start bigint, batch integer) RETURNS bigint
          LANGUAGE plpgsql AS $fn$
@@ -500,9 +523,14 @@ fn migrate_v3(s: &str) -> String {
              END IF;
              RETURN gone;
          END
-         $fn$;
+         $fn$;"
+    )
+}
 
-         CREATE OR REPLACE FUNCTION {s}.record_visits(
+/// `record_visits(…)`: see [`migrate_v3`].
+fn record_visits_function(s: &str) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION {s}.record_visits(
              apps uuid[], cmids uuid[], ats bigint[], window_starts bigint[],
              n_policies bigint[], capacities bigint[], max_clients bigint, batch integer)
          RETURNS TABLE (visit integer, tally_clients bigint, tally_max_n_policy bigint,
@@ -562,13 +590,18 @@ fn migrate_v3(s: &str) -> String {
                          END IF;
                      END IF;
                  END IF;
-                 SELECT a.clients INTO v_counted FROM {s}.applications a
-                     WHERE a.application_id = apps[i];
-                 SELECT count(*) INTO v_aged FROM {s}.clients c
-                     WHERE c.application_id = apps[i] AND c.last_seen <= window_starts[i];
-                 SELECT c.n_policy INTO tally_max_n_policy FROM {s}.clients c
-                     WHERE c.application_id = apps[i] AND c.last_seen > window_starts[i]
-                     ORDER BY c.n_policy DESC LIMIT 1;
+                 -- The counter, less the aged rows not yet pruned (an index
+                 -- range, empty once pruned), and the first live row of the
+                 -- N policy index from the top: no scan.
+                 SELECT (SELECT a.clients FROM {s}.applications a
+                         WHERE a.application_id = apps[i]),
+                        (SELECT count(*) FROM {s}.clients c
+                         WHERE c.application_id = apps[i]
+                           AND c.last_seen <= window_starts[i]),
+                        (SELECT c.n_policy FROM {s}.clients c
+                         WHERE c.application_id = apps[i] AND c.last_seen > window_starts[i]
+                         ORDER BY c.n_policy DESC LIMIT 1)
+                     INTO v_counted, v_aged, tally_max_n_policy;
                  tally_clients := GREATEST(coalesce(v_counted, 0) - v_aged, 0);
                  tally_max_n_policy := coalesce(tally_max_n_policy, 0);
                  RETURN NEXT;
@@ -1189,7 +1222,7 @@ impl CountStore for PostgresStore {
             let retain_since = inner.retention();
             inner.run(async move |conn| {
                 let statements = LogStatements::new(conn).await?;
-                insert_activation(&**conn.client, &statements, &record).await?;
+                insert_activations(&**conn.client, &statements, [&record]).await?;
                 prune_log(&**conn.client, &statements, retain_since, max_rows).await?;
                 Ok(())
             })
@@ -1383,21 +1416,32 @@ async fn append_log(inner: Arc<Inner>, mut queue: mpsc::Receiver<LogItem>) {
             let count = u64::try_from(records.len()).unwrap_or(u64::MAX);
             let retain_since = inner.retention();
             let max_rows = inner.options.max_log_records;
+            // The batch in one statement (its own transaction), then one
+            // bounded prune.
             let result = Arc::clone(&inner)
                 .run(async move |conn| {
                     let statements = LogStatements::new(conn).await?;
-                    let tx = conn.client.transaction().await?;
-                    for record in &records {
-                        insert_activation(&*tx, &statements, record).await?;
-                    }
-                    prune_log(&*tx, &statements, retain_since, max_rows).await?;
-                    tx.commit().await?;
+                    insert_activations(&**conn.client, &statements, records.iter().map(|r| &**r))
+                        .await?;
                     Ok(())
                 })
                 .await;
-            if let Err(e) = result {
-                inner.background.failed("appending activation records", &e);
-                inner.background.dropped(count, &e);
+            match result {
+                Ok(()) => {
+                    let pruned = Arc::clone(&inner)
+                        .run(async move |conn| {
+                            let statements = LogStatements::new(conn).await?;
+                            prune_log(&**conn.client, &statements, retain_since, max_rows).await
+                        })
+                        .await;
+                    if let Err(e) = pruned {
+                        inner.background.failed("pruning the activation log", &e);
+                    }
+                }
+                Err(e) => {
+                    inner.background.failed("appending activation records", &e);
+                    inner.background.dropped(count, &e);
+                }
             }
         }
         for done in flushes {
@@ -1508,35 +1552,93 @@ impl LogStatements {
     }
 }
 
-async fn insert_activation(
+/// `records` in one statement, in their order.
+async fn insert_activations<'a>(
     client: &impl tokio_postgres::GenericClient,
     statements: &LogStatements,
-    record: &ActivationRecord,
+    records: impl IntoIterator<Item = &'a ActivationRecord>,
 ) -> Result<(), Fail> {
-    let peer = record.peer.map(|p| p.to_string());
-    let peer_ip = query::peer_key(record.peer).map(Vec::from);
+    let mut columns = LogColumns::default();
+    for record in records {
+        columns.push(record)?;
+    }
+    let c = &columns;
     let params: [&(dyn ToSql + Sync); 18] = [
-        &sql::ticks(record.time)?,
-        &peer,
-        &sql::id_to_sql(record.connection_id),
-        &i64::from(u32::from(record.protocol)),
-        &record.application_id,
-        &record.sku_id,
-        &record.kms_id,
-        &record.cmid,
-        &record.previous_cmid,
-        &record.workstation,
-        &i64::from(record.n_policy),
-        &sql::ticks(record.client_time)?,
-        &record.virtual_machine,
-        &i64::from(u32::from(record.license_status)),
-        &i64::from(record.minutes_to_expiry),
-        &record.count.map(i64::from),
-        &i64::from(u32::from(record.result)),
-        &peer_ip,
+        &c.time,
+        &c.peer,
+        &c.connection_id,
+        &c.protocol,
+        &c.application_id,
+        &c.sku_id,
+        &c.kms_id,
+        &c.cmid,
+        &c.previous_cmid,
+        &c.workstation,
+        &c.n_policy,
+        &c.client_time,
+        &c.virtual_machine,
+        &c.license_status,
+        &c.minutes_to_expiry,
+        &c.count,
+        &c.result,
+        &c.peer_ip,
     ];
     client.execute(&statements.append, &params).await?;
     Ok(())
+}
+
+/// Activation records as one array per column of `activations`.
+#[derive(Default)]
+struct LogColumns {
+    time: Vec<i64>,
+    peer: Vec<Option<String>>,
+    connection_id: Vec<i64>,
+    protocol: Vec<i64>,
+    application_id: Vec<Uuid>,
+    sku_id: Vec<Uuid>,
+    kms_id: Vec<Uuid>,
+    cmid: Vec<Uuid>,
+    previous_cmid: Vec<Uuid>,
+    workstation: Vec<String>,
+    n_policy: Vec<i64>,
+    client_time: Vec<i64>,
+    virtual_machine: Vec<bool>,
+    license_status: Vec<i64>,
+    minutes_to_expiry: Vec<i64>,
+    count: Vec<Option<i64>>,
+    result: Vec<i64>,
+    peer_ip: Vec<Option<Vec<u8>>>,
+}
+
+impl LogColumns {
+    fn push(&mut self, record: &ActivationRecord) -> Result<(), StoreError> {
+        // Checked first: a record out of range adds nothing.
+        let time = sql::ticks(record.time)?;
+        let client_time = sql::ticks(record.client_time)?;
+        self.time.push(time);
+        self.peer.push(record.peer.map(|p| p.to_string()));
+        self.connection_id
+            .push(sql::id_to_sql(record.connection_id));
+        self.protocol.push(i64::from(u32::from(record.protocol)));
+        self.application_id.push(record.application_id);
+        self.sku_id.push(record.sku_id);
+        self.kms_id.push(record.kms_id);
+        self.cmid.push(record.cmid);
+        self.previous_cmid.push(record.previous_cmid);
+        self.workstation.push(record.workstation.clone());
+        self.n_policy.push(i64::from(record.n_policy));
+        self.client_time.push(client_time);
+        self.virtual_machine.push(record.virtual_machine);
+        self.license_status
+            .push(i64::from(u32::from(record.license_status)));
+        self.minutes_to_expiry
+            .push(i64::from(record.minutes_to_expiry));
+        self.count.push(record.count.map(i64::from));
+        self.result.push(i64::from(u32::from(record.result)));
+        self.peer_ip
+            .push(query::peer_key(record.peer).map(Vec::from));
+        Ok(())
+    }
 }
 
 /// One bounded batch of activation records: older than `retain_since`,
