@@ -164,3 +164,83 @@ fn postgres_tls_with_a_wrong_ca_or_host_name_fails_naming_tls() {
         .unwrap_err();
     assert!(err.to_string().contains("TLS root certificates"), "{err}");
 }
+
+/// `kms-host --postgres-ca FILE`: the host starts on a verified session
+/// with the server's CA, refuses to start naming TLS with another CA, and
+/// refuses the flag without a PostgreSQL store (status 2).
+#[test]
+fn kms_host_takes_the_postgres_ca() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let test = "kms_host_takes_the_postgres_ca";
+    let (Some(url), Some(_)) = (database(test), server_ca(test)) else {
+        return;
+    };
+    let name = format!("kms_tls_host_{}", getrandom::u32().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("wrong-ca.pem");
+    std::fs::write(&wrong, WRONG_CA).unwrap();
+    // kms-host keeps its tables in the schema `public`: a database of the
+    // test's own.
+    let (_, port, user, _) = parts(&url);
+    runtime().block_on(async {
+        let admin = admin(&url).await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+    });
+    let store_url = format!(
+        "postgres://{user}@localhost:{port}/{name}?sslmode=require&application_name={name}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_kms-host"))
+        .args(["--store", &store_url, "--listen", "127.0.0.1:0"])
+        .arg("--postgres-ca")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TLS"), "{stderr}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_kms-host"))
+        .args(["--listen", "127.0.0.1:0", "--postgres-ca", SERVER_CA])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--postgres-ca needs a postgres:// store"),
+        "{stderr}"
+    );
+
+    let mut host = Command::new(env!("CARGO_BIN_EXE_kms-host"))
+        .args(["--store", &store_url, "--listen", "127.0.0.1:0"])
+        .args(["--postgres-ca", SERVER_CA])
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = host.stderr.take().unwrap();
+    let ready = BufReader::new(stderr)
+        .lines()
+        .map(Result::unwrap)
+        .find(|line| line.contains("kms-host ready"));
+    let sessions = runtime().block_on(encrypted_sessions(&url, &name));
+    host.kill().unwrap();
+    host.wait().unwrap();
+    ready.expect("kms-host never got ready");
+    assert!(!sessions.is_empty(), "no session of the host found");
+    assert!(sessions.iter().all(|&ssl| ssl), "{sessions:?}");
+    runtime().block_on(async {
+        admin(&url)
+            .await
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await
+            .unwrap();
+    });
+}
