@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use kms_activation::host::store::{
-    CountStore, MemoryStore, PostgresStore, SqliteStore, SqliteSync,
+    CountStore, MemoryStore, PostgresOptions, PostgresStore, SqliteStore, SqliteSync,
 };
 use kms_activation::host::{
     CidrAllowList, CountPolicy, HostConfig, KmsHost, KmsHostConfig, MaxClients, ProductAllowList,
@@ -74,6 +74,12 @@ struct Args {
     /// loss.
     #[arg(long, default_value = "memory", value_name = "STORE")]
     store: StoreSpec,
+    /// With a `postgres://` store: verify the database's TLS certificate
+    /// against the CA certificate(s) in this PEM file instead of the
+    /// system's roots. TLS itself follows the URL's `sslmode`
+    /// (`disable`, `prefer` as default, `require`, which verifies).
+    #[arg(long, value_name = "FILE")]
+    postgres_ca: Option<PathBuf>,
     /// An ePID to answer with for the CSVLK it belongs to; repeatable
     /// [default: generated once per CSVLK and kept in the store].
     #[arg(long = "epid", value_name = "EPID")]
@@ -225,6 +231,9 @@ fn validate(args: &Args) -> Result<(), String> {
                 });
             }
         }
+    }
+    if args.postgres_ca.is_some() && !matches!(args.store, StoreSpec::Postgres(_)) {
+        return Err("--postgres-ca needs a postgres:// store".into());
     }
     Ok(())
 }
@@ -673,7 +682,13 @@ async fn dispatch(args: Args) -> Result<(), String> {
             run(args, store).await
         }
         StoreSpec::Postgres(url) => {
-            let store = PostgresStore::connect(&url)
+            let mut options = PostgresOptions::default();
+            if let Some(path) = &args.postgres_ca {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("--postgres-ca {}: {e}", path.display()))?;
+                options = options.with_root_certificates(pem);
+            }
+            let store = PostgresStore::connect_with(&url, options)
                 .await
                 .map_err(|e| format!("--store postgres://…: {e}"))?;
             run(args, store).await

@@ -37,6 +37,8 @@ mod loopback;
 mod metrics_endpoint;
 #[cfg(feature = "postgres")]
 mod postgres_pause;
+#[cfg(feature = "postgres")]
+mod postgres_tls;
 mod store_queries;
 mod stores;
 mod support;

@@ -868,7 +868,7 @@ mod sqlite {
 }
 
 #[cfg(feature = "postgres")]
-mod postgres {
+pub(crate) mod postgres {
     use std::sync::Arc;
 
     use kms_activation::host::store::{PostgresOptions, PostgresStore, StoreError};
@@ -878,7 +878,7 @@ mod postgres {
 
     /// The test database, or `None` (and a note) when it is not configured
     /// outside CI; under `CI` a missing database fails the test.
-    fn database(test: &str) -> Option<String> {
+    pub(crate) fn database(test: &str) -> Option<String> {
         match std::env::var("KMS_TEST_POSTGRES_URL") {
             Ok(url) if !url.is_empty() => Some(url),
             _ => {
@@ -893,7 +893,7 @@ mod postgres {
         }
     }
 
-    fn runtime() -> Runtime {
+    pub(crate) fn runtime() -> Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -901,7 +901,7 @@ mod postgres {
             .unwrap()
     }
 
-    fn unique_schema() -> String {
+    pub(crate) fn unique_schema() -> String {
         format!(
             "kms_test_{}_{:x}",
             std::process::id(),
@@ -910,12 +910,12 @@ mod postgres {
     }
 
     /// `url` with an application name, so an admin can find the sessions.
-    fn named(url: &str, name: &str) -> String {
+    pub(crate) fn named(url: &str, name: &str) -> String {
         let sep = if url.contains('?') { '&' } else { '?' };
         format!("{url}{sep}application_name={name}")
     }
 
-    async fn admin(url: &str) -> tokio_postgres::Client {
+    pub(crate) async fn admin(url: &str) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
             .unwrap();
@@ -923,7 +923,7 @@ mod postgres {
         client
     }
 
-    async fn drop_schema(url: &str, schema: &str) {
+    pub(crate) async fn drop_schema(url: &str, schema: &str) {
         admin(url)
             .await
             .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
@@ -1124,8 +1124,141 @@ mod postgres {
         });
     }
 
+    /// The child half of `postgres_successes_survive_a_killed_host`: 64
+    /// tasks record visits of distinct clients without end, each printing
+    /// `committed N` once `record_visit` succeeded. Does nothing unless the
+    /// parent set the variables.
+    #[test]
+    fn postgres_sigkill_child() {
+        let (Ok(url), Ok(schema)) = (
+            std::env::var("KMS_PG_SIGKILL_URL"),
+            std::env::var("KMS_PG_SIGKILL_SCHEMA"),
+        ) else {
+            return;
+        };
+        runtime().block_on(async {
+            let store = Arc::new(store(&url, &schema).await);
+            let tasks: Vec<_> = (0..64u128)
+                .map(|task| {
+                    let store = Arc::clone(&store);
+                    tokio::spawn(async move {
+                        for i in 0.. {
+                            let n = task * 1_000_000 + i;
+                            if store.record_visit(visit(1, n, 25, T0)).await.is_ok() {
+                                println!("committed {n}");
+                            }
+                        }
+                    })
+                })
+                .collect();
+            // Never reached in the parent's test: it kills us first.
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+    }
+
+    /// A host killed (`SIGKILL`) with batches in flight loses no visit it
+    /// reported as recorded, and the count is the client rows, each once.
+    #[test]
+    fn postgres_successes_survive_a_killed_host() {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+
+        let Some(url) = database("postgres_successes_survive_a_killed_host") else {
+            return;
+        };
+        let schema = unique_schema();
+        let name = format!("kms_sigkill_{}", getrandom::u32().unwrap());
+        // The schema exists before the child starts.
+        drop(runtime().block_on(store(&url, &schema)));
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "stores::postgres::postgres_sigkill_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("KMS_PG_SIGKILL_URL", named(&url, &name))
+            .env("KMS_PG_SIGKILL_SCHEMA", &schema)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut committed = std::collections::BTreeSet::new();
+        for line in lines.by_ref() {
+            if let Some(n) = line.unwrap().strip_prefix("committed ") {
+                committed.insert(n.trim().parse::<u128>().unwrap());
+                if committed.len() >= 2_000 {
+                    break;
+                }
+            }
+        }
+        assert!(committed.len() >= 2_000, "the child died first");
+        child.kill().unwrap(); // SIGKILL, with visits in flight
+        assert!(!child.wait().unwrap().success());
+        // What it said before dying, still in the pipe.
+        for line in lines {
+            let Ok(line) = line else { break };
+            if let Some(n) = line.strip_prefix("committed ") {
+                committed.insert(n.trim().parse::<u128>().unwrap());
+            }
+        }
+        runtime().block_on(async {
+            let admin = admin(&url).await;
+            // The server finishes the statements the host sent before it
+            // died (and commits them): wait for its sessions to end.
+            for _ in 0..100 {
+                let sessions: i64 = admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                        &[&name],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0);
+                if sessions == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            // The rows and the counter as the killed host left them (opening
+            // a store would rebuild the counter), in one snapshot.
+            let rows = admin
+                .query(
+                    &format!(
+                        "SELECT c.cmid, a.clients FROM {schema}.clients c
+                         JOIN {schema}.applications a USING (application_id)
+                         WHERE c.application_id = $1"
+                    ),
+                    &[&app(1)],
+                )
+                .await
+                .unwrap();
+            let stored: std::collections::BTreeSet<Uuid> =
+                rows.iter().map(|row| row.get(0)).collect();
+            let counter: i64 = rows[0].get(1);
+            let lost: Vec<u128> = committed
+                .iter()
+                .copied()
+                .filter(|&n| !stored.contains(&cmid(n)))
+                .collect();
+            assert!(lost.is_empty(), "reported recorded, then lost: {lost:?}");
+            // Batches in flight at the kill may have committed unreported.
+            assert!(stored.len() >= committed.len());
+            assert_eq!(counter, i64::try_from(stored.len()).unwrap());
+            eprintln!(
+                "killed with visits in flight: {} reported, {} stored",
+                committed.len(),
+                stored.len()
+            );
+            drop_schema(&url, &schema).await;
+        });
+    }
+
     /// Host, port, user and database of the test URL.
-    fn parts(url: &str) -> (String, u16, String, String) {
+    pub(crate) fn parts(url: &str) -> (String, u16, String, String) {
         let config: tokio_postgres::Config = url.parse().unwrap();
         #[allow(irrefutable_let_patterns, reason = "Unix sockets exist on Unix only")]
         let tokio_postgres::config::Host::Tcp(host) = config.get_hosts()[0].clone() else {
@@ -1224,7 +1357,7 @@ mod postgres {
                 .await
                 .unwrap()
                 .get(0);
-            assert_eq!(version, 2);
+            assert_eq!(version, 3);
             let tally = store
                 .record_visit(visit(1, 4, 5, T0 + MINUTE))
                 .await
@@ -1247,6 +1380,156 @@ mod postgres {
                 matches!(err, StoreError::SchemaTooNew { found: 9, .. }),
                 "{err:?}"
             );
+            drop_schema(&url, &schema).await;
+        });
+    }
+
+    /// Schema version 2 as the previous release wrote it, in `schema`.
+    fn postgres_v2(schema: &str) -> String {
+        include_str!("../data/postgres-schema-v2.sql").replace("kms_schema_v2", schema)
+    }
+
+    #[test]
+    fn postgres_migrates_schema_v2_keeping_the_counts() {
+        let Some(url) = database("postgres_migrates_schema_v2_keeping_the_counts") else {
+            return;
+        };
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let admin = admin(&url).await;
+            admin.batch_execute(&postgres_v2(&schema)).await.unwrap();
+            // Application 1: clients 1..=3 (N policies 5, 25, 5); application
+            // 2: client 9; client 8 of application 1 aged out of the window.
+            let rows = [
+                (1u128, 1u128, 5i64, T0),
+                (1, 2, 25, T0),
+                (1, 3, 5, T0),
+                (1, 8, 50, T0 - 2 * WINDOW),
+                (2, 9, 5, T0),
+            ];
+            for (application, client, policy, seen) in rows {
+                admin
+                    .execute(
+                        &format!("INSERT INTO {schema}.clients VALUES ($1, $2, $3, $4)"),
+                        &[
+                            &app(application),
+                            &cmid(client),
+                            &i64::try_from(seen).unwrap(),
+                            &policy,
+                        ],
+                    )
+                    .await
+                    .unwrap();
+            }
+            for (application, counted) in [(1u128, 4i64), (2, 1)] {
+                admin
+                    .execute(
+                        &format!("INSERT INTO {schema}.applications VALUES ($1, $2)"),
+                        &[&app(application), &counted],
+                    )
+                    .await
+                    .unwrap();
+            }
+
+            let store = store(&url, &schema).await;
+            let version: i64 = admin
+                .query_one(
+                    &format!("SELECT version FROM {schema}.kms_schema_version"),
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(version, 3);
+            // The counts as the previous release left them.
+            let window_start = FileTime::from_ticks(T0 + MINUTE - WINDOW);
+            let tally = store.tally(app(1), window_start).await.unwrap();
+            assert_eq!((tally.clients, tally.max_n_policy), (3, 25));
+            assert_eq!(store.tally(app(2), window_start).await.unwrap().clients, 1);
+            // New visits count right: a repeat, a new client, the aged one
+            // back (counted again), each once.
+            assert_eq!(clients(&store, visit(1, 2, 25, T0 + MINUTE)).await, 3);
+            assert_eq!(clients(&store, visit(1, 4, 25, T0 + MINUTE)).await, 4);
+            assert_eq!(clients(&store, visit(1, 8, 25, T0 + MINUTE)).await, 5);
+            assert_eq!(clients(&store, visit(2, 10, 25, T0 + MINUTE)).await, 2);
+            let stored: i64 = admin
+                .query_one(
+                    &format!("SELECT count(*) FROM {schema}.clients WHERE application_id = $1"),
+                    &[&app(1)],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(stored, 5);
+            drop(store);
+
+            // A second host opening the migrated schema finds it current.
+            let again = self::store(&url, &schema).await;
+            assert_eq!(clients(&again, visit(1, 1, 5, T0 + 2 * MINUTE)).await, 5);
+            drop(again);
+            drop_schema(&url, &schema).await;
+        });
+    }
+
+    #[test]
+    fn postgres_two_hosts_count_64_clients_visiting_both_at_once() {
+        let Some(url) = database("postgres_two_hosts_count_64_clients_visiting_both_at_once")
+        else {
+            return;
+        };
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let (a, b) = tokio::join!(store(&url, &schema), store(&url, &schema));
+            let (a, b) = (Arc::new(a), Arc::new(b));
+            // Client k reports N policy k: each visits host A and host B at
+            // the same time, all 64 clients at once.
+            let mut tasks = Vec::new();
+            for k in 1..=64u128 {
+                let (a, b) = (Arc::clone(&a), Arc::clone(&b));
+                tasks.push(tokio::spawn(async move {
+                    let n_policy = u32::try_from(k).unwrap();
+                    let (on_a, on_b) = tokio::join!(
+                        a.record_visit(visit(4, k, n_policy, T0)),
+                        b.record_visit(visit(4, k, n_policy, T0)),
+                    );
+                    (n_policy, on_a.unwrap(), on_b.unwrap())
+                }));
+            }
+            let mut first_counts = Vec::new();
+            for task in tasks {
+                let (n_policy, on_a, on_b) = task.await.unwrap();
+                for tally in [on_a, on_b] {
+                    assert!(tally.admitted, "{tally:?}");
+                    assert!((1..=64).contains(&tally.clients), "{tally:?}");
+                    // Its own policy is counted when its tally is taken.
+                    assert!(tally.max_n_policy >= n_policy, "{n_policy}: {tally:?}");
+                    assert!(tally.max_n_policy <= 64, "{tally:?}");
+                }
+                // The first of its two visits admitted it, the second
+                // found it: admissions are serialized, so the first
+                // visits' counts are 1, 2, …, 64, each once.
+                first_counts.push(on_a.clients.min(on_b.clients));
+            }
+            first_counts.sort_unstable();
+            assert_eq!(first_counts, (1..=64).collect::<Vec<u64>>());
+            for host in [&a, &b] {
+                let tally = host.tally(app(4), FileTime::from_ticks(0)).await.unwrap();
+                assert_eq!((tally.clients, tally.max_n_policy), (64, 64));
+            }
+            let counted: i64 = admin(&url)
+                .await
+                .query_one(
+                    &format!(
+                        "SELECT (SELECT count(*) FROM {schema}.clients WHERE application_id = $1)
+                              + (SELECT clients FROM {schema}.applications WHERE application_id = $1)"
+                    ),
+                    &[&app(4)],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(counted, 128, "64 rows and a counter of 64");
+            drop((a, b));
             drop_schema(&url, &schema).await;
         });
     }
@@ -1443,7 +1726,30 @@ mod postgres {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
-            assert_eq!(tally.unwrap().clients, 2);
+            // Client 2's batch is one statement that commits by itself: if
+            // its bytes were in the proxy's buffer, it ran on resuming, after
+            // the store had given up. Refused, maybe counted, never twice:
+            // the count is the client rows of the application.
+            let rows: Vec<Uuid> = admin(&url)
+                .await
+                .query(
+                    &format!("SELECT cmid FROM {schema}.clients WHERE application_id = $1"),
+                    &[&app(1)],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect();
+            assert!(
+                rows.contains(&cmid(1)) && rows.contains(&cmid(3)),
+                "{rows:?}"
+            );
+            assert!(
+                rows.iter().all(|c| [cmid(1), cmid(2), cmid(3)].contains(c)),
+                "{rows:?}"
+            );
+            assert_eq!(tally.unwrap().clients, rows.len() as u64);
             let statistics = kms.statistics(FileTime::from_ticks(T0)).await.unwrap();
             assert!(statistics.store_errors >= 2, "{statistics:?}");
             drop(kms);

@@ -1,33 +1,68 @@
 //! The PostgreSQL count store: one database shared by a fleet of hosts.
 //!
+//! # One statement per batch of decisions
+//!
+//! A decision (a [`CountStore::record_visit`]) costs one round trip, and
+//! the decisions in flight share it. A batcher task takes the visits queued
+//! (up to [`MAX_BATCH`](visits::MAX_BATCH)) and sends them as arrays to `record_visits`, a
+//! PL/pgSQL function the store installs with its schema (version 3): one
+//! statement, one implicit transaction, one commit. Within the batch the
+//! visits are applied in order, and each gets the tally after its own
+//! update, as if they had come one after the other. Several batches may run
+//! at once on different connections (at most [`BATCHES_IN_FLIGHT`](visits::BATCHES_IN_FLIGHT) per
+//! store, then the queue fills the next one).
+//!
 //! # Concurrency
 //!
-//! A visit is one transaction at `READ COMMITTED`. The client row is keyed
-//! by (application, CMID), so two hosts never hold two rows for one client:
-//! a repeat visit only updates its own row. The number of clients per
-//! application lives in a counter row that changes in the same transaction
-//! as the rows it counts. Admitting a new CMID increments that counter with
-//! `UPDATE … WHERE clients < capacity`: the row lock makes concurrent
-//! admissions of one application wait for each other and re-check the
-//! capacity against the committed count, so the capacity holds exactly
-//! without `SERIALIZABLE` or advisory locks. Repeat visits never take that
-//! lock, so they commit in parallel (and PostgreSQL's WAL flush groups their
-//! commits). A deadlock or serialization failure is retried up to three
-//! times.
+//! The client row is keyed by (application, CMID), so two hosts never hold
+//! two rows for one client: a repeat visit only updates its own row. The
+//! number of clients per application lives in a counter row that changes in
+//! the same transaction as the rows it counts. The function first locks
+//! the counter rows of the applications in the batch (creating missing
+//! ones) **in the order of their application IDs**, and only then touches
+//! client rows; every writer of client rows (the batches of every host, the
+//! pruning) takes those locks in that order first, so concurrent batches
+//! wait for each other instead of deadlocking, and a capacity or the
+//! per-application bound holds exactly without `SERIALIZABLE`. A deadlock
+//! or serialization failure (from a host of an older release sharing the
+//! database) is retried, the whole batch, up to three times.
 //!
 //! # Failures
 //!
 //! Every wait is bounded: connecting ([`PostgresOptions::connect_timeout`]),
 //! each statement (`statement_timeout` and `lock_timeout` on the session)
 //! and the whole operation, the wait for a pooled connection included
-//! ([`PostgresOptions::operation_timeout`], 2 s by default). A lost
-//! connection fails the operation in progress with
-//! [`StoreError::Unavailable`]; the connection is discarded and the next
-//! operation opens a new one. A visit whose commit was sent but not
-//! confirmed may or may not be counted; a retry of the same CMID is
-//! idempotent, so the count is never wrong. Errors name their cause (the
-//! database does not exist, connection refused, authentication failed,
+//! ([`PostgresOptions::operation_timeout`], 2 s by default). A visit's
+//! deadline runs from its call: the wait in the queue counts, and a visit
+//! whose deadline passed before its batch was sent is not sent. A batch
+//! runs until the latest deadline among its visits; each visit fails at
+//! its own.
+//!
+//! A batch is one transaction: it commits whole or not at all. A visit's
+//! future completes only after the `COMMIT` of its batch has been
+//! confirmed, so a success reported is never lost with a killed host. When
+//! a batch fails (lost connection, timeout, server error) every visit in it
+//! fails with that error ([`StoreError::Unavailable`] or
+//! [`StoreError::TimedOut`] for the first two; the host refuses those
+//! clients), and a connection lost or abandoned at the deadline is
+//! discarded. A batch whose statement reached the server may still commit
+//! after the store gave up on it (the statement is its own transaction, and
+//! its commit needs no further message): its visits, refused, may be
+//! counted. A retry of the same CMID is idempotent, so a client is never
+//! counted twice and the counters always match the client rows. A visit
+//! whose own values cannot be stored (a time past the year 30828) fails
+//! alone, before it is queued. Errors name their cause (the
+//! database does not exist, connection refused, authentication failed, TLS,
 //! timed out) and never the password of the URL ([`redact_url`]).
+//!
+//! # Connections and TLS
+//!
+//! Connections come from a `deadpool-postgres` pool of at most
+//! [`PostgresOptions::max_connections`], each with its own cache of
+//! prepared statements. TLS follows the URL's `sslmode` (`disable`,
+//! `prefer`, `require`), with the roots given by
+//! [`PostgresOptions::with_root_certificates`] or the system's; see
+//! [`tls`] for what each mode checks.
 //!
 //! # Background work
 //!
@@ -43,23 +78,24 @@
 //! checks the per-application counters against the client rows (rebuilding
 //! those that differ).
 
-use std::collections::BTreeSet;
+mod tls;
+mod visits;
+
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
+use deadpool_postgres::{ClientWrapper, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, Config, NoTls, Row, Statement};
-
-use std::collections::HashMap;
-use std::sync::Weak;
-
-use tokio::sync::mpsc;
+use tokio_postgres::{Config, Row, Statement};
 
 use super::query::{self, ClientEntry, LogEntry, LogQuery, Page};
 use super::sql::{self, bad};
@@ -109,6 +145,10 @@ pub struct PostgresOptions {
     pub max_log_queue: usize,
     /// How often aged rows are pruned (default 10 s).
     pub prune_interval: Duration,
+    /// Root certificates (PEM) the database's TLS certificate is verified
+    /// against, instead of the system's (see
+    /// [`with_root_certificates`](Self::with_root_certificates)).
+    pub root_certificates: Option<Vec<u8>>,
 }
 
 impl Default for PostgresOptions {
@@ -124,6 +164,7 @@ impl Default for PostgresOptions {
             max_log_records: DEFAULT_MAX_LOG_RECORDS,
             max_log_queue: 16_384,
             prune_interval: Duration::from_secs(10),
+            root_certificates: None,
         }
     }
 }
@@ -144,6 +185,29 @@ impl PostgresOptions {
     pub const fn with_operation_timeout(mut self, timeout: Duration) -> Self {
         self.operation_timeout = timeout;
         self.statement_timeout = timeout;
+        self
+    }
+
+    /// These options verifying the database's TLS certificate against
+    /// `pem` (one or more PEM certificates, e.g. the content of the
+    /// server's CA file) rather than the system's roots; `kms-host` takes
+    /// them with `--postgres-ca FILE`.
+    ///
+    /// With roots given, a TLS session is verified under `sslmode=prefer`
+    /// too; `sslmode=require` verifies against the system's roots without
+    /// them. The PEM is read at [`PostgresStore::connect_with`], which
+    /// fails naming TLS when it holds no certificate.
+    ///
+    /// ```
+    /// use kms_activation::host::store::PostgresOptions;
+    ///
+    /// let pem = b"-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n";
+    /// let options = PostgresOptions::default().with_root_certificates(pem.to_vec());
+    /// assert!(options.root_certificates.is_some());
+    /// ```
+    #[must_use]
+    pub fn with_root_certificates(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates = Some(pem.into());
         self
     }
 
@@ -168,8 +232,19 @@ impl PostgresOptions {
 /// The store runs its work on the Tokio runtime it was connected from, so
 /// its futures can be awaited under any executor; each completes after the
 /// operation's `COMMIT` (or its failure). An operation whose future is
-/// dropped still runs to its end. TLS is not supported: reach the database
-/// over a trusted network or a local socket.
+/// dropped still runs to its end.
+///
+/// A decision costs one round trip, and the decisions in flight share it:
+/// a batcher sends the visits queued (up to 256) as arrays to a PL/pgSQL
+/// function the store installs with its schema, one statement and one
+/// commit per batch, each visit answered with the tally after its own
+/// update. The function locks the applications' counter rows in the order
+/// of their IDs before any client row, so concurrent batches, of this host
+/// or others, wait for each other and never deadlock. A visit's future
+/// completes after its batch's `COMMIT`; a failed batch fails each of its
+/// visits. Connections come from a `deadpool-postgres` pool, each with its
+/// prepared statements; the database may be reached over TLS (`sslmode` in
+/// the URL, [`PostgresOptions::with_root_certificates`]).
 ///
 /// ```no_run
 /// use kms_activation::host::store::{CountStore, PostgresStore, Visit};
@@ -189,6 +264,7 @@ impl PostgresOptions {
 pub struct PostgresStore {
     inner: Arc<Inner>,
     log: mpsc::Sender<LogItem>,
+    visits: mpsc::Sender<visits::Queued>,
 }
 
 /// What the log task takes: a record, or a request to report once every
@@ -208,18 +284,20 @@ impl fmt::Debug for PostgresStore {
 }
 
 struct Inner {
-    config: Config,
+    /// The pool's own state changes under its locks, so a panic caught
+    /// elsewhere cannot leave it half-changed; the store stays
+    /// `UnwindSafe` as before the pool was `deadpool`'s.
+    pool: AssertUnwindSafe<Pool>,
     /// The URL with its password redacted, for messages.
     target: String,
     options: PostgresOptions,
+    sql: Sql,
     background: Background,
     /// The latest window start seen per application, for pruning.
     windows: Mutex<HashMap<Uuid, i64>>,
     /// The latest retention bound of the activation log seen.
     retain_since: Mutex<Option<i64>>,
     runtime: Handle,
-    idle: Mutex<Vec<Conn>>,
-    permits: Arc<Semaphore>,
     /// Tickets of the operations still running (for `flush`).
     in_flight: Mutex<InFlight>,
     finished: Notify,
@@ -231,145 +309,92 @@ struct InFlight {
     running: BTreeSet<u64>,
 }
 
-/// One open connection and its prepared statements.
-struct Conn {
-    client: Client,
-    st: Prepared,
+/// A pooled connection during one operation, and the statements it may
+/// prepare (each connection caches its prepared statements).
+struct Session<'a> {
+    client: &'a mut ClientWrapper,
+    sql: &'a Sql,
 }
 
-struct Prepared {
-    delete_aged: Statement,
-    touch: Statement,
-    ensure_application: Statement,
-    admit: Statement,
-    evict_oldest: Statement,
-    insert_client: Statement,
-    unadmit: Statement,
-    tally: Statement,
-    append: Statement,
-    prune_log_time: Statement,
-    prune_log_rows: Statement,
-    recent: Statement,
-    epid: Statement,
+impl Session<'_> {
+    /// `text` prepared on this connection (once; then from its cache).
+    async fn prepare(&self, text: &str) -> Result<Statement, Fail> {
+        Ok(self.client.prepare_cached(text).await?)
+    }
 }
 
-impl Prepared {
-    #[allow(clippy::too_many_lines, reason = "one statement after another")]
-    async fn new(client: &Client, schema: &str) -> Result<Self, tokio_postgres::Error> {
-        let s = schema;
-        Ok(Self {
+/// The text of every statement the store runs, for the statement caches.
+struct Sql {
+    record_visits: String,
+    prune_clients: String,
+    tally: String,
+    append: String,
+    prune_log_time: String,
+    prune_log_rows: String,
+    recent: String,
+    epid: String,
+}
+
+impl Sql {
+    fn new(s: &str) -> Self {
+        Self {
+            record_visits: visits::statement(s),
             // A bounded batch: the rest goes in the background.
-            delete_aged: client
-                .prepare(&format!(
-                    "WITH gone AS (DELETE FROM {s}.clients
-                         WHERE application_id = $1 AND cmid IN (
-                             SELECT cmid FROM {s}.clients
-                             WHERE application_id = $1 AND last_seen <= $2 LIMIT {PRUNE_BATCH})
-                         RETURNING 1),
-                     n AS (SELECT count(*) AS n FROM gone)
-                     UPDATE {s}.applications SET clients = GREATEST(clients - n.n, 0) FROM n
-                     WHERE application_id = $1 AND n.n > 0
-                     RETURNING n.n"
-                ))
-                .await?,
-            touch: client
-                .prepare(&format!(
-                    "UPDATE {s}.clients SET last_seen = GREATEST(last_seen, $3), n_policy = $4
-                     WHERE application_id = $1 AND cmid = $2"
-                ))
-                .await?,
-            ensure_application: client
-                .prepare(&format!(
-                    "INSERT INTO {s}.applications (application_id, clients) VALUES ($1, 0)
-                     ON CONFLICT (application_id) DO NOTHING"
-                ))
-                .await?,
-            admit: client
-                .prepare(&format!(
-                    "UPDATE {s}.applications SET clients = clients + 1
-                     WHERE application_id = $1 AND ($2::bigint IS NULL OR clients < $2)
-                     RETURNING clients"
-                ))
-                .await?,
-            evict_oldest: client
-                .prepare(&format!(
-                    "WITH gone AS (DELETE FROM {s}.clients
-                         WHERE application_id = $1 AND cmid = (
-                             SELECT cmid FROM {s}.clients WHERE application_id = $1
-                             ORDER BY last_seen LIMIT 1)
-                         RETURNING 1)
-                     UPDATE {s}.applications SET clients = clients - 1
-                     WHERE application_id = $1 AND EXISTS (SELECT 1 FROM gone)"
-                ))
-                .await?,
-            insert_client: client
-                .prepare(&format!(
-                    "INSERT INTO {s}.clients (application_id, cmid, last_seen, n_policy)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT (application_id, cmid) DO NOTHING"
-                ))
-                .await?,
-            unadmit: client
-                .prepare(&format!(
-                    "UPDATE {s}.applications SET clients = clients - 1 WHERE application_id = $1"
-                ))
-                .await?,
+            prune_clients: format!("SELECT {s}.prune_clients($1, $2, {PRUNE_BATCH})"),
             // The maintained counter minus the aged rows not yet pruned (an
             // index range, empty once pruning has run), and the first live
             // row of the N policy index from the top: no scan.
-            tally: client
-                .prepare(&format!(
-                    "SELECT (SELECT clients FROM {s}.applications WHERE application_id = $1),
-                            (SELECT count(*) FROM {s}.clients
-                             WHERE application_id = $1 AND last_seen <= $2),
-                            (SELECT n_policy FROM {s}.clients
-                             WHERE application_id = $1 AND last_seen > $2
-                             ORDER BY n_policy DESC LIMIT 1)"
-                ))
-                .await?,
-            append: client
-                .prepare(&format!(
-                    "INSERT INTO {s}.activations (time, peer, connection_id, protocol,
-                         application_id, sku_id, kms_id, cmid, previous_cmid, workstation,
-                         n_policy, client_time, virtual_machine, license_status,
-                         minutes_to_expiry, count, result, peer_ip)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
-                         $16, $17, $18)"
-                ))
-                .await?,
-            prune_log_time: client
-                .prepare(&format!(
-                    "DELETE FROM {s}.activations WHERE id IN (
-                         SELECT id FROM {s}.activations WHERE time < $1
-                         ORDER BY time LIMIT {PRUNE_BATCH})"
-                ))
-                .await?,
+            tally: format!(
+                "SELECT (SELECT clients FROM {s}.applications WHERE application_id = $1),
+                        (SELECT count(*) FROM {s}.clients
+                         WHERE application_id = $1 AND last_seen <= $2),
+                        (SELECT n_policy FROM {s}.clients
+                         WHERE application_id = $1 AND last_seen > $2
+                         ORDER BY n_policy DESC LIMIT 1)"
+            ),
+            // Any number of records in one statement, one array per
+            // column, inserted in the order given.
+            append: format!(
+                "INSERT INTO {s}.activations (time, peer, connection_id, protocol,
+                     application_id, sku_id, kms_id, cmid, previous_cmid, workstation,
+                     n_policy, client_time, virtual_machine, license_status,
+                     minutes_to_expiry, count, result, peer_ip)
+                 SELECT c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, c14, c15,
+                     c16, c17, c18
+                 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[],
+                     $5::uuid[], $6::uuid[], $7::uuid[], $8::uuid[], $9::uuid[], $10::text[],
+                     $11::bigint[], $12::bigint[], $13::boolean[], $14::bigint[],
+                     $15::bigint[], $16::bigint[], $17::bigint[], $18::bytea[])
+                     WITH ORDINALITY AS r(c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12,
+                         c13, c14, c15, c16, c17, c18, n)
+                 ORDER BY n"
+            ),
+            prune_log_time: format!(
+                "DELETE FROM {s}.activations WHERE id IN (
+                     SELECT id FROM {s}.activations WHERE time < $1
+                     ORDER BY time LIMIT {PRUNE_BATCH})"
+            ),
             // Identity values only grow, so the newest `$1` rows have ids
             // above max(id) - $1.
-            prune_log_rows: client
-                .prepare(&format!(
-                    "DELETE FROM {s}.activations WHERE id IN (
-                         SELECT id FROM {s}.activations
-                         WHERE id <= (SELECT max(id) FROM {s}.activations) - $1
-                         ORDER BY id LIMIT {PRUNE_BATCH})"
-                ))
-                .await?,
-            recent: client
-                .prepare(&format!(
-                    "SELECT time, peer, connection_id, protocol, application_id, sku_id, kms_id,
-                         cmid, previous_cmid, workstation, n_policy, client_time,
-                         virtual_machine, license_status, minutes_to_expiry, count, result
-                     FROM {s}.activations ORDER BY time DESC, id DESC LIMIT $1"
-                ))
-                .await?,
-            epid: client
-                .prepare(&format!(
-                    "WITH added AS (INSERT INTO {s}.epids (csvlk_id, epid) VALUES ($1, $2)
-                         ON CONFLICT (csvlk_id) DO NOTHING RETURNING epid)
-                     SELECT epid FROM added
-                     UNION ALL SELECT epid FROM {s}.epids WHERE csvlk_id = $1"
-                ))
-                .await?,
-        })
+            prune_log_rows: format!(
+                "DELETE FROM {s}.activations WHERE id IN (
+                     SELECT id FROM {s}.activations
+                     WHERE id <= (SELECT max(id) FROM {s}.activations) - $1
+                     ORDER BY id LIMIT {PRUNE_BATCH})"
+            ),
+            recent: format!(
+                "SELECT time, peer, connection_id, protocol, application_id, sku_id, kms_id,
+                     cmid, previous_cmid, workstation, n_policy, client_time,
+                     virtual_machine, license_status, minutes_to_expiry, count, result
+                 FROM {s}.activations ORDER BY time DESC, id DESC LIMIT $1"
+            ),
+            epid: format!(
+                "WITH added AS (INSERT INTO {s}.epids (csvlk_id, epid) VALUES ($1, $2)
+                     ON CONFLICT (csvlk_id) DO NOTHING RETURNING epid)
+                 SELECT epid FROM added
+                 UNION ALL SELECT epid FROM {s}.epids WHERE csvlk_id = $1"
+            ),
+        }
     }
 }
 
@@ -394,7 +419,9 @@ const SCHEMA_LOCK: i64 = 0x6b6d_735f_7363_6865;
 /// * 2: the activation log keeps the client's address as a sortable key
 ///   (`peer_ip`) and is indexed by client and by application, for the
 ///   clients and log queries.
-const SCHEMA_VERSION: i64 = 2;
+/// * 3: the functions `prune_clients` and `record_visits` (a batch of
+///   visits in one statement, see the module documentation).
+const SCHEMA_VERSION: i64 = 3;
 
 /// Version 0, as the first release created it.
 fn schema_v0(s: &str) -> String {
@@ -457,10 +484,141 @@ fn migrate_v2(s: &str) -> String {
     )
 }
 
+/// Version 2 → 3: the functions of one round trip per batch.
+///
+/// `prune_clients` locks the application's counter row, then deletes up to
+/// `batch` aged rows and lowers the counter. `record_visits` takes the
+/// visits as arrays (element `i` of each is visit `i`): it locks the
+/// counter rows of the batch's applications in the order of their IDs,
+/// prunes, then applies each visit in order, returning its tally.
+fn migrate_v3(s: &str) -> String {
+    format!(
+        "{}\n{}",
+        prune_clients_function(s),
+        record_visits_function(s)
+    )
+}
+
+/// `prune_clients(app, window_start, batch)`: see [`migrate_v3`].
+fn prune_clients_function(s: &str) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION {s}.prune_clients(
+             app uuid, window_start bigint, batch integer) RETURNS bigint
+         LANGUAGE plpgsql AS $fn$
+         DECLARE
+             gone bigint;
+         BEGIN
+             INSERT INTO {s}.applications (application_id, clients) VALUES (app, 0)
+                 ON CONFLICT (application_id) DO NOTHING;
+             PERFORM 1 FROM {s}.applications WHERE application_id = app FOR UPDATE;
+             WITH deleted AS (
+                 DELETE FROM {s}.clients WHERE application_id = app AND cmid IN (
+                     SELECT cmid FROM {s}.clients
+                     WHERE application_id = app AND last_seen <= window_start LIMIT batch)
+                 RETURNING 1)
+             SELECT count(*) INTO gone FROM deleted;
+             IF gone > 0 THEN
+                 UPDATE {s}.applications SET clients = GREATEST(clients - gone, 0)
+                 WHERE application_id = app;
+             END IF;
+             RETURN gone;
+         END
+         $fn$;"
+    )
+}
+
+/// `record_visits(…)`: see [`migrate_v3`].
+fn record_visits_function(s: &str) -> String {
+    format!(
+        "CREATE OR REPLACE FUNCTION {s}.record_visits(
+             apps uuid[], cmids uuid[], ats bigint[], window_starts bigint[],
+             n_policies bigint[], capacities bigint[], max_clients bigint, batch integer)
+         RETURNS TABLE (visit integer, tally_clients bigint, tally_max_n_policy bigint,
+                        tally_admitted boolean)
+         LANGUAGE plpgsql AS $fn$
+         DECLARE
+             v_app uuid;
+             v_window bigint;
+             v_held bigint;
+             v_counted bigint;
+             v_aged bigint;
+             i integer;
+         BEGIN
+             -- The lock order: the counter rows, by application ID, before
+             -- any client row; the oldest window of the batch for pruning.
+             FOR v_app, v_window IN
+                 SELECT a, min(w) FROM unnest(apps, window_starts) AS v(a, w)
+                 GROUP BY a ORDER BY a
+             LOOP
+                 PERFORM {s}.prune_clients(v_app, v_window, batch);
+             END LOOP;
+             FOR i IN 1 .. coalesce(array_length(apps, 1), 0) LOOP
+                 visit := i;
+                 tally_admitted := true;
+                 UPDATE {s}.clients
+                     SET last_seen = GREATEST(last_seen, ats[i]), n_policy = n_policies[i]
+                     WHERE application_id = apps[i] AND cmid = cmids[i];
+                 IF NOT FOUND THEN
+                     UPDATE {s}.applications SET clients = clients + 1
+                         WHERE application_id = apps[i]
+                           AND (capacities[i] IS NULL OR clients < capacities[i])
+                         RETURNING clients INTO v_held;
+                     tally_admitted := FOUND;
+                     IF tally_admitted THEN
+                         IF v_held > max_clients THEN
+                             -- The client seen longest ago gives way.
+                             DELETE FROM {s}.clients WHERE application_id = apps[i]
+                                 AND cmid = (SELECT cmid FROM {s}.clients
+                                             WHERE application_id = apps[i]
+                                             ORDER BY last_seen LIMIT 1);
+                             IF FOUND THEN
+                                 UPDATE {s}.applications SET clients = clients - 1
+                                     WHERE application_id = apps[i];
+                             END IF;
+                         END IF;
+                         INSERT INTO {s}.clients (application_id, cmid, last_seen, n_policy)
+                             VALUES (apps[i], cmids[i], ats[i], n_policies[i])
+                             ON CONFLICT (application_id, cmid) DO NOTHING;
+                         IF NOT FOUND THEN
+                             -- Admitted meanwhile by a host without the lock
+                             -- order (an older release): counted once.
+                             UPDATE {s}.applications SET clients = clients - 1
+                                 WHERE application_id = apps[i];
+                             UPDATE {s}.clients SET last_seen = GREATEST(last_seen, ats[i]),
+                                     n_policy = n_policies[i]
+                                 WHERE application_id = apps[i] AND cmid = cmids[i];
+                         END IF;
+                     END IF;
+                 END IF;
+                 -- The counter, less the aged rows not yet pruned (an index
+                 -- range, empty once pruned), and the first live row of the
+                 -- N policy index from the top: no scan.
+                 SELECT (SELECT a.clients FROM {s}.applications a
+                         WHERE a.application_id = apps[i]),
+                        (SELECT count(*) FROM {s}.clients c
+                         WHERE c.application_id = apps[i]
+                           AND c.last_seen <= window_starts[i]),
+                        (SELECT c.n_policy FROM {s}.clients c
+                         WHERE c.application_id = apps[i] AND c.last_seen > window_starts[i]
+                         ORDER BY c.n_policy DESC LIMIT 1)
+                     INTO v_counted, v_aged, tally_max_n_policy;
+                 tally_clients := GREATEST(coalesce(v_counted, 0) - v_aged, 0);
+                 tally_max_n_policy := coalesce(tally_max_n_policy, 0);
+                 RETURN NEXT;
+             END LOOP;
+         END
+         $fn$;"
+    )
+}
+
 /// Creates or migrates the schema and checks the counters, in one
 /// transaction under the advisory lock. Returns how many counters were
 /// rebuilt.
-async fn set_up(client: &mut Client, s: &str, startup: Duration) -> Result<u64, Fail> {
+async fn set_up(
+    client: &mut tokio_postgres::Client,
+    s: &str,
+    startup: Duration,
+) -> Result<u64, Fail> {
     let tx = client.transaction().await?;
     let millis = server_millis(startup);
     tx.batch_execute(&format!(
@@ -490,6 +648,9 @@ async fn set_up(client: &mut Client, s: &str, startup: Duration) -> Result<u64, 
     }
     if version < 2 {
         tx.batch_execute(&migrate_v2(s)).await?;
+    }
+    if version < 3 {
+        tx.batch_execute(&migrate_v3(s)).await?;
     }
     if version < SCHEMA_VERSION {
         tx.execute(&format!("DELETE FROM {s}.kms_schema_version"), &[])
@@ -598,54 +759,80 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("kms-activation");
         }
+        // The session's timeouts, set at connection start-up (no round trip).
+        let millis = server_millis(options.statement_timeout);
+        let session = format!(
+            "-c statement_timeout={millis} -c lock_timeout={millis} \
+             -c idle_in_transaction_session_timeout={}",
+            millis.saturating_mul(4).min(MAX_SERVER_MILLIS)
+        );
+        let session = match config.get_options() {
+            Some(given) if !given.is_empty() => format!("{given} {session}"),
+            _ => session,
+        };
+        config.options(&session);
         let runtime = Handle::try_current().map_err(|_| {
             StoreError::Backend("PostgresStore::connect must run within a Tokio runtime".into())
         })?;
         let schema = quoted_schema(&options.schema)?;
-        let inner = Arc::new(Inner {
+        let tls = tls::connector(config.get_ssl_mode(), options.root_certificates.as_deref())
+            .map_err(|e| describe_at(&target, e))?;
+        let manager = Manager::from_config(
             config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .create_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("PostgreSQL at {target}: {e}")))?;
+        let inner = Arc::new(Inner {
+            pool: AssertUnwindSafe(pool),
             target,
+            sql: Sql::new(&schema),
             background: Background::new(),
             windows: Mutex::new(HashMap::new()),
             retain_since: Mutex::new(None),
-            permits: Arc::new(Semaphore::new(options.max_connections.max(1))),
             options,
             runtime,
-            idle: Mutex::new(Vec::new()),
             in_flight: Mutex::new(InFlight::default()),
             finished: Notify::new(),
         });
-        let task =
-            {
-                let inner = Arc::clone(&inner);
-                async move {
-                    let mut client = inner.open().await?;
-                    let startup = inner.options.startup_timeout;
-                    let rebuilt =
-                        match tokio::time::timeout(startup, set_up(&mut client, &schema, startup))
-                            .await
-                        {
-                            Ok(result) => result.map_err(|f| inner.describe(f))?,
-                            Err(_) => {
-                                return Err(StoreError::TimedOut(format!(
-                                    "setting up the schema in {} took longer than {startup:?}",
-                                    inner.target
-                                )));
-                            }
-                        };
-                    if rebuilt > 0 {
-                        inner.background.failed(
-                            "counters differed from the client rows",
-                            &StoreError::Backend(format!("{rebuilt} counter(s) rebuilt")),
-                        );
+        let task = {
+            let inner = Arc::clone(&inner);
+            async move {
+                let startup = inner.options.startup_timeout;
+                let set_up = async {
+                    let mut lease = inner.lease().await?;
+                    let client = lease.client()?;
+                    let rebuilt = set_up(client, &schema, startup)
+                        .await
+                        .map_err(|f| inner.describe(f));
+                    lease.settle(&rebuilt);
+                    rebuilt
+                };
+                let rebuilt = match tokio::time::timeout(startup, set_up).await {
+                    Ok(result) => result?,
+                    Err(_) => {
+                        return Err(StoreError::TimedOut(format!(
+                            "setting up the schema in {} took longer than {startup:?}",
+                            inner.target
+                        )));
                     }
-                    let st = inner
-                        .bounded(async { Ok(Prepared::new(&client, &schema).await?) })
-                        .await?;
-                    inner.lock_idle().push(Conn { client, st });
-                    Ok(())
+                };
+                if rebuilt > 0 {
+                    inner.background.failed(
+                        "counters differed from the client rows",
+                        &StoreError::Backend(format!("{rebuilt} counter(s) rebuilt")),
+                    );
                 }
-            };
+                Ok(())
+            }
+        };
         inner
             .runtime
             .spawn(task)
@@ -653,8 +840,12 @@ impl PostgresStore {
             .unwrap_or_else(|e| Err(joined(&e)))?;
         let (log, queue) = mpsc::channel(inner.options.max_log_queue.max(1));
         inner.runtime.spawn(append_log(Arc::clone(&inner), queue));
+        let (visits, queue) = mpsc::channel(visits::MAX_BATCH * visits::BATCHES_IN_FLIGHT * 4);
+        inner
+            .runtime
+            .spawn(visits::batch(Arc::clone(&inner), queue));
         inner.runtime.spawn(prune(Arc::downgrade(&inner)));
-        Ok(Self { inner, log })
+        Ok(Self { inner, log, visits })
     }
 
     /// Runs `work` on the store's runtime, tracked for `flush`.
@@ -710,40 +901,42 @@ impl Drop for Ticket {
     }
 }
 
-/// A connection taken from the pool; back into it on drop unless broken.
+/// A connection taken from the pool: back into it on drop only once its
+/// operation settled without losing it (a lease dropped before, at its
+/// deadline, may be mid-transaction: its connection is closed).
 struct Lease {
-    conn: Option<Conn>,
-    inner: Arc<Inner>,
-    /// The operation finished (a lease dropped before, at its deadline,
-    /// may be mid-transaction: its connection is discarded).
+    object: Option<deadpool_postgres::Object>,
     settled: bool,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl Lease {
-    fn conn(&mut self) -> Result<&mut Conn, StoreError> {
-        self.conn.as_mut().ok_or(StoreError::Closed)
+    fn client(&mut self) -> Result<&mut tokio_postgres::Client, StoreError> {
+        self.object
+            .as_deref_mut()
+            .map(|wrapper| &mut **wrapper)
+            .ok_or(StoreError::Closed)
+    }
+
+    fn wrapper(&mut self) -> Result<&mut ClientWrapper, StoreError> {
+        self.object.as_deref_mut().ok_or(StoreError::Closed)
     }
 
     /// Keeps the connection only if the operation did not lose it.
     fn settle<T>(&mut self, result: &Result<T, StoreError>) {
-        self.settled = true;
-        if matches!(
+        self.settled = !matches!(
             result,
             Err(StoreError::Unavailable(_) | StoreError::TimedOut(_))
-        ) {
-            self.conn = None;
-        }
+        );
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take()
-            && self.settled
-            && !conn.client.is_closed()
+        if let Some(object) = self.object.take()
+            && !self.settled
         {
-            self.inner.lock_idle().push(conn);
+            // Out of the pool; dropping the client ends its session.
+            drop(deadpool_postgres::Object::take(object));
         }
     }
 }
@@ -820,6 +1013,9 @@ fn classify(e: &tokio_postgres::Error) -> StoreError {
         Some(std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe) => {
             "connection lost"
         }
+        _ if text.contains("TLS") => {
+            "TLS failed (check the server's certificate and the root certificates given)"
+        }
         _ if e.is_closed() => "connection closed",
         _ if text.contains("authentication") || text.contains("password") => {
             "authentication failed"
@@ -852,12 +1048,25 @@ fn detail(e: &tokio_postgres::Error) -> String {
 
 const ATTEMPTS: usize = 3;
 
-impl Inner {
-    fn lock_idle(&self) -> MutexGuard<'_, Vec<Conn>> {
-        // The list is consistent whenever the lock is released.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+/// `error` (a store error of the set-up) naming the database.
+fn describe_at(target: &str, error: StoreError) -> StoreError {
+    match error {
+        StoreError::Unavailable(text) => {
+            StoreError::Unavailable(format!("PostgreSQL at {target}: {text}"))
+        }
+        StoreError::Backend(text) => StoreError::Backend(format!("PostgreSQL at {target}: {text}")),
+        other => other,
     }
+}
 
+/// The instant `timeout` from now (far in the future for an unbounded one).
+fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
+impl Inner {
     fn lock_in_flight(&self) -> MutexGuard<'_, InFlight> {
         self.in_flight
             .lock()
@@ -870,26 +1079,7 @@ impl Inner {
 
     /// A failure as a store error naming the database (never its password).
     fn describe(&self, fail: Fail) -> StoreError {
-        match fail.into_store() {
-            StoreError::Unavailable(text) => {
-                StoreError::Unavailable(format!("PostgreSQL at {}: {text}", self.target))
-            }
-            StoreError::Backend(text) => {
-                StoreError::Backend(format!("PostgreSQL at {}: {text}", self.target))
-            }
-            other => other,
-        }
-    }
-
-    /// Bounds `work` by the operation timeout.
-    async fn bounded<T>(
-        &self,
-        work: impl Future<Output = Result<T, Fail>>,
-    ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.operation_timeout(), work).await {
-            Ok(result) => result.map_err(|f| self.describe(f)),
-            Err(_) => Err(self.timed_out()),
-        }
+        describe_at(&self.target, fail.into_store())
     }
 
     fn timed_out(&self) -> StoreError {
@@ -900,84 +1090,54 @@ impl Inner {
         ))
     }
 
-    /// A new session with its timeouts set.
-    async fn open(&self) -> Result<Client, StoreError> {
-        let connecting =
-            tokio::time::timeout(self.options.connect_timeout, self.config.connect(NoTls));
-        let (client, connection) = match connecting.await {
-            Ok(result) => result.map_err(|e| self.describe(Fail::Pg(e)))?,
-            Err(_) => {
-                return Err(StoreError::TimedOut(format!(
-                    "PostgreSQL at {}: connecting timed out after {:?}",
-                    self.target, self.options.connect_timeout
-                )));
-            }
-        };
-        // The connection's own errors reach the client as closed-connection
-        // errors on its next query.
-        self.runtime.spawn(async move {
-            let _ = connection.await;
-        });
-        let millis = server_millis(self.options.statement_timeout);
-        self.bounded(async {
-            client
-                .batch_execute(&format!(
-                    "SET statement_timeout = {millis}; SET lock_timeout = {millis};
-                     SET idle_in_transaction_session_timeout = {}",
-                    millis.saturating_mul(4).min(MAX_SERVER_MILLIS)
-                ))
-                .await?;
-            Ok(())
-        })
-        .await?;
-        Ok(client)
-    }
-
-    /// An idle connection, or a new one (bounded by the caller).
-    async fn lease(self: &Arc<Self>) -> Result<Lease, StoreError> {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        let reused = loop {
-            let conn = self.lock_idle().pop();
-            match conn {
-                Some(conn) if conn.client.is_closed() => {}
-                other => break other,
-            }
-        };
-        let conn = if let Some(conn) = reused {
-            conn
-        } else {
-            let client = self.open().await?;
-            let schema = quoted_schema(&self.options.schema)?;
-            let st = Prepared::new(&client, &schema)
-                .await
-                .map_err(|e| self.describe(Fail::Pg(e)))?;
-            Conn { client, st }
-        };
-        Ok(Lease {
-            conn: Some(conn),
-            inner: Arc::clone(self),
-            settled: false,
-            _permit: permit,
-        })
+    /// A pooled connection, or a new one (bounded by the caller).
+    async fn lease(&self) -> Result<Lease, StoreError> {
+        use deadpool_postgres::{PoolError, TimeoutType};
+        match self.pool.get().await {
+            Ok(object) => Ok(Lease {
+                object: Some(object),
+                settled: false,
+            }),
+            Err(PoolError::Backend(e)) => Err(self.describe(Fail::Pg(e))),
+            Err(PoolError::Timeout(TimeoutType::Create)) => Err(StoreError::TimedOut(format!(
+                "PostgreSQL at {}: connecting timed out after {:?}",
+                self.target, self.options.connect_timeout
+            ))),
+            Err(PoolError::Closed) => Err(StoreError::Closed),
+            Err(other) => Err(StoreError::Unavailable(format!(
+                "PostgreSQL at {}: {other}",
+                self.target
+            ))),
+        }
     }
 
     /// Runs `op` on a leased connection, retrying deadlocks, all within
     /// the operation's deadline (the wait for a connection included).
     async fn run<T>(
         self: Arc<Self>,
-        op: impl AsyncFnMut(&mut Conn) -> Result<T, Fail>,
+        op: impl AsyncFnMut(&mut Session<'_>) -> Result<T, Fail>,
+    ) -> Result<T, StoreError> {
+        let deadline = deadline_after(self.operation_timeout());
+        self.run_until(deadline, op).await
+    }
+
+    /// [`run`](Self::run) with the deadline given.
+    async fn run_until<T>(
+        &self,
+        deadline: Instant,
+        op: impl AsyncFnMut(&mut Session<'_>) -> Result<T, Fail>,
     ) -> Result<T, StoreError> {
         let mut op = op;
         let work = async {
             let mut lease = self.lease().await?;
             let result = async {
-                let conn = lease.conn()?;
+                let mut session = Session {
+                    client: lease.wrapper()?,
+                    sql: &self.sql,
+                };
                 let mut attempt = 1;
                 loop {
-                    match op(conn).await {
+                    match op(&mut session).await {
                         Err(fail) if fail.retry() && attempt < ATTEMPTS => attempt += 1,
                         other => break other,
                     }
@@ -990,7 +1150,7 @@ impl Inner {
         };
         // A connection abandoned mid-operation is dropped with its lease
         // (its session ends; the server rolls the transaction back).
-        match tokio::time::timeout(self.operation_timeout(), work).await {
+        match tokio::time::timeout_at(deadline, work).await {
             Ok(result) => result,
             Err(_) => Err(self.timed_out()),
         }
@@ -1021,11 +1181,12 @@ impl Inner {
 
 impl CountStore for PostgresStore {
     fn record_visit(&self, visit: Visit) -> impl Future<Output = Result<Tally, StoreError>> + Send {
-        let cap = self.inner.options.max_clients_per_application;
-        if let Ok(start) = sql::ticks(visit.window_start) {
-            self.inner.note_window(visit.application_id, start);
+        let row = visits::Row::new(&visit);
+        if let Ok(row) = &row {
+            self.inner.note_window(row.application_id, row.window_start);
         }
-        self.spawn(move |inner| inner.run(async move |conn| record(conn, &visit, cap).await))
+        let queue = self.visits.clone();
+        self.spawn(move |inner| visits::submit(inner, queue, row))
     }
 
     fn tally(
@@ -1037,7 +1198,7 @@ impl CountStore for PostgresStore {
             inner.run(async move |conn| {
                 let window_start = sql::ticks(window_start)?;
                 let (clients, max_n_policy) =
-                    live_tally(&conn.client, &conn.st, application_id, window_start).await?;
+                    live_tally(conn, application_id, window_start).await?;
                 Ok(Tally {
                     clients,
                     max_n_policy,
@@ -1060,8 +1221,9 @@ impl CountStore for PostgresStore {
         self.spawn(move |inner| {
             let retain_since = inner.retention();
             inner.run(async move |conn| {
-                insert_activation(&conn.client, &conn.st, &record).await?;
-                prune_log(&conn.client, &conn.st, retain_since, max_rows).await?;
+                let statements = LogStatements::new(conn).await?;
+                insert_activations(&**conn.client, &statements, [&record]).await?;
+                prune_log(&**conn.client, &statements, retain_since, max_rows).await?;
                 Ok(())
             })
         })
@@ -1096,7 +1258,8 @@ impl CountStore for PostgresStore {
         self.spawn(move |inner| {
             inner.run(async move |conn| {
                 let limit = sql::limit(u64::try_from(limit).unwrap_or(u64::MAX));
-                let rows = conn.client.query(&conn.st.recent, &[&limit]).await?;
+                let recent = conn.prepare(&conn.sql.recent).await?;
+                let rows = conn.client.query(&recent, &[&limit]).await?;
                 let records = rows.iter().map(activation).collect::<Result<_, _>>()?;
                 Ok(records)
             })
@@ -1113,7 +1276,7 @@ impl CountStore for PostgresStore {
             let (text, params) = query::sql::activations(&query, &schema, &dollar)?;
             let items = inner
                 .run(async move |conn| {
-                    let rows = select(&conn.client, text.clone(), params.clone()).await?;
+                    let rows = select(conn.client, text.clone(), params.clone()).await?;
                     let entries = rows
                         .iter()
                         .map(|row| {
@@ -1140,7 +1303,7 @@ impl CountStore for PostgresStore {
             let (text, params) = query::sql::clients(&query, &schema, &dollar)?;
             let items = inner
                 .run(async move |conn| {
-                    let rows = select(&conn.client, text.clone(), params.clone()).await?;
+                    let rows = select(conn.client, text.clone(), params.clone()).await?;
                     let entries = rows
                         .iter()
                         .map(|row| {
@@ -1173,11 +1336,9 @@ impl CountStore for PostgresStore {
                 // A host inserting the same ID concurrently commits after this
                 // statement's snapshot: then it sees neither row and runs
                 // again.
+                let epid = conn.prepare(&conn.sql.epid).await?;
                 for _ in 0..ATTEMPTS {
-                    let rows = conn
-                        .client
-                        .query(&conn.st.epid, &[&csvlk_id, &candidate])
-                        .await?;
+                    let rows = conn.client.query(&epid, &[&csvlk_id, &candidate]).await?;
                     if let Some(row) = rows.first() {
                         return Ok(get(row, 0)?);
                     }
@@ -1255,20 +1416,32 @@ async fn append_log(inner: Arc<Inner>, mut queue: mpsc::Receiver<LogItem>) {
             let count = u64::try_from(records.len()).unwrap_or(u64::MAX);
             let retain_since = inner.retention();
             let max_rows = inner.options.max_log_records;
+            // The batch in one statement (its own transaction), then one
+            // bounded prune.
             let result = Arc::clone(&inner)
                 .run(async move |conn| {
-                    let tx = conn.client.transaction().await?;
-                    for record in &records {
-                        insert_activation(&tx, &conn.st, record).await?;
-                    }
-                    prune_log(&tx, &conn.st, retain_since, max_rows).await?;
-                    tx.commit().await?;
+                    let statements = LogStatements::new(conn).await?;
+                    insert_activations(&**conn.client, &statements, records.iter().map(|r| &**r))
+                        .await?;
                     Ok(())
                 })
                 .await;
-            if let Err(e) = result {
-                inner.background.failed("appending activation records", &e);
-                inner.background.dropped(count, &e);
+            match result {
+                Ok(()) => {
+                    let pruned = Arc::clone(&inner)
+                        .run(async move |conn| {
+                            let statements = LogStatements::new(conn).await?;
+                            prune_log(&**conn.client, &statements, retain_since, max_rows).await
+                        })
+                        .await;
+                    if let Err(e) = pruned {
+                        inner.background.failed("pruning the activation log", &e);
+                    }
+                }
+                Err(e) => {
+                    inner.background.failed("appending activation records", &e);
+                    inner.background.dropped(count, &e);
+                }
             }
         }
         for done in flushes {
@@ -1303,11 +1476,12 @@ async fn prune(inner: Weak<Inner>) {
             loop {
                 let deleted = Arc::clone(&inner)
                     .run(async move |conn| {
-                        let rows = conn
+                        let prune = conn.prepare(&conn.sql.prune_clients).await?;
+                        let row = conn
                             .client
-                            .query(&conn.st.delete_aged, &[&app, &window_start])
+                            .query_one(&prune, &[&app, &window_start])
                             .await?;
-                        Ok(rows.first().map_or(Ok(0), |row| get::<i64>(row, 0))?)
+                        Ok(get::<i64>(&row, 0)?)
                     })
                     .await;
                 match deleted {
@@ -1325,7 +1499,8 @@ async fn prune(inner: Weak<Inner>) {
         loop {
             let deleted = Arc::clone(&inner)
                 .run(async move |conn| {
-                    prune_log(&conn.client, &conn.st, retain_since, max_rows).await
+                    let statements = LogStatements::new(conn).await?;
+                    prune_log(&**conn.client, &statements, retain_since, max_rows).await
                 })
                 .await;
             match deleted {
@@ -1342,13 +1517,12 @@ async fn prune(inner: Weak<Inner>) {
 
 /// `app`'s counted clients within the window and their largest N policy,
 /// from the counter and two index look-ups (no scan).
-async fn live_tally(
-    client: &impl tokio_postgres::GenericClient,
-    st: &Prepared,
-    app: Uuid,
-    window_start: i64,
-) -> Result<(u64, u32), Fail> {
-    let row = client.query_one(&st.tally, &[&app, &window_start]).await?;
+async fn live_tally(conn: &Session<'_>, app: Uuid, window_start: i64) -> Result<(u64, u32), Fail> {
+    let tally = conn.prepare(&conn.sql.tally).await?;
+    let row = conn
+        .client
+        .query_one(&tally, &[&app, &window_start])
+        .await?;
     let counted: Option<i64> = get(&row, 0)?;
     let aged: i64 = get(&row, 1)?;
     let max_n: Option<i64> = get(&row, 2)?;
@@ -1361,96 +1535,128 @@ async fn live_tally(
     ))
 }
 
-/// The counting rule in one transaction (see the module documentation).
-async fn record(conn: &mut Conn, visit: &Visit, max_clients: u64) -> Result<Tally, Fail> {
-    let app = visit.application_id;
-    let cmid = visit.cmid;
-    let at = sql::ticks(visit.at)?;
-    let window_start = sql::ticks(visit.window_start)?;
-    let n_policy = i64::from(visit.n_policy);
-    let capacity = visit.capacity.map(sql::limit);
-    let st = &conn.st;
-    let tx = conn.client.transaction().await?;
-    tx.query(&st.delete_aged, &[&app, &window_start]).await?;
-    let known = tx
-        .execute(&st.touch, &[&app, &cmid, &at, &n_policy])
-        .await?;
-    let mut admitted = true;
-    if known == 0 {
-        tx.execute(&st.ensure_application, &[&app]).await?;
-        let admission = tx.query(&st.admit, &[&app, &capacity]).await?;
-        admitted = !admission.is_empty();
-        if let Some(row) = admission.first() {
-            let held: i64 = get(row, 0)?;
-            if sql::count_of(held, "applications.clients")? > max_clients.max(1) {
-                // The client seen longest ago gives way.
-                tx.execute(&st.evict_oldest, &[&app]).await?;
-            }
-            let inserted = tx
-                .execute(&st.insert_client, &[&app, &cmid, &at, &n_policy])
-                .await?;
-            if inserted == 0 {
-                // Another host admitted this CMID meanwhile: count it once.
-                tx.execute(&st.unadmit, &[&app]).await?;
-                tx.execute(&st.touch, &[&app, &cmid, &at, &n_policy])
-                    .await?;
-            }
-        }
-    }
-    let (clients, max_n_policy) = live_tally(&tx, st, app, window_start).await?;
-    tx.commit().await?;
-    Ok(Tally {
-        clients,
-        max_n_policy,
-        admitted,
-    })
+/// The statements that write the activation log, prepared.
+struct LogStatements {
+    append: Statement,
+    prune_by_time: Statement,
+    prune_by_rows: Statement,
 }
 
-async fn insert_activation(
+impl LogStatements {
+    async fn new(conn: &Session<'_>) -> Result<Self, Fail> {
+        Ok(Self {
+            append: conn.prepare(&conn.sql.append).await?,
+            prune_by_time: conn.prepare(&conn.sql.prune_log_time).await?,
+            prune_by_rows: conn.prepare(&conn.sql.prune_log_rows).await?,
+        })
+    }
+}
+
+/// `records` in one statement, in their order.
+async fn insert_activations<'a>(
     client: &impl tokio_postgres::GenericClient,
-    st: &Prepared,
-    record: &ActivationRecord,
+    statements: &LogStatements,
+    records: impl IntoIterator<Item = &'a ActivationRecord>,
 ) -> Result<(), Fail> {
-    let peer = record.peer.map(|p| p.to_string());
-    let peer_ip = query::peer_key(record.peer).map(Vec::from);
+    let mut columns = LogColumns::default();
+    for record in records {
+        columns.push(record)?;
+    }
+    let c = &columns;
     let params: [&(dyn ToSql + Sync); 18] = [
-        &sql::ticks(record.time)?,
-        &peer,
-        &sql::id_to_sql(record.connection_id),
-        &i64::from(u32::from(record.protocol)),
-        &record.application_id,
-        &record.sku_id,
-        &record.kms_id,
-        &record.cmid,
-        &record.previous_cmid,
-        &record.workstation,
-        &i64::from(record.n_policy),
-        &sql::ticks(record.client_time)?,
-        &record.virtual_machine,
-        &i64::from(u32::from(record.license_status)),
-        &i64::from(record.minutes_to_expiry),
-        &record.count.map(i64::from),
-        &i64::from(u32::from(record.result)),
-        &peer_ip,
+        &c.time,
+        &c.peer,
+        &c.connection_id,
+        &c.protocol,
+        &c.application_id,
+        &c.sku_id,
+        &c.kms_id,
+        &c.cmid,
+        &c.previous_cmid,
+        &c.workstation,
+        &c.n_policy,
+        &c.client_time,
+        &c.virtual_machine,
+        &c.license_status,
+        &c.minutes_to_expiry,
+        &c.count,
+        &c.result,
+        &c.peer_ip,
     ];
-    client.execute(&st.append, &params).await?;
+    client.execute(&statements.append, &params).await?;
     Ok(())
+}
+
+/// Activation records as one array per column of `activations`.
+#[derive(Default)]
+struct LogColumns {
+    time: Vec<i64>,
+    peer: Vec<Option<String>>,
+    connection_id: Vec<i64>,
+    protocol: Vec<i64>,
+    application_id: Vec<Uuid>,
+    sku_id: Vec<Uuid>,
+    kms_id: Vec<Uuid>,
+    cmid: Vec<Uuid>,
+    previous_cmid: Vec<Uuid>,
+    workstation: Vec<String>,
+    n_policy: Vec<i64>,
+    client_time: Vec<i64>,
+    virtual_machine: Vec<bool>,
+    license_status: Vec<i64>,
+    minutes_to_expiry: Vec<i64>,
+    count: Vec<Option<i64>>,
+    result: Vec<i64>,
+    peer_ip: Vec<Option<Vec<u8>>>,
+}
+
+impl LogColumns {
+    fn push(&mut self, record: &ActivationRecord) -> Result<(), StoreError> {
+        // Checked first: a record out of range adds nothing.
+        let time = sql::ticks(record.time)?;
+        let client_time = sql::ticks(record.client_time)?;
+        self.time.push(time);
+        self.peer.push(record.peer.map(|p| p.to_string()));
+        self.connection_id
+            .push(sql::id_to_sql(record.connection_id));
+        self.protocol.push(i64::from(u32::from(record.protocol)));
+        self.application_id.push(record.application_id);
+        self.sku_id.push(record.sku_id);
+        self.kms_id.push(record.kms_id);
+        self.cmid.push(record.cmid);
+        self.previous_cmid.push(record.previous_cmid);
+        self.workstation.push(record.workstation.clone());
+        self.n_policy.push(i64::from(record.n_policy));
+        self.client_time.push(client_time);
+        self.virtual_machine.push(record.virtual_machine);
+        self.license_status
+            .push(i64::from(u32::from(record.license_status)));
+        self.minutes_to_expiry
+            .push(i64::from(record.minutes_to_expiry));
+        self.count.push(record.count.map(i64::from));
+        self.result.push(i64::from(u32::from(record.result)));
+        self.peer_ip
+            .push(query::peer_key(record.peer).map(Vec::from));
+        Ok(())
+    }
 }
 
 /// One bounded batch of activation records: older than `retain_since`,
 /// then beyond the newest `max_rows`. Returns how many were deleted.
 async fn prune_log(
     client: &impl tokio_postgres::GenericClient,
-    st: &Prepared,
+    statements: &LogStatements,
     retain_since: Option<i64>,
     max_rows: u64,
 ) -> Result<u64, Fail> {
     let mut deleted = 0;
     if let Some(retain_since) = retain_since {
-        deleted += client.execute(&st.prune_log_time, &[&retain_since]).await?;
+        deleted += client
+            .execute(&statements.prune_by_time, &[&retain_since])
+            .await?;
     }
     deleted += client
-        .execute(&st.prune_log_rows, &[&sql::limit(max_rows)])
+        .execute(&statements.prune_by_rows, &[&sql::limit(max_rows)])
         .await?;
     Ok(deleted)
 }
@@ -1463,7 +1669,7 @@ fn dollar(n: usize) -> String {
 /// Runs a query built by [`query::sql`] (a read: one statement, no
 /// transaction).
 async fn select(
-    client: &Client,
+    client: &tokio_postgres::Client,
     text: String,
     params: Vec<query::sql::Param>,
 ) -> Result<Vec<Row>, Fail> {
