@@ -58,12 +58,28 @@ fn arm(at: Instant) -> Option<Arc<Alarm>> {
     }
     let id = queue.next;
     queue.next = queue.next.wrapping_add(1);
+    // The timer thread sleeps until the earliest alarm: it needs waking only
+    // when this one comes first. Deadlines are mostly `now + the same
+    // limit`, so under load almost no arming wakes it (one context switch
+    // per operation saved).
+    let first = queue
+        .heap
+        .peek()
+        .is_none_or(|&Reverse((earliest, _))| at < earliest);
     queue.heap.push(Reverse((at, id)));
     queue.alarms.insert(id, Arc::downgrade(&alarm));
     drop(queue);
-    timers.changed.notify_one();
+    if first {
+        timers.changed.notify_one();
+    }
     Some(alarm)
 }
+
+/// How late an alarm may fire (never early): the timer thread sleeps at
+/// least this long between rounds and fires every alarm due by then, so
+/// under load it wakes a few hundred times a second, not once per
+/// operation (against deadlines of seconds).
+const SLACK: Duration = Duration::from_millis(5);
 
 /// The timer thread: fires every alarm whose instant has passed.
 fn run() {
@@ -90,7 +106,7 @@ fn run() {
         }
         queue = match queue.heap.peek() {
             Some(&Reverse((at, _))) => {
-                let wait = at.saturating_duration_since(now);
+                let wait = at.saturating_duration_since(now).max(SLACK);
                 timers
                     .changed
                     .wait_timeout(queue, wait)
