@@ -32,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
 use super::query::{self, ClientEntry, LogEntry, LogQuery, Page};
 use super::sql::{self, bad};
@@ -779,19 +779,16 @@ impl Writer {
 
     fn run_batch(&mut self, batch: Vec<Queued>) {
         let now = Instant::now();
-        let tx = match self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-        {
-            Ok(tx) => tx,
-            Err(e) => {
-                let failure = Err(error(e));
-                for queued in batch {
-                    fail(queued.job)(&failure);
-                }
-                return;
+        // `BEGIN` and `COMMIT` from the statement cache: rusqlite's
+        // `Transaction` parses them anew for every batch.
+        let tx = &self.conn;
+        if let Err(e) = run(tx, "BEGIN IMMEDIATE") {
+            let failure = Err(e);
+            for queued in batch {
+                fail(queued.job)(&failure);
             }
-        };
+            return;
+        }
         let mut done = Vec::with_capacity(batch.len());
         let mut jobs = batch.into_iter();
         for queued in jobs.by_ref() {
@@ -801,7 +798,7 @@ impl Writer {
                 continue;
             }
             done.push(execute(
-                &tx,
+                tx,
                 queued.job,
                 &mut self.windows,
                 &mut self.retain_since,
@@ -818,8 +815,12 @@ impl Writer {
                 "the transaction was rolled back by SQLite".into(),
             ))
         } else {
-            tx.commit().map_err(error)
+            run(tx, "COMMIT")
         };
+        if !tx.is_autocommit() {
+            // The commit failed: nothing of the batch stays.
+            let _ = run(tx, "ROLLBACK");
+        }
         for queued in jobs {
             fail(queued.job)(&outcome);
         }
@@ -968,16 +969,28 @@ const PRUNE_LOG_BY_ROWS: &str = "DELETE FROM activations WHERE id IN (
 const EVICT_OLDEST: &str = "DELETE FROM clients WHERE application_id = ?1 AND cmid = (
     SELECT cmid FROM clients WHERE application_id = CAST(?1 AS BLOB)
     ORDER BY last_seen LIMIT 1)";
-/// `app`'s counter, its rows aged out and not yet pruned, and the largest
-/// N policy among the live ones (the first live row of the N policy index
-/// from the top).
-const LIVE_TALLY: &str = "SELECT
-    (SELECT clients FROM applications WHERE application_id = ?1),
-    (SELECT count(*) FROM clients INDEXED BY clients_by_last_seen
-     WHERE application_id = ?1 AND last_seen <= ?2),
-    (SELECT n_policy FROM clients INDEXED BY clients_by_n_policy_seen
-     WHERE application_id = CAST(?1 AS BLOB) AND last_seen > ?2
-     ORDER BY n_policy DESC LIMIT 1)";
+/// `app` (`?1`)'s counter, its rows aged out at window start `?2` and not
+/// yet pruned, and the largest N policy among the live ones (the first live
+/// row of the N policy index from the top).
+macro_rules! tally_columns {
+    () => {
+        "(SELECT clients FROM applications WHERE application_id = ?1),
+        (SELECT count(*) FROM clients INDEXED BY clients_by_last_seen
+         WHERE application_id = ?1 AND last_seen <= ?2),
+        (SELECT n_policy FROM clients INDEXED BY clients_by_n_policy_seen
+         WHERE application_id = CAST(?1 AS BLOB) AND last_seen > ?2
+         ORDER BY n_policy DESC LIMIT 1)"
+    };
+}
+const LIVE_TALLY: &str = concat!("SELECT ", tally_columns!());
+/// The stored visit of client `?3` and the tally: a renewal that writes
+/// nothing is this one statement.
+const LOOKUP_AND_TALLY: &str = concat!(
+    "SELECT
+        (SELECT last_seen FROM clients WHERE application_id = ?1 AND cmid = ?3),
+        (SELECT n_policy FROM clients WHERE application_id = ?1 AND cmid = ?3), ",
+    tally_columns!()
+);
 
 /// Deletes up to [`PRUNE_BATCH`] aged clients of `app`, counter included;
 /// returns how many.
@@ -1055,7 +1068,7 @@ fn finish(
 /// Runs one job inside the batch; a failing write is rolled back to its
 /// savepoint so the rest of the batch still commits.
 fn execute(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     job: Job,
     windows: &mut HashMap<[u8; 16], i64>,
     retain: &mut Option<i64>,
@@ -1128,14 +1141,23 @@ fn run(conn: &Connection, statement: &str) -> Result<(), StoreError> {
 /// range, empty once pruning has run), and the first live row of the N
 /// policy index from the top. No scan of the live clients.
 fn live_tally(conn: &Connection, app: &[u8], window_start: i64) -> Result<(u64, u32), StoreError> {
-    let (counted, aged, max_n): (Option<i64>, i64, Option<i64>) = conn
+    let columns: TallyColumns = conn
         .prepare_cached(LIVE_TALLY)
-        .and_then(|mut s| {
-            s.query_row((app, window_start), |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
-        })
+        .and_then(|mut s| s.query_row((app, window_start), |row| read_tally(row, 0)))
         .map_err(error)?;
+    tally_of(columns)
+}
+
+/// What [`tally_columns!`] reads: the counter, the aged rows, the largest
+/// live N policy.
+type TallyColumns = (Option<i64>, i64, Option<i64>);
+
+fn read_tally(row: &Row<'_>, first: usize) -> rusqlite::Result<TallyColumns> {
+    Ok((row.get(first)?, row.get(first + 1)?, row.get(first + 2)?))
+}
+
+/// The live count and the largest N policy from [`TallyColumns`].
+fn tally_of((counted, aged, max_n): TallyColumns) -> Result<(u64, u32), StoreError> {
     Ok((
         sql::count_of(
             counted.unwrap_or(0).saturating_sub(aged).max(0),
@@ -1160,22 +1182,28 @@ fn record(conn: &Connection, visit: &Visit, options: SqliteOptions) -> Result<Ta
     let n_policy = i64::from(visit.n_policy);
     let granularity = duration_ticks(options.renewal_granularity);
 
-    let stored: Option<(i64, i64)> = conn
-        .prepare_cached(
-            "SELECT last_seen, n_policy FROM clients WHERE application_id = ?1 AND cmid = ?2",
-        )
+    let (last_seen, stored_n, columns): (Option<i64>, Option<i64>, TallyColumns) = conn
+        .prepare_cached(LOOKUP_AND_TALLY)
         .and_then(|mut s| {
-            s.query_row((app, cmid), |row| Ok((row.get(0)?, row.get(1)?)))
-                .optional()
+            s.query_row((app, window_start, cmid), |row| {
+                Ok((row.get(0)?, row.get(1)?, read_tally(row, 2)?))
+            })
         })
         .map_err(error)?;
+    let stored = last_seen.zip(stored_n);
     let admitted = match stored {
         Some((last_seen, stored_n))
             if stored_n == n_policy
                 && last_seen > window_start
                 && last_seen >= at.saturating_sub(granularity) =>
         {
-            true
+            // Nothing written: the tally read with the lookup stands.
+            let (clients, max_n_policy) = tally_of(columns)?;
+            return Ok(Tally {
+                clients,
+                max_n_policy,
+                admitted: true,
+            });
         }
         Some((last_seen, _)) if last_seen > window_start => {
             conn.prepare_cached(
@@ -1453,6 +1481,7 @@ mod tests {
         };
         prepare(&mut conn, options).unwrap();
         let hot = [
+            LOOKUP_AND_TALLY,
             LIVE_TALLY,
             DELETE_AGED,
             EVICT_OLDEST,
