@@ -32,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, Row, TransactionBehavior};
 
 use super::query::{self, ClientEntry, LogEntry, LogQuery, Page};
 use super::sql::{self, bad};
@@ -1205,13 +1205,23 @@ fn record(conn: &Connection, visit: &Visit, options: SqliteOptions) -> Result<Ta
                 admitted: true,
             });
         }
-        Some((last_seen, _)) if last_seen > window_start => {
+        Some((last_seen, stored_n)) if last_seen > window_start => {
             conn.prepare_cached(
                 "UPDATE clients SET last_seen = max(last_seen, ?3), n_policy = ?4
                  WHERE application_id = ?1 AND cmid = ?2",
             )
             .and_then(|mut s| s.execute((app, cmid, at, n_policy)))
             .map_err(error)?;
+            if stored_n == n_policy {
+                // A live row stays live with the same N policy: the tally
+                // read with the lookup stands.
+                let (clients, max_n_policy) = tally_of(columns)?;
+                return Ok(Tally {
+                    clients,
+                    max_n_policy,
+                    admitted: true,
+                });
+            }
             true
         }
         // Unknown, or aged out of the window: a new client.
@@ -1220,10 +1230,20 @@ fn record(conn: &Connection, visit: &Visit, options: SqliteOptions) -> Result<Ta
                 conn,
                 visit,
                 stored.is_some(),
+                columns,
                 options.max_clients_per_application,
             )
         })?,
     };
+    if !admitted {
+        // Only aged rows were deleted: the live tally is the one read.
+        let (clients, max_n_policy) = tally_of(columns)?;
+        return Ok(Tally {
+            clients,
+            max_n_policy,
+            admitted,
+        });
+    }
     let (clients, max_n_policy) = live_tally(conn, app, window_start)?;
     Ok(Tally {
         clients,
@@ -1239,11 +1259,13 @@ fn duration_ticks(duration: Duration) -> i64 {
 
 /// A CMID not counted in the window (`aged`: its row is still stored):
 /// admitted (inserted, counter raised, the client seen longest ago evicted
-/// at the bound) unless the capacity is reached.
+/// at the bound) unless the capacity is reached. `columns`: the tally read
+/// before (deleting aged rows leaves the live count as it was).
 fn admit(
     conn: &Connection,
     visit: &Visit,
     aged: bool,
+    columns: TallyColumns,
     max_clients: u64,
 ) -> Result<bool, StoreError> {
     let app = visit.application_id.as_bytes().as_slice();
@@ -1252,12 +1274,14 @@ fn admit(
     let window_start = sql::ticks(visit.window_start)?;
     let n_policy = i64::from(visit.n_policy);
 
+    let mut held = columns.0.unwrap_or(0);
     if aged {
         let deleted = conn
             .prepare_cached("DELETE FROM clients WHERE application_id = ?1 AND cmid = ?2")
             .and_then(|mut s| s.execute((app, cmid)))
             .map_err(error)?;
         if deleted > 0 {
+            held = held.saturating_sub(1);
             conn.prepare_cached(
                 "UPDATE applications SET clients = max(clients - 1, 0) WHERE application_id = ?1",
             )
@@ -1266,17 +1290,12 @@ fn admit(
         }
     }
     // A bounded batch of aged rows goes now; the rest in the background.
-    delete_aged(conn, app, window_start)?;
-    let (live, _) = live_tally(conn, app, window_start)?;
+    held = held.saturating_sub(delete_aged(conn, app, window_start)?);
+    let (live, _) = tally_of(columns)?;
     if visit.capacity.is_some_and(|cap| live >= cap) {
         return Ok(false);
     }
-    let held: i64 = conn
-        .prepare_cached("SELECT clients FROM applications WHERE application_id = ?1")
-        .and_then(|mut s| s.query_row([app], |row| row.get(0)).optional())
-        .map_err(error)?
-        .unwrap_or(0);
-    if sql::count_of(held, "applications.clients")? >= max_clients.max(1) {
+    if sql::count_of(held.max(0), "applications.clients")? >= max_clients.max(1) {
         // The client seen longest ago gives way.
         let evicted = conn
             .prepare_cached(EVICT_OLDEST)
