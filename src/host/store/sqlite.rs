@@ -105,9 +105,10 @@ pub struct SqliteOptions {
     /// tally: the store then writes nothing, and the visit's batch commits
     /// (and `fsync`s) only if another operation in it wrote. The answer
     /// still waits for its batch, and what it counted is already
-    /// committed, so a crash forgets no answered count. The cost: after a
-    /// crash such a client's entry ages out of the window up to this much
-    /// earlier than its last visit says (30 days against 60 s by default).
+    /// committed, so a crash forgets no answered count. The cost: the
+    /// stored visit may be up to this much older than the client's last
+    /// one, so its entry can age out of the window that much earlier (30
+    /// days against 60 s by default).
     /// The check reads the file inside the writer's transaction (no copy
     /// in memory), so it holds when other processes write the same file.
     pub renewal_granularity: Duration,
