@@ -610,6 +610,16 @@ mod sqlite {
         let store = SqliteStore::open_with(&path, options).unwrap();
         pollster::block_on(store.record_visit(visit(1, 1, 25, T0))).unwrap();
         pollster::block_on(store.record_visit(visit(1, 1, 25, T0 + SECOND))).unwrap();
+        // Even a visit at the stored instant is written (as before the
+        // granularity existed): the file changes.
+        let version = |raw: &rusqlite::Connection| -> i64 {
+            raw.pragma_query_value(None, "data_version", |row| row.get(0))
+                .unwrap()
+        };
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        let before = version(&raw);
+        pollster::block_on(store.record_visit(visit(1, 1, 25, T0 + SECOND))).unwrap();
+        assert_ne!(version(&raw), before);
         store.close().unwrap();
         assert_eq!(stored(&path, 1), (T0 + SECOND, 25));
     }

@@ -1194,7 +1194,8 @@ fn record(conn: &Connection, visit: &Visit, options: SqliteOptions) -> Result<Ta
     let stored = last_seen.zip(stored_n);
     let admitted = match stored {
         Some((last_seen, stored_n))
-            if stored_n == n_policy
+            if granularity > 0
+                && stored_n == n_policy
                 && last_seen > window_start
                 && last_seen >= at.saturating_sub(granularity) =>
         {
