@@ -121,7 +121,14 @@ fn memory_store(known: u64) -> MemoryStore {
 
 /// A store file with `known` clients, written in one transaction (the
 /// store rebuilds its counters on open).
+///
+/// Every renewal is written (`renewal_granularity` zero): real clients
+/// renew hours or days apart, far past the default 60 s, while the mix's
+/// clock stands still, which would make every renewal one that writes
+/// nothing.
 fn sqlite_store(dir: &tempfile::TempDir, known: u64, options: SqliteOptions) -> SqliteStore {
+    let mut options = options;
+    options.renewal_granularity = Duration::ZERO;
     let path = dir.path().join(format!("bench-{known}.sqlite"));
     drop(SqliteStore::open(&path).unwrap());
     let mut raw = rusqlite::Connection::open(&path).unwrap();

@@ -18,11 +18,11 @@ SHARED=${SHARED:-../shared}
 VECTOR=${VECTOR:-$SHARED/vectors/v6-ndr32-btfn-win10ent.json}
 TOOLS=target/bench-tools/release
 
-cargo build --release --example kms-host
+cargo build --release --features cli --bin kms-host
 cargo build --release --manifest-path "$SHARED/bench/kmsload/Cargo.toml" --target-dir target/bench-tools
 cargo build --release --manifest-path "$SHARED/bench/nullhost/Cargo.toml" --target-dir target/bench-tools
 
-HOST="target/release/examples/kms-host --skew off"
+HOST="target/release/kms-host --skew off"
 
 if [[ "${1:-}" == idle ]]; then
     exec python3 benches/load/idle_rss.py --count "${COUNT:-10000}" --vector "$VECTOR" \

@@ -551,6 +551,120 @@ mod sqlite {
         );
     }
 
+    /// `(last_seen, n_policy)` of `client` as the file holds it.
+    fn stored(path: &std::path::Path, client: u128) -> (u64, u32) {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row(
+                "SELECT last_seen, n_policy FROM clients WHERE application_id = ?1 AND cmid = ?2",
+                (
+                    app(1).as_bytes().as_slice(),
+                    cmid(client).as_bytes().as_slice(),
+                ),
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, u32>(1)?)),
+            )
+            .map(|(seen, n)| (u64::try_from(seen).unwrap(), n))
+            .unwrap()
+    }
+
+    /// A counted client renewing within the granularity (60 s by default)
+    /// with the same N policy writes nothing; its count is the same after
+    /// a reopen. Past the granularity, or with another N policy, the
+    /// renewal is written.
+    #[test]
+    fn sqlite_a_renewal_within_the_granularity_writes_nothing() {
+        let (dir, store) = temp_store();
+        let path = dir.path().join("host.sqlite");
+        for n in 1..=2 {
+            pollster::block_on(store.record_visit(visit(1, n, 25, T0))).unwrap();
+        }
+        let renewed = pollster::block_on(store.record_visit(visit(1, 1, 25, T0 + 30 * SECOND)));
+        assert_eq!(renewed.map(|t| (t.clients, t.max_n_policy)), Ok((2, 25)));
+        store.close().unwrap();
+        assert_eq!(stored(&path, 1), (T0, 25), "the renewal was written");
+
+        let store = SqliteStore::open(&path).unwrap();
+        let tally = pollster::block_on(store.tally(app(1), FileTime::from_ticks(T0 - WINDOW)));
+        assert_eq!(tally.unwrap().clients, 2);
+        // Past the granularity: written.
+        let later = T0 + 2 * MINUTE;
+        assert_eq!(
+            pollster::block_on(clients(&store, visit(1, 1, 25, later))),
+            2
+        );
+        // Within it, but another N policy: written, and counted.
+        let tally = pollster::block_on(store.record_visit(visit(1, 2, 50, T0 + SECOND)));
+        assert_eq!(tally.map(|t| (t.clients, t.max_n_policy)), Ok((2, 50)));
+        store.close().unwrap();
+        assert_eq!(stored(&path, 1), (later, 25));
+        assert_eq!(stored(&path, 2), (T0 + SECOND, 50));
+    }
+
+    /// `renewal_granularity` zero: every renewal is written.
+    #[test]
+    fn sqlite_renewal_granularity_zero_writes_every_renewal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("host.sqlite");
+        let mut options = SqliteOptions::default();
+        options.renewal_granularity = std::time::Duration::ZERO;
+        let store = SqliteStore::open_with(&path, options).unwrap();
+        pollster::block_on(store.record_visit(visit(1, 1, 25, T0))).unwrap();
+        pollster::block_on(store.record_visit(visit(1, 1, 25, T0 + SECOND))).unwrap();
+        // Even a visit at the stored instant is written (as before the
+        // granularity existed): the file changes.
+        let version = |raw: &rusqlite::Connection| -> i64 {
+            raw.pragma_query_value(None, "data_version", |row| row.get(0))
+                .unwrap()
+        };
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        let before = version(&raw);
+        pollster::block_on(store.record_visit(visit(1, 1, 25, T0 + SECOND))).unwrap();
+        assert_ne!(version(&raw), before);
+        store.close().unwrap();
+        assert_eq!(stored(&path, 1), (T0 + SECOND, 25));
+    }
+
+    /// The check reads the file inside the writer's transaction, not a copy
+    /// kept in memory: a row another process deleted is admitted again and
+    /// counted once.
+    #[test]
+    fn sqlite_a_renewal_sees_what_another_process_wrote() {
+        let (dir, store) = temp_store();
+        let path = dir.path().join("host.sqlite");
+        for n in 1..=2 {
+            pollster::block_on(store.record_visit(visit(1, n, 25, T0))).unwrap();
+        }
+        let raw = rusqlite::Connection::open(&path).unwrap();
+        raw.execute_batch("BEGIN IMMEDIATE").unwrap();
+        raw.execute(
+            "DELETE FROM clients WHERE cmid = ?1",
+            [cmid(1).as_bytes().as_slice()],
+        )
+        .unwrap();
+        raw.execute("UPDATE applications SET clients = clients - 1", [])
+            .unwrap();
+        raw.execute_batch("COMMIT").unwrap();
+        let renewed = pollster::block_on(store.record_visit(visit(1, 1, 25, T0 + SECOND)));
+        assert_eq!(renewed.map(|t| t.clients), Ok(2));
+        store.close().unwrap();
+        assert_eq!(stored(&path, 1), (T0 + SECOND, 25));
+    }
+
+    /// A client whose row aged out of the window comes back as a new one:
+    /// the capacity applies to it.
+    #[test]
+    fn sqlite_a_client_aged_out_meets_the_capacity_again() {
+        let (_dir, store) = temp_store();
+        pollster::block_on(store.record_visit(visit(1, 1, 25, T0))).unwrap();
+        let later = T0 + WINDOW + DAY;
+        let tally = pollster::block_on(store.record_visit(capped(visit(1, 2, 25, later), 1)));
+        assert_eq!(tally.map(|t| (t.clients, t.admitted)), Ok((1, true)));
+        let tally = pollster::block_on(store.record_visit(capped(visit(1, 1, 25, later), 1)));
+        assert_eq!(tally.map(|t| (t.clients, t.admitted)), Ok((1, false)));
+        let tally = pollster::block_on(store.record_visit(visit(1, 1, 25, later)));
+        assert_eq!(tally.map(|t| (t.clients, t.admitted)), Ok((2, true)));
+    }
+
     /// The schema of the first release (version 0, no `user_version`), as
     /// it created its file.
     const SQLITE_V0: &str = "

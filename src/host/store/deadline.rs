@@ -27,9 +27,36 @@ struct Timers {
 #[derive(Default)]
 struct Queue {
     next: u64,
-    heap: BinaryHeap<Reverse<(Instant, u64)>>,
-    alarms: std::collections::HashMap<u64, Weak<Alarm>>,
+    heap: BinaryHeap<Reverse<Armed>>,
     running: bool,
+}
+
+/// An alarm in the queue, ordered by its instant (then by arming order).
+/// It is held weakly: a future that completed first has dropped it.
+struct Armed {
+    at: Instant,
+    id: u64,
+    alarm: Weak<Alarm>,
+}
+
+impl PartialEq for Armed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.id) == (other.at, other.id)
+    }
+}
+
+impl Eq for Armed {}
+
+impl PartialOrd for Armed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Armed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.id).cmp(&(other.at, other.id))
+    }
 }
 
 fn timers() -> &'static Timers {
@@ -58,12 +85,31 @@ fn arm(at: Instant) -> Option<Arc<Alarm>> {
     }
     let id = queue.next;
     queue.next = queue.next.wrapping_add(1);
-    queue.heap.push(Reverse((at, id)));
-    queue.alarms.insert(id, Arc::downgrade(&alarm));
+    // The timer thread sleeps until the earliest alarm: it needs waking only
+    // when this one comes first. Deadlines are mostly `now + the same
+    // limit`, so under load almost no arming wakes it (one context switch
+    // per operation saved).
+    let first = queue
+        .heap
+        .peek()
+        .is_none_or(|Reverse(earliest)| at < earliest.at);
+    queue.heap.push(Reverse(Armed {
+        at,
+        id,
+        alarm: Arc::downgrade(&alarm),
+    }));
     drop(queue);
-    timers.changed.notify_one();
+    if first {
+        timers.changed.notify_one();
+    }
     Some(alarm)
 }
+
+/// How late an alarm may fire (never early): the timer thread sleeps at
+/// least this long between rounds and fires every alarm due by then, so
+/// under load it wakes a few hundred times a second, not once per
+/// operation (against deadlines of seconds).
+const SLACK: Duration = Duration::from_millis(5);
 
 /// The timer thread: fires every alarm whose instant has passed.
 fn run() {
@@ -71,12 +117,15 @@ fn run() {
     let mut queue = timers.queue.lock().unwrap_or_else(PoisonError::into_inner);
     loop {
         let now = Instant::now();
-        while let Some(&Reverse((at, id))) = queue.heap.peek() {
-            if at > now {
+        while queue
+            .heap
+            .peek()
+            .is_some_and(|Reverse(next)| next.at <= now)
+        {
+            let Some(Reverse(armed)) = queue.heap.pop() else {
                 break;
-            }
-            queue.heap.pop();
-            if let Some(alarm) = queue.alarms.remove(&id).and_then(|weak| weak.upgrade()) {
+            };
+            if let Some(alarm) = armed.alarm.upgrade() {
                 alarm.fired.store(true, Ordering::Release);
                 let waker = alarm
                     .waker
@@ -89,8 +138,8 @@ fn run() {
             }
         }
         queue = match queue.heap.peek() {
-            Some(&Reverse((at, _))) => {
-                let wait = at.saturating_duration_since(now);
+            Some(Reverse(next)) => {
+                let wait = next.at.saturating_duration_since(now).max(SLACK);
                 timers
                     .changed
                     .wait_timeout(queue, wait)

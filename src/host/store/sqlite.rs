@@ -8,10 +8,18 @@
 //! while a lone visit is committed at once. Reads go through the same
 //! thread, so they see every operation submitted before them.
 //!
+//! A renewal of a client already counted, within
+//! [`SqliteOptions::renewal_granularity`] of its stored visit and with the
+//! same N policy, writes nothing (its tally would not change); a batch
+//! that wrote nothing commits without an `fsync`. Its answer still waits
+//! for the batch.
+//!
 //! Activation records queued by [`CountStore::queue_activation`] are
-//! appended in a transaction of their own after each batch, so they never
-//! delay a visit's commit. Between batches, and when idle, the thread prunes
-//! aged clients and activation records in bounded batches.
+//! appended in a transaction of their own between batches, once 1024 of
+//! them wait or the first has waited 100 ms (and before a `flush` or a
+//! `recent_activations`), so they never delay a visit's commit and share
+//! one `fsync`. Between batches, and when idle, the thread prunes aged
+//! clients and activation records in bounded batches.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -24,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, Transaction, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, Row, TransactionBehavior};
 
 use super::query::{self, ClientEntry, LogEntry, LogQuery, Page};
 use super::sql::{self, bad};
@@ -89,6 +97,21 @@ pub struct SqliteOptions {
     /// How often the writer prunes aged rows when it is otherwise idle
     /// (default 10 s).
     pub prune_interval: Duration,
+    /// How stale a counted client's stored `last_seen` may be before a
+    /// renewal rewrites it (default 60 s; zero writes every visit).
+    ///
+    /// A renewal of a client that is counted, reports the same N policy
+    /// and was stored as seen within this much of the visit changes no
+    /// tally: the store then writes nothing, and the visit's batch commits
+    /// (and `fsync`s) only if another operation in it wrote. The answer
+    /// still waits for its batch, and what it counted is already
+    /// committed, so a crash forgets no answered count. The cost: the
+    /// stored visit may be up to this much older than the client's last
+    /// one, so its entry can age out of the window that much earlier (30
+    /// days against 60 s by default).
+    /// The check reads the file inside the writer's transaction (no copy
+    /// in memory), so it holds when other processes write the same file.
+    pub renewal_granularity: Duration,
 }
 
 impl Default for SqliteOptions {
@@ -103,6 +126,7 @@ impl Default for SqliteOptions {
             max_clients_per_application: DEFAULT_MAX_CLIENTS_PER_APPLICATION,
             max_log_records: DEFAULT_MAX_LOG_RECORDS,
             prune_interval: Duration::from_secs(10),
+            renewal_granularity: Duration::from_secs(60),
         }
     }
 }
@@ -247,6 +271,7 @@ impl SqliteStore {
             windows: HashMap::new(),
             retain_since: None,
             last_prune: Instant::now(),
+            log_since: None,
         };
         let thread = std::thread::Builder::new()
             .name("kms-sqlite-writer".into())
@@ -685,7 +710,18 @@ struct Writer {
     /// The latest retention bound of the activation log seen.
     retain_since: Option<i64>,
     last_prune: Instant,
+    /// When the writer first found activation records waiting, if it has
+    /// not appended them since.
+    log_since: Option<Instant>,
 }
+
+/// Activation records are appended once this many wait (or half the log
+/// queue's capacity, if less)…
+const LOG_BATCH: usize = 1024;
+/// … or once the first has waited this long: one transaction (one `fsync`,
+/// the same few pages rewritten) for many records, instead of one after
+/// every batch of visits.
+const LOG_DELAY: Duration = Duration::from_millis(100);
 
 impl Writer {
     /// Batches, one transaction per batch; the log and pruning in between.
@@ -699,10 +735,18 @@ impl Writer {
             } else {
                 interval
             };
+            // Queued activation records are due within `LOG_DELAY`.
+            let wait = match self.log_since {
+                Some(since) => wait.min(LOG_DELAY.saturating_sub(since.elapsed())),
+                None => wait,
+            };
             let first = match queue.recv_timeout(wait) {
                 Ok(job) => job,
                 Err(RecvTimeoutError::Timeout) => {
-                    backlog = self.prune();
+                    self.append_due();
+                    if backlog || self.last_prune.elapsed() >= interval {
+                        backlog = self.prune();
+                    }
                     continue;
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
@@ -714,15 +758,19 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            // A flush also covers the records queued before it.
+            // A flush also covers the records queued before it, and the
+            // recent records include them.
             if batch
                 .iter()
-                .any(|queued| matches!(queued.job, Job::Flush(_)))
+                .any(|queued| matches!(queued.job, Job::Flush(_) | Job::Recent(..)))
             {
                 self.append_queued();
             }
-            self.run_batch(batch);
-            self.append_queued();
+            // A batch of wake-ups alone needs no transaction.
+            if batch.iter().any(|queued| !matches!(queued.job, Job::Wake)) {
+                self.run_batch(batch);
+            }
+            self.append_due();
             if backlog || self.last_prune.elapsed() >= interval {
                 backlog = self.prune();
             }
@@ -732,19 +780,16 @@ impl Writer {
 
     fn run_batch(&mut self, batch: Vec<Queued>) {
         let now = Instant::now();
-        let mut tx = match self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-        {
-            Ok(tx) => tx,
-            Err(e) => {
-                let failure = Err(error(e));
-                for queued in batch {
-                    fail(queued.job)(&failure);
-                }
-                return;
+        // `BEGIN` and `COMMIT` from the statement cache: rusqlite's
+        // `Transaction` parses them anew for every batch.
+        let tx = &self.conn;
+        if let Err(e) = run(tx, "BEGIN IMMEDIATE") {
+            let failure = Err(e);
+            for queued in batch {
+                fail(queued.job)(&failure);
             }
-        };
+            return;
+        }
         let mut done = Vec::with_capacity(batch.len());
         let mut jobs = batch.into_iter();
         for queued in jobs.by_ref() {
@@ -754,7 +799,7 @@ impl Writer {
                 continue;
             }
             done.push(execute(
-                &mut tx,
+                tx,
                 queued.job,
                 &mut self.windows,
                 &mut self.retain_since,
@@ -771,8 +816,12 @@ impl Writer {
                 "the transaction was rolled back by SQLite".into(),
             ))
         } else {
-            tx.commit().map_err(error)
+            run(tx, "COMMIT")
         };
+        if !tx.is_autocommit() {
+            // The commit failed: nothing of the batch stays.
+            let _ = run(tx, "ROLLBACK");
+        }
         for queued in jobs {
             fail(queued.job)(&outcome);
         }
@@ -781,8 +830,28 @@ impl Writer {
         }
     }
 
+    /// Appends the queued activation records once [`LOG_BATCH`] of them
+    /// wait or the first has waited [`LOG_DELAY`].
+    fn append_due(&mut self) {
+        let waiting = self
+            .log
+            .records
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        if waiting == 0 {
+            self.log_since = None;
+            return;
+        }
+        let since = *self.log_since.get_or_insert_with(Instant::now);
+        if waiting >= LOG_BATCH.min(self.log.capacity / 2).max(1) || since.elapsed() >= LOG_DELAY {
+            self.append_queued();
+        }
+    }
+
     /// Appends the queued activation records in one transaction.
     fn append_queued(&mut self) {
+        self.log_since = None;
         let records = std::mem::take(
             &mut *self
                 .log
@@ -883,15 +952,52 @@ fn prune_clients(conn: &mut Connection, app: &[u8], window_start: i64) -> Result
     Ok(deleted)
 }
 
+/// Parameters whose value can change a statement's plan (a `LIMIT`, a key
+/// compared with an ordered index) make SQLite re-prepare the statement at
+/// every use of a cached copy (the cache clears its bindings): those are
+/// wrapped in a `CAST`, which keeps the plan and drops the dependency.
+/// `sqlite_hot_statements_are_prepared_once` checks it.
+const DELETE_AGED: &str = "DELETE FROM clients WHERE application_id = ?1 AND cmid IN (
+    SELECT cmid FROM clients WHERE application_id = ?1 AND last_seen <= ?2
+    LIMIT CAST(?3 AS INTEGER))";
+const PRUNE_LOG_BY_TIME: &str = "DELETE FROM activations WHERE id IN (
+    SELECT id FROM activations WHERE time < ?1 ORDER BY time LIMIT CAST(?2 AS INTEGER))";
+/// Row ids only grow, so the newest `max_rows` rows have ids above
+/// `max(id) - max_rows`.
+const PRUNE_LOG_BY_ROWS: &str = "DELETE FROM activations WHERE id IN (
+    SELECT id FROM activations WHERE id <= (SELECT max(id) FROM activations) - ?1
+    ORDER BY id LIMIT CAST(?2 AS INTEGER))";
+const EVICT_OLDEST: &str = "DELETE FROM clients WHERE application_id = ?1 AND cmid = (
+    SELECT cmid FROM clients WHERE application_id = CAST(?1 AS BLOB)
+    ORDER BY last_seen LIMIT 1)";
+/// `app` (`?1`)'s counter, its rows aged out at window start `?2` and not
+/// yet pruned, and the largest N policy among the live ones (the first live
+/// row of the N policy index from the top).
+macro_rules! tally_columns {
+    () => {
+        "(SELECT clients FROM applications WHERE application_id = ?1),
+        (SELECT count(*) FROM clients INDEXED BY clients_by_last_seen
+         WHERE application_id = ?1 AND last_seen <= ?2),
+        (SELECT n_policy FROM clients INDEXED BY clients_by_n_policy_seen
+         WHERE application_id = CAST(?1 AS BLOB) AND last_seen > ?2
+         ORDER BY n_policy DESC LIMIT 1)"
+    };
+}
+const LIVE_TALLY: &str = concat!("SELECT ", tally_columns!());
+/// The stored visit of client `?3` and the tally: a renewal that writes
+/// nothing is this one statement.
+const LOOKUP_AND_TALLY: &str = concat!(
+    "SELECT
+        (SELECT last_seen FROM clients WHERE application_id = ?1 AND cmid = ?3),
+        (SELECT n_policy FROM clients WHERE application_id = ?1 AND cmid = ?3), ",
+    tally_columns!()
+);
+
 /// Deletes up to [`PRUNE_BATCH`] aged clients of `app`, counter included;
 /// returns how many.
 fn delete_aged(conn: &Connection, app: &[u8], window_start: i64) -> Result<i64, StoreError> {
     let deleted = conn
-        .prepare_cached(
-            "DELETE FROM clients WHERE application_id = ?1 AND cmid IN (
-                 SELECT cmid FROM clients WHERE application_id = ?1 AND last_seen <= ?2
-                 LIMIT ?3)",
-        )
+        .prepare_cached(DELETE_AGED)
         .and_then(|mut s| s.execute((app, window_start, PRUNE_BATCH)))
         .map_err(error)?;
     let deleted = i64::try_from(deleted).unwrap_or(i64::MAX);
@@ -915,21 +1021,12 @@ fn prune_log(
     let mut deleted = 0;
     if let Some(retain_since) = retain_since {
         deleted += conn
-            .prepare_cached(
-                "DELETE FROM activations WHERE id IN (
-                     SELECT id FROM activations WHERE time < ?1 ORDER BY time LIMIT ?2)",
-            )
+            .prepare_cached(PRUNE_LOG_BY_TIME)
             .and_then(|mut s| s.execute((retain_since, PRUNE_BATCH)))
             .map_err(error)?;
     }
-    // Row ids only grow, so the newest `max_rows` rows have ids above
-    // max(id) - max_rows.
     deleted += conn
-        .prepare_cached(
-            "DELETE FROM activations WHERE id IN (
-                 SELECT id FROM activations
-                 WHERE id <= (SELECT max(id) FROM activations) - ?1 ORDER BY id LIMIT ?2)",
-        )
+        .prepare_cached(PRUNE_LOG_BY_ROWS)
         .and_then(|mut s| s.execute((sql::limit(max_rows), PRUNE_BATCH)))
         .map_err(error)?;
     Ok(i64::try_from(deleted).unwrap_or(i64::MAX))
@@ -972,7 +1069,7 @@ fn finish(
 /// Runs one job inside the batch; a failing write is rolled back to its
 /// savepoint so the rest of the batch still commits.
 fn execute(
-    tx: &mut Transaction<'_>,
+    tx: &Connection,
     job: Job,
     windows: &mut HashMap<[u8; 16], i64>,
     retain: &mut Option<i64>,
@@ -983,8 +1080,7 @@ fn execute(
             if let Ok(start) = sql::ticks(visit.window_start) {
                 windows.insert(*visit.application_id.as_bytes(), start);
             }
-            let cap = options.max_clients_per_application;
-            completion(reply, in_savepoint(tx, |c| record(c, &visit, cap)))
+            completion(reply, record(tx, &visit, options))
         }
         Job::Tally(app, window_start, reply) => completion(reply, tally(tx, app, window_start)),
         Job::Append(record, retain_since, reply) => {
@@ -994,30 +1090,51 @@ fn execute(
             let bound = *retain;
             completion(
                 reply,
-                in_savepoint(tx, |c| {
-                    insert_activation(c, &record)?;
-                    prune_log(c, bound, options.max_log_records)?;
+                in_savepoint(tx, || {
+                    insert_activation(tx, &record)?;
+                    prune_log(tx, bound, options.max_log_records)?;
                     Ok(())
                 }),
             )
         }
         Job::Recent(limit, reply) => completion(reply, recent(tx, limit)),
         Job::Epid(csvlk_id, candidate, reply) => {
-            completion(reply, in_savepoint(tx, |c| epid(c, csvlk_id, &candidate)))
+            completion(reply, in_savepoint(tx, || epid(tx, csvlk_id, &candidate)))
         }
         Job::Flush(reply) => completion(reply, Ok(())),
         Job::Wake => Box::new(|_: &Result<(), StoreError>| {}),
     }
 }
 
+/// Runs `work`'s statements all or none: a failure rolls back to a
+/// savepoint, so the rest of the batch still commits. The savepoint
+/// statements are prepared once (rusqlite's `Savepoint` parses them anew
+/// each time).
 fn in_savepoint<T>(
-    tx: &mut Transaction<'_>,
-    work: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    conn: &Connection,
+    work: impl FnOnce() -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    let savepoint = tx.savepoint().map_err(error)?;
-    let result = work(&savepoint)?;
-    savepoint.commit().map_err(error)?;
-    Ok(result)
+    run(conn, "SAVEPOINT job")?;
+    match work() {
+        Ok(result) => {
+            run(conn, "RELEASE job")?;
+            Ok(result)
+        }
+        Err(e) => {
+            // Nothing to undo when SQLite already rolled the whole
+            // transaction back; the batch sees that (`is_autocommit`).
+            let _ = run(conn, "ROLLBACK TO job").and_then(|()| run(conn, "RELEASE job"));
+            Err(e)
+        }
+    }
+}
+
+/// Runs a statement without parameters or rows, prepared once.
+fn run(conn: &Connection, statement: &str) -> Result<(), StoreError> {
+    conn.prepare_cached(statement)
+        .and_then(|mut s| s.execute([]))
+        .map(drop)
+        .map_err(error)
 }
 
 /// `app`'s counted clients within the window and their largest N policy:
@@ -1025,93 +1142,109 @@ fn in_savepoint<T>(
 /// range, empty once pruning has run), and the first live row of the N
 /// policy index from the top. No scan of the live clients.
 fn live_tally(conn: &Connection, app: &[u8], window_start: i64) -> Result<(u64, u32), StoreError> {
-    let counted: i64 = conn
-        .prepare_cached("SELECT clients FROM applications WHERE application_id = ?1")
-        .and_then(|mut s| s.query_row([app], |row| row.get(0)).optional())
-        .map_err(error)?
-        .unwrap_or(0);
-    let aged: i64 = conn
-        .prepare_cached(
-            "SELECT count(*) FROM clients INDEXED BY clients_by_last_seen
-             WHERE application_id = ?1 AND last_seen <= ?2",
-        )
-        .and_then(|mut s| s.query_row((app, window_start), |row| row.get(0)))
+    let columns: TallyColumns = conn
+        .prepare_cached(LIVE_TALLY)
+        .and_then(|mut s| s.query_row((app, window_start), |row| read_tally(row, 0)))
         .map_err(error)?;
-    let max_n: Option<i64> = conn
-        .prepare_cached(
-            "SELECT n_policy FROM clients INDEXED BY clients_by_n_policy_seen
-             WHERE application_id = ?1 AND last_seen > ?2 ORDER BY n_policy DESC LIMIT 1",
-        )
-        .and_then(|mut s| {
-            s.query_row((app, window_start), |row| row.get(0))
-                .optional()
-        })
-        .map_err(error)?;
+    tally_of(columns)
+}
+
+/// What [`tally_columns!`] reads: the counter, the aged rows, the largest
+/// live N policy.
+type TallyColumns = (Option<i64>, i64, Option<i64>);
+
+fn read_tally(row: &Row<'_>, first: usize) -> rusqlite::Result<TallyColumns> {
+    Ok((row.get(first)?, row.get(first + 1)?, row.get(first + 2)?))
+}
+
+/// The live count and the largest N policy from [`TallyColumns`].
+fn tally_of((counted, aged, max_n): TallyColumns) -> Result<(u64, u32), StoreError> {
     Ok((
-        sql::count_of(counted.saturating_sub(aged).max(0), "applications.clients")?,
+        sql::count_of(
+            counted.unwrap_or(0).saturating_sub(aged).max(0),
+            "applications.clients",
+        )?,
         sql::u32_of(max_n.unwrap_or(0), "clients.n_policy")?,
     ))
 }
 
 /// The counting rule (see the module documentation of `store`).
-fn record(conn: &Connection, visit: &Visit, max_clients: u64) -> Result<Tally, StoreError> {
+///
+/// A counted client renewing within [`SqliteOptions::renewal_granularity`]
+/// of its stored `last_seen`, with the same N policy, writes nothing: its
+/// tally is the same with or without the write. A known client otherwise
+/// is one `UPDATE` (a single statement, atomic without a savepoint); a new
+/// one is admitted in a savepoint.
+fn record(conn: &Connection, visit: &Visit, options: SqliteOptions) -> Result<Tally, StoreError> {
     let app = visit.application_id.as_bytes().as_slice();
     let cmid = visit.cmid.as_bytes().as_slice();
     let at = sql::ticks(visit.at)?;
     let window_start = sql::ticks(visit.window_start)?;
     let n_policy = i64::from(visit.n_policy);
+    let granularity = duration_ticks(options.renewal_granularity);
 
-    // A bounded batch of aged rows goes now; the rest in the background.
-    delete_aged(conn, app, window_start)?;
-    let known = conn
-        .prepare_cached(
-            "UPDATE clients SET last_seen = max(last_seen, ?3), n_policy = ?4
-             WHERE application_id = ?1 AND cmid = ?2",
-        )
-        .and_then(|mut s| s.execute((app, cmid, at, n_policy)))
+    let (last_seen, stored_n, columns): (Option<i64>, Option<i64>, TallyColumns) = conn
+        .prepare_cached(LOOKUP_AND_TALLY)
+        .and_then(|mut s| {
+            s.query_row((app, window_start, cmid), |row| {
+                Ok((row.get(0)?, row.get(1)?, read_tally(row, 2)?))
+            })
+        })
         .map_err(error)?;
-    let mut admitted = true;
-    if known == 0 {
-        let (live, _) = live_tally(conn, app, window_start)?;
-        if visit.capacity.is_some_and(|cap| live >= cap) {
-            admitted = false;
-        } else {
-            let held: i64 = conn
-                .prepare_cached("SELECT clients FROM applications WHERE application_id = ?1")
-                .and_then(|mut s| s.query_row([app], |row| row.get(0)).optional())
-                .map_err(error)?
-                .unwrap_or(0);
-            if sql::count_of(held, "applications.clients")? >= max_clients.max(1) {
-                // The client seen longest ago gives way.
-                let evicted = conn
-                    .prepare_cached(
-                        "DELETE FROM clients WHERE application_id = ?1 AND cmid = (
-                             SELECT cmid FROM clients WHERE application_id = ?1
-                             ORDER BY last_seen LIMIT 1)",
-                    )
-                    .and_then(|mut s| s.execute([app]))
-                    .map_err(error)?;
-                if evicted > 0 {
-                    conn.prepare_cached(
-                        "UPDATE applications SET clients = clients - 1 WHERE application_id = ?1",
-                    )
-                    .and_then(|mut s| s.execute([app]))
-                    .map_err(error)?;
-                }
-            }
+    let stored = last_seen.zip(stored_n);
+    let admitted = match stored {
+        Some((last_seen, stored_n))
+            if granularity > 0
+                && stored_n == n_policy
+                && last_seen > window_start
+                && last_seen >= at.saturating_sub(granularity) =>
+        {
+            // Nothing written: the tally read with the lookup stands.
+            let (clients, max_n_policy) = tally_of(columns)?;
+            return Ok(Tally {
+                clients,
+                max_n_policy,
+                admitted: true,
+            });
+        }
+        Some((last_seen, stored_n)) if last_seen > window_start => {
             conn.prepare_cached(
-                "INSERT INTO clients (application_id, cmid, last_seen, n_policy)
-                 VALUES (?1, ?2, ?3, ?4)",
+                "UPDATE clients SET last_seen = max(last_seen, ?3), n_policy = ?4
+                 WHERE application_id = ?1 AND cmid = ?2",
             )
             .and_then(|mut s| s.execute((app, cmid, at, n_policy)))
             .map_err(error)?;
-            conn.prepare_cached(
-                "INSERT INTO applications (application_id, clients) VALUES (?1, 1)
-                 ON CONFLICT (application_id) DO UPDATE SET clients = clients + 1",
-            )
-            .and_then(|mut s| s.execute([app]))
-            .map_err(error)?;
+            if stored_n == n_policy {
+                // A live row stays live with the same N policy: the tally
+                // read with the lookup stands.
+                let (clients, max_n_policy) = tally_of(columns)?;
+                return Ok(Tally {
+                    clients,
+                    max_n_policy,
+                    admitted: true,
+                });
+            }
+            true
         }
+        // Unknown, or aged out of the window: a new client.
+        _ => in_savepoint(conn, || {
+            admit(
+                conn,
+                visit,
+                stored.is_some(),
+                columns,
+                options.max_clients_per_application,
+            )
+        })?,
+    };
+    if !admitted {
+        // Only aged rows were deleted: the live tally is the one read.
+        let (clients, max_n_policy) = tally_of(columns)?;
+        return Ok(Tally {
+            clients,
+            max_n_policy,
+            admitted,
+        });
     }
     let (clients, max_n_policy) = live_tally(conn, app, window_start)?;
     Ok(Tally {
@@ -1119,6 +1252,78 @@ fn record(conn: &Connection, visit: &Visit, max_clients: u64) -> Result<Tally, S
         max_n_policy,
         admitted,
     })
+}
+
+/// `duration` in 100 ns ticks, saturating.
+fn duration_ticks(duration: Duration) -> i64 {
+    i64::try_from(duration.as_nanos() / 100).unwrap_or(i64::MAX)
+}
+
+/// A CMID not counted in the window (`aged`: its row is still stored):
+/// admitted (inserted, counter raised, the client seen longest ago evicted
+/// at the bound) unless the capacity is reached. `columns`: the tally read
+/// before (deleting aged rows leaves the live count as it was).
+fn admit(
+    conn: &Connection,
+    visit: &Visit,
+    aged: bool,
+    columns: TallyColumns,
+    max_clients: u64,
+) -> Result<bool, StoreError> {
+    let app = visit.application_id.as_bytes().as_slice();
+    let cmid = visit.cmid.as_bytes().as_slice();
+    let at = sql::ticks(visit.at)?;
+    let window_start = sql::ticks(visit.window_start)?;
+    let n_policy = i64::from(visit.n_policy);
+
+    let mut held = columns.0.unwrap_or(0);
+    if aged {
+        let deleted = conn
+            .prepare_cached("DELETE FROM clients WHERE application_id = ?1 AND cmid = ?2")
+            .and_then(|mut s| s.execute((app, cmid)))
+            .map_err(error)?;
+        if deleted > 0 {
+            held = held.saturating_sub(1);
+            conn.prepare_cached(
+                "UPDATE applications SET clients = max(clients - 1, 0) WHERE application_id = ?1",
+            )
+            .and_then(|mut s| s.execute([app]))
+            .map_err(error)?;
+        }
+    }
+    // A bounded batch of aged rows goes now; the rest in the background.
+    held = held.saturating_sub(delete_aged(conn, app, window_start)?);
+    let (live, _) = tally_of(columns)?;
+    if visit.capacity.is_some_and(|cap| live >= cap) {
+        return Ok(false);
+    }
+    if sql::count_of(held.max(0), "applications.clients")? >= max_clients.max(1) {
+        // The client seen longest ago gives way.
+        let evicted = conn
+            .prepare_cached(EVICT_OLDEST)
+            .and_then(|mut s| s.execute([app]))
+            .map_err(error)?;
+        if evicted > 0 {
+            conn.prepare_cached(
+                "UPDATE applications SET clients = clients - 1 WHERE application_id = ?1",
+            )
+            .and_then(|mut s| s.execute([app]))
+            .map_err(error)?;
+        }
+    }
+    conn.prepare_cached(
+        "INSERT INTO clients (application_id, cmid, last_seen, n_policy)
+         VALUES (?1, ?2, ?3, ?4)",
+    )
+    .and_then(|mut s| s.execute((app, cmid, at, n_policy)))
+    .map_err(error)?;
+    conn.prepare_cached(
+        "INSERT INTO applications (application_id, clients) VALUES (?1, 1)
+         ON CONFLICT (application_id) DO UPDATE SET clients = clients + 1",
+    )
+    .and_then(|mut s| s.execute([app]))
+    .map_err(error)?;
+    Ok(true)
 }
 
 /// The tally from the maintained counter (statistics: no scan).
@@ -1248,5 +1453,76 @@ fn error(e: rusqlite::Error) -> StoreError {
             | ErrorCode::PermissionDenied,
         ) => StoreError::Unavailable(e.to_string()),
         _ => StoreError::Backend(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+
+    const T0: u64 = 134_397_882_570_000_000;
+    const DAY: u64 = 86_400 * 10_000_000;
+
+    fn visit(client: u128, at: u64) -> Visit {
+        Visit::new(
+            Uuid::from_u128(1),
+            Uuid::from_u128(client),
+            25,
+            FileTime::from_ticks(at),
+            FileTime::from_ticks(at - 30 * DAY),
+        )
+    }
+
+    /// New clients (eviction at the bound of 2, aged rows deleted), renewals
+    /// and a log prune, each statement with other parameter values than
+    /// the round before.
+    fn round(conn: &mut Connection, options: SqliteOptions, at: u64) {
+        let tx = conn.transaction().unwrap();
+        for client in 1..=3 {
+            record(&tx, &visit(client, at), options).unwrap();
+            record(&tx, &visit(client, at + 10 * DAY), options).unwrap();
+        }
+        let at = i64::try_from(at).unwrap();
+        prune_log(&tx, Some(at), 10).unwrap();
+        tx.commit().unwrap();
+    }
+
+    /// The statements of every visit and append are parsed once, then
+    /// taken from the statement cache: none is re-prepared because a
+    /// parameter changed.
+    #[test]
+    fn sqlite_hot_statements_are_prepared_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("hot.sqlite")).unwrap();
+        let options = SqliteOptions {
+            max_clients_per_application: 2,
+            ..SqliteOptions::default()
+        };
+        prepare(&mut conn, options).unwrap();
+        let hot = [
+            LOOKUP_AND_TALLY,
+            LIVE_TALLY,
+            DELETE_AGED,
+            EVICT_OLDEST,
+            PRUNE_LOG_BY_TIME,
+            PRUNE_LOG_BY_ROWS,
+        ];
+        let reprepared = |conn: &Connection| -> Vec<i32> {
+            hot.iter()
+                .map(|sql| {
+                    conn.prepare_cached(sql)
+                        .unwrap()
+                        .get_status(StatementStatus::RePrepare)
+                })
+                .collect()
+        };
+        round(&mut conn, options, T0);
+        let before = reprepared(&conn);
+        for n in 1..=5 {
+            round(&mut conn, options, T0 + n * 40 * DAY);
+        }
+        assert_eq!(reprepared(&conn), before);
     }
 }
