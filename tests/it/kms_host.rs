@@ -793,68 +793,22 @@ fn count_window_is_configurable() {
 
 #[cfg(feature = "tracing")]
 mod tracing_events {
-    use std::sync::{Arc, Mutex};
-
-    use tracing::field::{Field, Visit};
-    use tracing::span::{Attributes, Id, Record};
-    use tracing::{Event, Metadata, Subscriber};
-
     use super::*;
-
-    /// An event's target and its fields as `name=value` strings.
-    type Captured = (String, Vec<String>);
-
-    /// Keeps every event.
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<Captured>>>);
-
-    struct Fields(Vec<String>);
-
-    impl Visit for Fields {
-        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-            self.0.push(format!("{}={value:?}", field.name()));
-        }
-    }
-
-    impl Subscriber for Capture {
-        fn enabled(&self, _: &Metadata<'_>) -> bool {
-            true
-        }
-        fn new_span(&self, _: &Attributes<'_>) -> Id {
-            Id::from_u64(1)
-        }
-        fn record(&self, _: &Id, _: &Record<'_>) {}
-        fn record_follows_from(&self, _: &Id, _: &Id) {}
-        fn event(&self, event: &Event<'_>) {
-            let mut fields = Fields(Vec::new());
-            event.record(&mut fields);
-            let target = event.metadata().target().to_owned();
-            self.0.lock().unwrap().push((target, fields.0));
-        }
-        fn enter(&self, _: &Id) {}
-        fn exit(&self, _: &Id) {}
-    }
 
     #[test]
     fn every_record_is_a_tracing_event() {
-        // A global subscriber: a thread-scoped one misses callsites that
-        // other test threads registered first. Other tests' events land here
-        // too, so this test looks for its own CMID.
-        let capture = Capture::default();
-        tracing::subscriber::set_global_default(capture.clone()).unwrap();
+        // Other tests' events land in the process-wide log too, so this
+        // test looks for its own CMID.
+        let log = crate::support::traced();
         let host = start(KmsHostConfig::default());
         let cmid = 0x7777_0000_0000_0000_0000_0000_0000_0077;
         ask(&host, windows_request(cmid, T0), T0);
         let wanted = format!("cmid={}", Uuid::from_u128(cmid));
-        let events = capture.0.lock().unwrap();
-        let ours: Vec<_> = events
-            .iter()
-            .filter(|(_, fields)| fields.contains(&wanted))
-            .collect();
-        assert_eq!(ours.len(), 1, "{events:?}");
-        let (target, fields) = ours[0];
-        assert_eq!(target, "kms_activation::activation");
-        let has = |prefix: &str| fields.iter().any(|f| f.starts_with(prefix));
+        let ours = log.events(|event| event.fields.contains(&wanted));
+        assert_eq!(ours.len(), 1, "{ours:?}");
+        let event = &ours[0];
+        assert_eq!(event.target, "kms_activation::activation");
+        let has = |prefix: &str| event.fields.iter().any(|f| f.starts_with(prefix));
         for field in [
             "workstation=",
             "n_policy=25",
@@ -862,7 +816,7 @@ mod tracing_events {
             "sku=",
             "result=",
         ] {
-            assert!(has(field), "{field} missing from {fields:?}");
+            assert!(has(field), "{field} missing from {:?}", event.fields);
         }
     }
 }

@@ -2017,19 +2017,24 @@ mod host {
         panic!("no event");
     }
 
-    /// Counts in memory; the log never completes an append, or visits fail.
+    /// Counts in memory; the log never completes an append, or visits fail
+    /// with the given cause.
     struct FaultyStore {
         counts: MemoryStore,
-        fail_visits: bool,
+        fail_visits: Option<&'static str>,
     }
+
+    /// The cause of the rate-limit test's failures (its own, to find its
+    /// lines among other tests').
+    const RATE_LIMITED_CAUSE: &str = "database on fire (rate-limit test)";
 
     impl CountStore for FaultyStore {
         fn record_visit(
             &self,
             visit: Visit,
         ) -> impl Future<Output = Result<Tally, StoreError>> + Send {
-            let result = if self.fail_visits {
-                Err(StoreError::Unavailable("database on fire".into()))
+            let result = if let Some(cause) = self.fail_visits {
+                Err(StoreError::Unavailable(cause.into()))
             } else {
                 pollster::block_on(self.counts.record_visit(visit))
             };
@@ -2072,7 +2077,7 @@ mod host {
         }
     }
 
-    fn faulty_host(fail_visits: bool) -> KmsHost<FaultyStore> {
+    fn faulty_host(fail_visits: Option<&'static str>) -> KmsHost<FaultyStore> {
         let store = FaultyStore {
             counts: MemoryStore::default(),
             fail_visits,
@@ -2088,7 +2093,7 @@ mod host {
 
     #[test]
     fn the_answer_does_not_wait_for_the_activation_log() {
-        let host = faulty_host(false);
+        let host = faulty_host(None);
         let event = request_event(windows_request(1, T0));
         let (done, decided) = mpsc::channel();
         std::thread::spawn(move || {
@@ -2110,7 +2115,7 @@ mod host {
 
     #[test]
     fn store_failures_are_refused_and_counted() {
-        let host = faulty_host(true);
+        let host = faulty_host(Some("database on fire"));
         for client in 1..=3 {
             let event = request_event(windows_request(client, T0));
             let decision = pollster::block_on(host.decide(&event));
@@ -2120,48 +2125,27 @@ mod host {
         assert_eq!(statistics.store_errors, 3);
     }
 
-    /// Collects what a `tracing` subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[test]
     fn store_failures_are_logged_at_warn_with_their_cause_and_rate_limited() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        let host = faulty_host(true);
-        tracing::subscriber::with_default(subscriber, || {
-            for client in 1..=200 {
-                let event = request_event(windows_request(client, T0));
-                let decision = pollster::block_on(host.decide(&event));
-                assert_eq!(decision.reply, Err(HResult::BINDING_SERVICE_NOT_ENABLED));
-            }
+        let log = crate::support::traced();
+        let host = faulty_host(Some(RATE_LIMITED_CAUSE));
+        for client in 1..=200 {
+            let event = request_event(windows_request(client, T0));
+            let decision = pollster::block_on(host.decide(&event));
+            assert_eq!(decision.reply, Err(HResult::BINDING_SERVICE_NOT_ENABLED));
+        }
+        let warnings = log.events(|event| {
+            event.level == tracing::Level::WARN && event.mentions(RATE_LIMITED_CAUSE)
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        let warnings: Vec<&str> = text
-            .lines()
-            .filter(|line| line.contains("WARN") && line.contains("database on fire"))
-            .collect();
         // Every failure is counted, but a burst writes a bounded number of
         // lines (200 failures in well under a minute).
-        assert!(!warnings.is_empty(), "{text}");
-        assert!(warnings.len() <= 20, "{} lines:\n{text}", warnings.len());
-        assert!(warnings[0].contains("recording a visit"), "{text}");
+        assert!(!warnings.is_empty());
+        assert!(
+            warnings.len() <= 20,
+            "{} lines: {warnings:?}",
+            warnings.len()
+        );
+        assert!(warnings[0].mentions("recording a visit"), "{warnings:?}");
         let statistics = pollster::block_on(host.statistics(FileTime::from_ticks(T0))).unwrap();
         assert_eq!(statistics.store_errors, 200);
     }

@@ -60,3 +60,89 @@ pub fn free_tcp_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// One `tracing` event: its level, target and fields as `name=value`
+/// (the message as `message=…`).
+#[derive(Debug, Clone)]
+pub struct TracedEvent {
+    pub level: tracing::Level,
+    pub target: String,
+    pub fields: Vec<String>,
+}
+
+impl TracedEvent {
+    /// Whether any field contains `text`.
+    pub fn mentions(&self, text: &str) -> bool {
+        self.fields.iter().any(|field| field.contains(text))
+    }
+}
+
+/// Every `tracing` event of this test process from the first call on.
+///
+/// A process-wide subscriber, installed once: a thread-scoped one
+/// (`with_default`) races with other test threads registering the same
+/// callsites and can miss every event. Events of all tests land here, so a
+/// test looks for its own (a CMID, a message of its own). At most
+/// [`MAX_TRACED`] are kept.
+pub fn traced() -> &'static TraceLog {
+    static LOG: std::sync::OnceLock<&'static TraceLog> = std::sync::OnceLock::new();
+    LOG.get_or_init(|| {
+        let log: &'static TraceLog = Box::leak(Box::default());
+        tracing::subscriber::set_global_default(log)
+            .expect("no other global tracing subscriber in the test process");
+        log
+    })
+}
+
+/// Events kept by [`traced`] at most.
+pub const MAX_TRACED: usize = 1_000_000;
+
+/// The events [`traced`] keeps.
+#[derive(Default)]
+pub struct TraceLog(std::sync::Mutex<Vec<TracedEvent>>);
+
+impl TraceLog {
+    /// The events kept so far that satisfy `wanted`.
+    pub fn events(&self, wanted: impl Fn(&TracedEvent) -> bool) -> Vec<TracedEvent> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|event| wanted(event))
+            .cloned()
+            .collect()
+    }
+}
+
+struct Fields(Vec<String>);
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push(format!("{}={value:?}", field.name()));
+    }
+}
+
+impl tracing::Subscriber for &'static TraceLog {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Fields(Vec::new());
+        event.record(&mut fields);
+        let mut events = self.0.lock().unwrap();
+        if events.len() < MAX_TRACED {
+            events.push(TracedEvent {
+                level: *event.metadata().level(),
+                target: event.metadata().target().to_owned(),
+                fields: fields.0,
+            });
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
