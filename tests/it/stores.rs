@@ -1065,6 +1065,74 @@ pub(crate) mod postgres {
         });
     }
 
+    /// A renewal within `renewal_granularity` of its stored visit, same N
+    /// policy, leaves the row as it was (no write); past it, or with another
+    /// N policy, it is written; with granularity zero every renewal is.
+    #[test]
+    fn postgres_a_renewal_within_the_granularity_writes_nothing() {
+        let Some(url) = database("postgres_a_renewal_within_the_granularity_writes_nothing") else {
+            return;
+        };
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let raw = admin(&url).await;
+            let stored = async |client: u128| -> (i64, i64, i64) {
+                let row = raw
+                    .query_one(
+                        &format!(
+                            "SELECT last_seen, n_policy, xmin::text::bigint FROM {schema}.clients
+                             WHERE cmid = $1"
+                        ),
+                        &[&super::cmid(client)],
+                    )
+                    .await
+                    .unwrap();
+                (row.get(0), row.get(1), row.get(2))
+            };
+            let t0 = i64::try_from(T0).unwrap();
+            let store = store(&url, &schema).await;
+            for n in 1..=2 {
+                store.record_visit(visit(1, n, 25, T0)).await.unwrap();
+            }
+            let (seen, n_policy, version) = stored(1).await;
+            assert_eq!((seen, n_policy), (t0, 25));
+            let renewed = store.record_visit(visit(1, 1, 25, T0 + 30 * SECOND)).await;
+            assert_eq!(renewed.map(|t| (t.clients, t.max_n_policy)), Ok((2, 25)));
+            assert_eq!(
+                stored(1).await,
+                (t0, 25, version),
+                "the renewal was written"
+            );
+            // Past the granularity: written.
+            let later = T0 + 2 * MINUTE;
+            store.record_visit(visit(1, 1, 25, later)).await.unwrap();
+            assert_eq!(stored(1).await.0, i64::try_from(later).unwrap());
+            // Within it, but another N policy: written, and counted.
+            let tally = store.record_visit(visit(1, 2, 50, T0 + SECOND)).await;
+            assert_eq!(tally.map(|t| (t.clients, t.max_n_policy)), Ok((2, 50)));
+            assert_eq!(stored(2).await.1, 50);
+            drop(store);
+
+            // Granularity zero: even a visit at the stored instant writes.
+            let mut options = PostgresOptions::default().with_schema(&schema);
+            options.renewal_granularity = std::time::Duration::ZERO;
+            let store = PostgresStore::connect_with(&url, options).await.unwrap();
+            let (seen, _, version) = stored(2).await;
+            store
+                .record_visit(visit(1, 2, 50, T0 + SECOND))
+                .await
+                .unwrap();
+            let (seen_after, _, version_after) = stored(2).await;
+            assert_eq!(seen_after, seen);
+            assert_ne!(
+                version_after, version,
+                "granularity zero writes every renewal"
+            );
+            drop(store);
+            drop_schema(&url, &schema).await;
+        });
+    }
+
     #[test]
     fn postgres_futures_work_under_another_executor() {
         let Some(url) = database("postgres_futures_work_under_another_executor") else {

@@ -84,7 +84,10 @@ impl TracedEvent {
 /// callsites and can miss every event. Events of all tests land here, so a
 /// test looks for its own (a CMID, a message of its own). At most
 /// [`MAX_TRACED`] are kept.
-#[allow(clippy::expect_used, reason = "a second global subscriber is a bug of the tests")]
+#[allow(
+    clippy::expect_used,
+    reason = "a second global subscriber is a bug of the tests"
+)]
 pub fn traced() -> &'static TraceLog {
     static LOG: std::sync::OnceLock<&'static TraceLog> = std::sync::OnceLock::new();
     LOG.get_or_init(|| {

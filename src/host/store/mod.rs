@@ -599,6 +599,11 @@ mod sql {
             .map_err(|_| StoreError::Backend(format!("time {} out of range", time.ticks())))
     }
 
+    /// `duration` in 100 ns ticks, saturating.
+    pub(super) fn duration_ticks(duration: std::time::Duration) -> i64 {
+        i64::try_from(duration.as_nanos() / 100).unwrap_or(i64::MAX)
+    }
+
     /// A database integer as a tick count.
     pub(super) fn file_time(value: i64, column: &str) -> Result<FileTime, StoreError> {
         u64::try_from(value)

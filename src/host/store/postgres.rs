@@ -8,7 +8,9 @@
 //! PL/pgSQL function the store installs with its schema (version 3): one
 //! statement, one implicit transaction, one commit. Within the batch the
 //! visits are applied in order, and each gets the tally after its own
-//! update, as if they had come one after the other. Several batches may run
+//! update, as if they had come one after the other. A renewal within
+//! [`PostgresOptions::renewal_granularity`] (60 s) of its stored visit,
+//! with the same N policy, only reads its row. Several batches may run
 //! at once on different connections (at most [`BATCHES_IN_FLIGHT`](visits::BATCHES_IN_FLIGHT) per
 //! store, then the queue fills the next one).
 //!
@@ -145,6 +147,18 @@ pub struct PostgresOptions {
     pub max_log_queue: usize,
     /// How often aged rows are pruned (default 10 s).
     pub prune_interval: Duration,
+    /// How stale a counted client's stored `last_seen` may be before a
+    /// renewal rewrites it (default 60 s; zero writes every visit).
+    ///
+    /// A renewal of a client that is counted, reports the same N policy
+    /// and was stored as seen within this much of the visit changes no
+    /// tally: `record_visits` then only reads its row (no new row version,
+    /// no index entries, nothing for the write-ahead log). The answer still
+    /// waits for its batch's commit, so a crash forgets no answered count.
+    /// The cost: the stored visit may be up to this much older than the
+    /// client's last one, so its entry can age out of the 30-day window that
+    /// much earlier.
+    pub renewal_granularity: Duration,
     /// Root certificates (PEM) the database's TLS certificate is verified
     /// against, instead of the system's (see
     /// [`with_root_certificates`](Self::with_root_certificates)).
@@ -164,6 +178,7 @@ impl Default for PostgresOptions {
             max_log_records: DEFAULT_MAX_LOG_RECORDS,
             max_log_queue: 16_384,
             prune_interval: Duration::from_secs(10),
+            renewal_granularity: Duration::from_secs(60),
             root_certificates: None,
         }
     }
@@ -484,14 +499,17 @@ fn migrate_v2(s: &str) -> String {
     )
 }
 
-/// Version 2 → 3: the functions of one round trip per batch.
+/// The functions of one round trip per batch (schema version 3 added
+/// them; each start installs them again).
 ///
 /// `prune_clients` locks the application's counter row, then deletes up to
 /// `batch` aged rows and lowers the counter. `record_visits` takes the
 /// visits as arrays (element `i` of each is visit `i`): it locks the
 /// counter rows of the batch's applications in the order of their IDs,
-/// prunes, then applies each visit in order, returning its tally.
-fn migrate_v3(s: &str) -> String {
+/// prunes, then applies each visit in order, returning its tally; a
+/// renewal within `granularity` ticks of its stored visit, with the same N
+/// policy, only reads its row.
+fn functions(s: &str) -> String {
     format!(
         "{}\n{}",
         prune_clients_function(s),
@@ -499,7 +517,7 @@ fn migrate_v3(s: &str) -> String {
     )
 }
 
-/// `prune_clients(app, window_start, batch)`: see [`migrate_v3`].
+/// `prune_clients(app, window_start, batch)`: see [`functions`].
 fn prune_clients_function(s: &str) -> String {
     format!(
         "CREATE OR REPLACE FUNCTION {s}.prune_clients(
@@ -527,12 +545,15 @@ fn prune_clients_function(s: &str) -> String {
     )
 }
 
-/// `record_visits(…)`: see [`migrate_v3`].
+/// `record_visits(…)`: see [`functions`].
 fn record_visits_function(s: &str) -> String {
     format!(
-        "CREATE OR REPLACE FUNCTION {s}.record_visits(
+        "DROP FUNCTION IF EXISTS {s}.record_visits(
+             uuid[], uuid[], bigint[], bigint[], bigint[], bigint[], bigint, integer);
+         CREATE OR REPLACE FUNCTION {s}.record_visits(
              apps uuid[], cmids uuid[], ats bigint[], window_starts bigint[],
-             n_policies bigint[], capacities bigint[], max_clients bigint, batch integer)
+             n_policies bigint[], capacities bigint[], max_clients bigint, batch integer,
+             granularity bigint)
          RETURNS TABLE (visit integer, tally_clients bigint, tally_max_n_policy bigint,
                         tally_admitted boolean)
          LANGUAGE plpgsql AS $fn$
@@ -542,6 +563,8 @@ fn record_visits_function(s: &str) -> String {
              v_held bigint;
              v_counted bigint;
              v_aged bigint;
+             v_seen bigint;
+             v_n_policy bigint;
              i integer;
          BEGIN
              -- The lock order: the counter rows, by application ID, before
@@ -555,10 +578,19 @@ fn record_visits_function(s: &str) -> String {
              FOR i IN 1 .. coalesce(array_length(apps, 1), 0) LOOP
                  visit := i;
                  tally_admitted := true;
-                 UPDATE {s}.clients
-                     SET last_seen = GREATEST(last_seen, ats[i]), n_policy = n_policies[i]
-                     WHERE application_id = apps[i] AND cmid = cmids[i];
-                 IF NOT FOUND THEN
+                 SELECT c.last_seen, c.n_policy INTO v_seen, v_n_policy FROM {s}.clients c
+                     WHERE c.application_id = apps[i] AND c.cmid = cmids[i];
+                 IF FOUND THEN
+                     -- A renewal within the granularity, same N policy:
+                     -- no tally changes, so nothing is written.
+                     IF granularity <= 0 OR v_n_policy <> n_policies[i]
+                        OR v_seen < ats[i] - granularity THEN
+                         UPDATE {s}.clients
+                             SET last_seen = GREATEST(last_seen, ats[i]),
+                                 n_policy = n_policies[i]
+                             WHERE application_id = apps[i] AND cmid = cmids[i];
+                     END IF;
+                 ELSE
                      UPDATE {s}.applications SET clients = clients + 1
                          WHERE application_id = apps[i]
                            AND (capacities[i] IS NULL OR clients < capacities[i])
@@ -649,9 +681,9 @@ async fn set_up(
     if version < 2 {
         tx.batch_execute(&migrate_v2(s)).await?;
     }
-    if version < 3 {
-        tx.batch_execute(&migrate_v3(s)).await?;
-    }
+    // The functions are code, not data: every start installs this
+    // release's (the schema version says which tables they find).
+    tx.batch_execute(&functions(s)).await?;
     if version < SCHEMA_VERSION {
         tx.execute(&format!("DELETE FROM {s}.kms_schema_version"), &[])
             .await?;

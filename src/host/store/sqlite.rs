@@ -1181,7 +1181,7 @@ fn record(conn: &Connection, visit: &Visit, options: SqliteOptions) -> Result<Ta
     let at = sql::ticks(visit.at)?;
     let window_start = sql::ticks(visit.window_start)?;
     let n_policy = i64::from(visit.n_policy);
-    let granularity = duration_ticks(options.renewal_granularity);
+    let granularity = sql::duration_ticks(options.renewal_granularity);
 
     let (last_seen, stored_n, columns): (Option<i64>, Option<i64>, TallyColumns) = conn
         .prepare_cached(LOOKUP_AND_TALLY)
@@ -1252,11 +1252,6 @@ fn record(conn: &Connection, visit: &Visit, options: SqliteOptions) -> Result<Ta
         max_n_policy,
         admitted,
     })
-}
-
-/// `duration` in 100 ns ticks, saturating.
-fn duration_ticks(duration: Duration) -> i64 {
-    i64::try_from(duration.as_nanos() / 100).unwrap_or(i64::MAX)
 }
 
 /// A CMID not counted in the window (`aged`: its row is still stored):

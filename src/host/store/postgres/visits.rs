@@ -25,7 +25,7 @@ pub(super) const BATCHES_IN_FLIGHT: usize = 2;
 pub(super) fn statement(s: &str) -> String {
     format!(
         "SELECT visit, tally_clients, tally_max_n_policy, tally_admitted
-         FROM {s}.record_visits($1, $2, $3, $4, $5, $6, $7, {PRUNE_BATCH})"
+         FROM {s}.record_visits($1, $2, $3, $4, $5, $6, $7, {PRUNE_BATCH}, $8)"
     )
 }
 
@@ -121,11 +121,14 @@ async fn run(inner: &Inner, items: Vec<Queued>) {
         return;
     };
     let rows: Vec<Row> = live.iter().map(|item| item.row).collect();
-    let max_clients = sql::limit(inner.options.max_clients_per_application.max(1));
+    let limits = Limits {
+        max_clients: sql::limit(inner.options.max_clients_per_application.max(1)),
+        renewal_granularity: sql::duration_ticks(inner.options.renewal_granularity),
+    };
     let arrays = Arrays::new(&rows);
     let result = inner
         .run_until(deadline, async move |conn| {
-            execute(conn, &arrays, max_clients).await
+            execute(conn, &arrays, limits).await
         })
         .await;
     match result {
@@ -165,11 +168,20 @@ impl Arrays {
     }
 }
 
+/// The store's options `record_visits` takes, in the database's integers.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Clients counted per application at most.
+    max_clients: i64,
+    /// `PostgresOptions::renewal_granularity` in ticks.
+    renewal_granularity: i64,
+}
+
 /// One call of `record_visits`: the tallies in the order of the visits.
 async fn execute(
     conn: &mut Session<'_>,
     batch: &Arrays,
-    max_clients: i64,
+    limits: Limits,
 ) -> Result<Vec<Tally>, Fail> {
     let statement = conn.prepare(&conn.sql.record_visits).await?;
     let rows = conn
@@ -183,7 +195,8 @@ async fn execute(
                 &batch.window_starts,
                 &batch.n_policies,
                 &batch.capacities,
-                &max_clients,
+                &limits.max_clients,
+                &limits.renewal_granularity,
             ],
         )
         .await?;
