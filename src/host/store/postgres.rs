@@ -19,15 +19,17 @@
 //! The client row is keyed by (application, CMID), so two hosts never hold
 //! two rows for one client: a repeat visit only updates its own row. The
 //! number of clients per application lives in a counter row that changes in
-//! the same transaction as the rows it counts. The function first locks
-//! the counter rows of the applications in the batch (creating missing
-//! ones) **in the order of their application IDs**, and only then touches
-//! client rows; every writer of client rows (the batches of every host, the
-//! pruning) takes those locks in that order first, so concurrent batches
-//! wait for each other instead of deadlocking, and a capacity or the
-//! per-application bound holds exactly without `SERIALIZABLE`. A deadlock
-//! or serialization failure (from a host of an older release sharing the
-//! database) is retried, the whole batch, up to three times.
+//! the same transaction as the rows it counts. The function first takes
+//! each application's lock (a transaction-scoped advisory lock keyed by
+//! schema and application ID: held in memory, so a batch that writes
+//! nothing stays read-only and commits without a WAL flush) **in the order
+//! of the application IDs**, and only then touches client or counter rows;
+//! every writer of those rows (the batches of every host, the pruning)
+//! takes the locks in that order first, so concurrent batches wait for each
+//! other instead of deadlocking, and a capacity or the per-application
+//! bound holds exactly without `SERIALIZABLE`. A deadlock (two applications
+//! whose lock keys collide) or serialization failure is retried, the whole
+//! batch, up to three times.
 //!
 //! # Failures
 //!
@@ -253,8 +255,8 @@ impl PostgresOptions {
 /// a batcher sends the visits queued (up to 256) as arrays to a PL/pgSQL
 /// function the store installs with its schema, one statement and one
 /// commit per batch, each visit answered with the tally after its own
-/// update. The function locks the applications' counter rows in the order
-/// of their IDs before any client row, so concurrent batches, of this host
+/// update. The function takes the applications' locks in the order of
+/// their IDs before any client row, so concurrent batches, of this host
 /// or others, wait for each other and never deadlock. A visit's future
 /// completes after its batch's `COMMIT`; a failed batch fails each of its
 /// visits. Connections come from a `deadpool-postgres` pool, each with its
@@ -502,10 +504,10 @@ fn migrate_v2(s: &str) -> String {
 /// The functions of one round trip per batch (schema version 3 added
 /// them; each start installs them again).
 ///
-/// `prune_clients` locks the application's counter row, then deletes up to
+/// `prune_clients` takes the application's lock, then deletes up to
 /// `batch` aged rows and lowers the counter. `record_visits` takes the
-/// visits as arrays (element `i` of each is visit `i`): it locks the
-/// counter rows of the batch's applications in the order of their IDs,
+/// visits as arrays (element `i` of each is visit `i`): it takes the locks
+/// of the batch's applications in the order of their IDs,
 /// prunes, then applies each visit in order, returning its tally; a
 /// renewal within `granularity` ticks of its stored visit, with the same N
 /// policy, only reads its row.
@@ -526,9 +528,10 @@ fn prune_clients_function(s: &str) -> String {
          DECLARE
              gone bigint;
          BEGIN
-             INSERT INTO {s}.applications (application_id, clients) VALUES (app, 0)
-                 ON CONFLICT (application_id) DO NOTHING;
-             PERFORM 1 FROM {s}.applications WHERE application_id = app FOR UPDATE;
+             -- The application's lock: a transaction-scoped advisory lock
+             -- (memory only: a batch that writes nothing else stays
+             -- read-only and commits without a WAL flush).
+             PERFORM pg_advisory_xact_lock(hashtextextended('{s}.' || app::text, 0));
              WITH deleted AS (
                  DELETE FROM {s}.clients WHERE application_id = app AND cmid IN (
                      SELECT cmid FROM {s}.clients
@@ -567,8 +570,8 @@ fn record_visits_function(s: &str) -> String {
              v_n_policy bigint;
              i integer;
          BEGIN
-             -- The lock order: the counter rows, by application ID, before
-             -- any client row; the oldest window of the batch for pruning.
+             -- The lock order: the applications' locks, by application ID,
+             -- before any row; the oldest window of the batch for pruning.
              FOR v_app, v_window IN
                  SELECT a, min(w) FROM unnest(apps, window_starts) AS v(a, w)
                  GROUP BY a ORDER BY a
@@ -591,6 +594,8 @@ fn record_visits_function(s: &str) -> String {
                              WHERE application_id = apps[i] AND cmid = cmids[i];
                      END IF;
                  ELSE
+                     INSERT INTO {s}.applications (application_id, clients)
+                         VALUES (apps[i], 0) ON CONFLICT (application_id) DO NOTHING;
                      UPDATE {s}.applications SET clients = clients + 1
                          WHERE application_id = apps[i]
                            AND (capacities[i] IS NULL OR clients < capacities[i])
@@ -612,8 +617,8 @@ fn record_visits_function(s: &str) -> String {
                              VALUES (apps[i], cmids[i], ats[i], n_policies[i])
                              ON CONFLICT (application_id, cmid) DO NOTHING;
                          IF NOT FOUND THEN
-                             -- Admitted meanwhile by a host without the lock
-                             -- order (an older release): counted once.
+                             -- A row written without the application's lock
+                             -- (by hand): counted once.
                              UPDATE {s}.applications SET clients = clients - 1
                                  WHERE application_id = apps[i];
                              UPDATE {s}.clients SET last_seen = GREATEST(last_seen, ats[i]),
