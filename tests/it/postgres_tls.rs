@@ -170,8 +170,7 @@ fn postgres_tls_with_a_wrong_ca_or_host_name_fails_naming_tls() {
 /// refuses the flag without a PostgreSQL store (status 2).
 #[test]
 fn kms_host_takes_the_postgres_ca() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Command;
 
     let test = "kms_host_takes_the_postgres_ca";
     let (Some(url), Some(_)) = (database(test), server_ca(test)) else {
@@ -216,20 +215,14 @@ fn kms_host_takes_the_postgres_ca() {
         "{stderr}"
     );
 
-    let mut host = Command::new(env!("CARGO_BIN_EXE_kms-host"))
-        .args(["--store", &store_url, "--listen", "127.0.0.1:0"])
-        .args(["--postgres-ca", SERVER_CA])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = host.stderr.take().unwrap();
-    let ready = BufReader::new(stderr)
-        .lines()
-        .map(Result::unwrap)
-        .find(|line| line.contains("kms-host ready"));
+    let (mut host, ready) = crate::support::kms_host_until_ready([
+        "--store",
+        &store_url,
+        "--listen",
+        "127.0.0.1:0",
+        "--postgres-ca",
+        SERVER_CA,
+    ]);
     let sessions = runtime().block_on(encrypted_sessions(&url, &name));
     host.kill().unwrap();
     host.wait().unwrap();

@@ -431,21 +431,12 @@ mod sqlite {
             assert!(stderr.contains("sync=full or sync=normal"), "{stderr}");
             assert!(!path.exists());
         }
-        let mut host = Command::new(env!("CARGO_BIN_EXE_kms-host"))
-            .arg("--store")
-            .arg(format!("sqlite:{}?sync=normal", path.display()))
-            .args(["--listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = host.stderr.take().unwrap();
-        let ready = BufReader::new(stderr)
-            .lines()
-            .map(Result::unwrap)
-            .find(|line| line.contains("kms-host ready"));
+        let (mut host, ready) = crate::support::kms_host_until_ready([
+            "--store",
+            &format!("sqlite:{}?sync=normal", path.display()),
+            "--listen",
+            "127.0.0.1:0",
+        ]);
         host.kill().unwrap();
         host.wait().unwrap();
         let ready = ready.expect("kms-host never got ready");
@@ -1045,6 +1036,18 @@ pub(crate) mod postgres {
             .unwrap();
     }
 
+    /// The version in `schema`'s `kms_schema_version`.
+    async fn schema_version(admin: &tokio_postgres::Client, schema: &str) -> i64 {
+        admin
+            .query_one(
+                &format!("SELECT version FROM {schema}.kms_schema_version"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     async fn store(url: &str, schema: &str) -> PostgresStore {
         PostgresStore::connect_with(url, PostgresOptions::default().with_schema(schema))
             .await
@@ -1531,15 +1534,7 @@ pub(crate) mod postgres {
                 .await
                 .unwrap();
             let store = store(&url, &schema).await;
-            let version: i64 = admin
-                .query_one(
-                    &format!("SELECT version FROM {schema}.kms_schema_version"),
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            assert_eq!(version, 3);
+            assert_eq!(schema_version(&admin, &schema).await, 3);
             let tally = store
                 .record_visit(visit(1, 4, 5, T0 + MINUTE))
                 .await
@@ -1614,15 +1609,7 @@ pub(crate) mod postgres {
             }
 
             let store = store(&url, &schema).await;
-            let version: i64 = admin
-                .query_one(
-                    &format!("SELECT version FROM {schema}.kms_schema_version"),
-                    &[],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            assert_eq!(version, 3);
+            assert_eq!(schema_version(&admin, &schema).await, 3);
             // The counts as the previous release left them.
             let window_start = FileTime::from_ticks(T0 + MINUTE - WINDOW);
             let tally = store.tally(app(1), window_start).await.unwrap();

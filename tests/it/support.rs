@@ -150,3 +150,28 @@ impl tracing::Subscriber for &'static TraceLog {
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
 }
+
+/// Starts kms-host with `args` (`RUST_LOG=info`) and reads its log until
+/// the "kms-host ready" line, which is returned (`None` when the host
+/// exited first). The host keeps running: kill it when done.
+pub fn kms_host_until_ready<I, S>(args: I) -> (std::process::Child, Option<String>)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    use std::io::BufRead as _;
+    let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_kms-host"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = host.stderr.take().unwrap();
+    let ready = std::io::BufReader::new(stderr)
+        .lines()
+        .map(Result::unwrap)
+        .find(|line| line.contains("kms-host ready"));
+    (host, ready)
+}
