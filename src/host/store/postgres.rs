@@ -902,6 +902,34 @@ impl PostgresStore {
         });
         async move { handle.await.unwrap_or_else(|e| Err(joined(&e))) }
     }
+
+    /// A page of the log or of its clients: `build` writes the query in
+    /// the store's schema, `map` reads each row, `seq` is an item's
+    /// sequence number (where the next page starts).
+    fn paged<T: Send + 'static>(
+        &self,
+        query: LogQuery,
+        build: query::sql::Build,
+        map: fn(&Row) -> Result<T, StoreError>,
+        seq: fn(&T) -> u64,
+    ) -> impl Future<Output = Result<Page<T>, StoreError>> + Send + 'static {
+        let schema = quoted_schema(&self.inner.options.schema);
+        self.spawn(move |inner| async move {
+            let schema = format!("{}.", schema?);
+            let (text, params) = build(&query, &schema, &dollar)?;
+            let items = inner
+                .run(async move |conn| {
+                    let rows = select(conn.client, text.clone(), params.clone()).await?;
+                    let items = rows
+                        .iter()
+                        .map(map)
+                        .collect::<Result<Vec<_>, StoreError>>()?;
+                    Ok(items)
+                })
+                .await?;
+            Ok(query.page(items, seq))
+        })
+    }
 }
 
 fn joined(e: &tokio::task::JoinError) -> StoreError {
@@ -1307,59 +1335,14 @@ impl CountStore for PostgresStore {
         &self,
         query: LogQuery,
     ) -> impl Future<Output = Result<Page<LogEntry>, StoreError>> + Send {
-        let schema = quoted_schema(&self.inner.options.schema);
-        self.spawn(move |inner| async move {
-            let schema = format!("{}.", schema?);
-            let (text, params) = query::sql::activations(&query, &schema, &dollar)?;
-            let items = inner
-                .run(async move |conn| {
-                    let rows = select(conn.client, text.clone(), params.clone()).await?;
-                    let entries = rows
-                        .iter()
-                        .map(|row| {
-                            Ok(LogEntry {
-                                seq: sequence(row)?,
-                                record: activation(row)?,
-                            })
-                        })
-                        .collect::<Result<Vec<_>, StoreError>>()?;
-                    Ok(entries)
-                })
-                .await?;
-            Ok(query.page(items, |entry| entry.seq))
-        })
+        self.paged(query, query::sql::activations, log_entry, |entry| entry.seq)
     }
 
     fn clients(
         &self,
         query: LogQuery,
     ) -> impl Future<Output = Result<Page<ClientEntry>, StoreError>> + Send {
-        let schema = quoted_schema(&self.inner.options.schema);
-        self.spawn(move |inner| async move {
-            let schema = format!("{}.", schema?);
-            let (text, params) = query::sql::clients(&query, &schema, &dollar)?;
-            let items = inner
-                .run(async move |conn| {
-                    let rows = select(conn.client, text.clone(), params.clone()).await?;
-                    let entries = rows
-                        .iter()
-                        .map(|row| {
-                            Ok(ClientEntry {
-                                seq: sequence(row)?,
-                                last: activation(row)?,
-                                first_seen: sql::file_time(
-                                    get::<i64>(row, 18)?,
-                                    "activations.time",
-                                )?,
-                                requests: sql::count_of(get::<i64>(row, 19)?, "count(*)")?,
-                            })
-                        })
-                        .collect::<Result<Vec<_>, StoreError>>()?;
-                    Ok(entries)
-                })
-                .await?;
-            Ok(query.page(items, |entry| entry.seq))
-        })
+        self.paged(query, query::sql::clients, client_entry, |entry| entry.seq)
     }
 
     fn host_epid(
@@ -1756,6 +1739,24 @@ impl ToSql for SqlValue {
 fn sequence(row: &Row) -> Result<u64, StoreError> {
     let id = get::<i64>(row, 17)?;
     u64::try_from(id).map_err(|_| bad("activations.id", id))
+}
+
+/// A row of [`query::sql::activations`].
+fn log_entry(row: &Row) -> Result<LogEntry, StoreError> {
+    Ok(LogEntry {
+        seq: sequence(row)?,
+        record: activation(row)?,
+    })
+}
+
+/// A row of [`query::sql::clients`].
+fn client_entry(row: &Row) -> Result<ClientEntry, StoreError> {
+    Ok(ClientEntry {
+        seq: sequence(row)?,
+        last: activation(row)?,
+        first_seen: sql::file_time(get::<i64>(row, 18)?, "activations.time")?,
+        requests: sql::count_of(get::<i64>(row, 19)?, "count(*)")?,
+    })
 }
 
 /// One column, its type checked.

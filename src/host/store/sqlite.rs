@@ -382,6 +382,22 @@ impl SqliteStore {
             .await
         }
     }
+
+    /// A page of the log or of its clients, read on the reader thread:
+    /// `build` writes the query, `map` reads each row, `seq` is an item's
+    /// sequence number (where the next page starts).
+    fn paged<T: Send + 'static>(
+        &self,
+        query: LogQuery,
+        build: query::sql::Build,
+        map: fn(&Row<'_>) -> Result<T, StoreError>,
+        seq: fn(&T) -> u64,
+    ) -> impl Future<Output = Result<Page<T>, StoreError>> + Send + 'static {
+        self.read(move |conn| {
+            let items = select(conn, build(&query, "", &numbered)?, map)?;
+            Ok(query.page(items, seq))
+        })
+    }
 }
 
 /// Queries waiting for the reader at most; one more fails at once.
@@ -446,6 +462,28 @@ fn select<T>(
 fn sequence(row: &Row<'_>) -> Result<u64, StoreError> {
     let id: i64 = row.get(17).map_err(error)?;
     u64::try_from(id).map_err(|_| bad("activations.id", id))
+}
+
+/// A row of [`query::sql::activations`].
+fn log_entry(row: &Row<'_>) -> Result<LogEntry, StoreError> {
+    let record = activation(row)?;
+    Ok(LogEntry {
+        seq: sequence(row)?,
+        record,
+    })
+}
+
+/// A row of [`query::sql::clients`].
+fn client_entry(row: &Row<'_>) -> Result<ClientEntry, StoreError> {
+    let last = activation(row)?;
+    let first: i64 = row.get(18).map_err(error)?;
+    let requests: i64 = row.get(19).map_err(error)?;
+    Ok(ClientEntry {
+        seq: sequence(row)?,
+        last,
+        first_seen: sql::file_time(first, "activations.time")?,
+        requests: sql::count_of(requests, "count(*)")?,
+    })
 }
 
 impl Drop for SqliteStore {
@@ -529,40 +567,14 @@ impl CountStore for SqliteStore {
         &self,
         query: LogQuery,
     ) -> impl Future<Output = Result<Page<LogEntry>, StoreError>> + Send {
-        self.read(move |conn| {
-            let items = select(
-                conn,
-                query::sql::activations(&query, "", &numbered)?,
-                |row| {
-                    let record = activation(row)?;
-                    Ok(LogEntry {
-                        seq: sequence(row)?,
-                        record,
-                    })
-                },
-            )?;
-            Ok(query.page(items, |entry| entry.seq))
-        })
+        self.paged(query, query::sql::activations, log_entry, |entry| entry.seq)
     }
 
     fn clients(
         &self,
         query: LogQuery,
     ) -> impl Future<Output = Result<Page<ClientEntry>, StoreError>> + Send {
-        self.read(move |conn| {
-            let items = select(conn, query::sql::clients(&query, "", &numbered)?, |row| {
-                let last = activation(row)?;
-                let first: i64 = row.get(18).map_err(error)?;
-                let requests: i64 = row.get(19).map_err(error)?;
-                Ok(ClientEntry {
-                    seq: sequence(row)?,
-                    last,
-                    first_seen: sql::file_time(first, "activations.time")?,
-                    requests: sql::count_of(requests, "count(*)")?,
-                })
-            })?;
-            Ok(query.page(items, |entry| entry.seq))
-        })
+        self.paged(query, query::sql::clients, client_entry, |entry| entry.seq)
     }
 
     fn host_epid(
