@@ -105,7 +105,8 @@ use super::query::{self, ClientEntry, LogEntry, LogQuery, Page};
 use super::sql::{self, bad};
 use super::{
     Background, CountStore, DEFAULT_MAX_CLIENTS_PER_APPLICATION, DEFAULT_MAX_LOG_RECORDS,
-    DEFAULT_OPERATION_TIMEOUT, PRUNE_BATCH, StoreError, StoreHealth, Tally, Visit, redact_url,
+    DEFAULT_OPERATION_TIMEOUT, DEFAULT_RENEWAL_GRANULARITY, PRUNE_BATCH, StoreError, StoreHealth,
+    Tally, Visit, redact_url,
 };
 use crate::host::activation::ActivationRecord;
 use crate::message::Version;
@@ -150,16 +151,13 @@ pub struct PostgresOptions {
     /// How often aged rows are pruned (default 10 s).
     pub prune_interval: Duration,
     /// How stale a counted client's stored `last_seen` may be before a
-    /// renewal rewrites it (default 60 s; zero writes every visit).
+    /// renewal rewrites it (default [`DEFAULT_RENEWAL_GRANULARITY`], 60 s,
+    /// which explains the trade-off; zero writes every visit).
     ///
-    /// A renewal of a client that is counted, reports the same N policy
-    /// and was stored as seen within this much of the visit changes no
-    /// tally: `record_visits` then only reads its row (no new row version,
-    /// no index entries, nothing for the write-ahead log). The answer still
-    /// waits for its batch's commit, so a crash forgets no answered count.
-    /// The cost: the stored visit may be up to this much older than the
-    /// client's last one, so its entry can age out of the 30-day window that
-    /// much earlier.
+    /// A renewal within it only reads its row (no new row version, no
+    /// index entries, nothing for the write-ahead log).
+    ///
+    /// [`DEFAULT_RENEWAL_GRANULARITY`]: super::DEFAULT_RENEWAL_GRANULARITY
     pub renewal_granularity: Duration,
     /// Root certificates (PEM) the database's TLS certificate is verified
     /// against, instead of the system's (see
@@ -180,7 +178,7 @@ impl Default for PostgresOptions {
             max_log_records: DEFAULT_MAX_LOG_RECORDS,
             max_log_queue: 16_384,
             prune_interval: Duration::from_secs(10),
-            renewal_granularity: Duration::from_secs(60),
+            renewal_granularity: DEFAULT_RENEWAL_GRANULARITY,
             root_certificates: None,
         }
     }

@@ -38,7 +38,8 @@ use super::query::{self, ClientEntry, LogEntry, LogQuery, Page};
 use super::sql::{self, bad};
 use super::{
     Background, CountStore, DEFAULT_MAX_CLIENTS_PER_APPLICATION, DEFAULT_MAX_LOG_RECORDS,
-    DEFAULT_OPERATION_TIMEOUT, PRUNE_BATCH, StoreError, StoreHealth, Tally, Visit, deadline,
+    DEFAULT_OPERATION_TIMEOUT, DEFAULT_RENEWAL_GRANULARITY, PRUNE_BATCH, StoreError, StoreHealth,
+    Tally, Visit, deadline,
 };
 use crate::host::activation::ActivationRecord;
 use crate::message::Version;
@@ -98,19 +99,13 @@ pub struct SqliteOptions {
     /// (default 10 s).
     pub prune_interval: Duration,
     /// How stale a counted client's stored `last_seen` may be before a
-    /// renewal rewrites it (default 60 s; zero writes every visit).
+    /// renewal rewrites it (default [`DEFAULT_RENEWAL_GRANULARITY`], 60 s,
+    /// which explains the trade-off; zero writes every visit).
     ///
-    /// A renewal of a client that is counted, reports the same N policy
-    /// and was stored as seen within this much of the visit changes no
-    /// tally: the store then writes nothing, and the visit's batch commits
-    /// (and `fsync`s) only if another operation in it wrote. The answer
-    /// still waits for its batch, and what it counted is already
-    /// committed, so a crash forgets no answered count. The cost: the
-    /// stored visit may be up to this much older than the client's last
-    /// one, so its entry can age out of the window that much earlier (30
-    /// days against 60 s by default).
-    /// The check reads the file inside the writer's transaction (no copy
-    /// in memory), so it holds when other processes write the same file.
+    /// A renewal within it writes nothing, so its batch commits (and
+    /// `fsync`s) only if another operation in it wrote. The check reads the
+    /// file inside the writer's transaction (no copy in memory), so it
+    /// holds when other processes write the same file.
     pub renewal_granularity: Duration,
 }
 
@@ -126,7 +121,7 @@ impl Default for SqliteOptions {
             max_clients_per_application: DEFAULT_MAX_CLIENTS_PER_APPLICATION,
             max_log_records: DEFAULT_MAX_LOG_RECORDS,
             prune_interval: Duration::from_secs(10),
-            renewal_granularity: Duration::from_secs(60),
+            renewal_granularity: DEFAULT_RENEWAL_GRANULARITY,
         }
     }
 }
