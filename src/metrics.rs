@@ -118,8 +118,9 @@ struct KindLabels {
 const MAX_OPERATIONS: usize = 32;
 
 /// The license states of [`Statistics::requests_by_license_status`], in
-/// order, then the rest.
-const STATUS_NAMES: [&str; 8] = [
+/// order, then the rest: the metrics' `status` labels, and the admin
+/// API's keys.
+pub(crate) const STATUS_NAMES: [&str; 8] = [
     "unlicensed",
     "licensed",
     "initial_grace",

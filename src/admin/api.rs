@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::{AdminState, MAX_PAGE, json, log_query, now};
 use crate::host::ActivationRecord;
 use crate::host::store::{ClientEntry, CountStore, LogEntry, LogQuery, Page};
+use crate::metrics::STATUS_NAMES;
 use crate::{FileTime, HResult, product};
 
 /// A page's default size.
@@ -208,21 +209,15 @@ pub(crate) async fn status<S: CountStore + 'static>(
         Err(e) => return unavailable(&e),
     };
     let (activation_interval, renewal_interval) = state.host.intervals();
-    let names = [
-        "unlicensed",
-        "licensed",
-        "initial_grace",
-        "out_of_tolerance_grace",
-        "non_genuine_grace",
-        "notification",
-        "extended_grace",
-    ];
-    let mut by_status: serde_json::Map<String, Value> = names
-        .iter()
-        .zip(statistics.requests_by_license_status)
-        .map(|(name, n)| ((*name).to_owned(), json!(n)))
+    let tallies = statistics
+        .requests_by_license_status
+        .into_iter()
+        .chain([statistics.requests_other_status]);
+    let by_status: serde_json::Map<String, Value> = STATUS_NAMES
+        .into_iter()
+        .zip(tallies)
+        .map(|(name, n)| (name.to_owned(), json!(n)))
         .collect();
-    by_status.insert("other".into(), json!(statistics.requests_other_status));
     let outcomes = state.outcomes.as_ref().map(|o| {
         let counts = o.counts();
         let refused: serde_json::Map<String, Value> = counts

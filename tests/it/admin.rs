@@ -403,12 +403,8 @@ fn a_non_loopback_admin_address_needs_a_token() {
     assert!(admin::check_bind("0.0.0.0:9688".parse().unwrap(), true).is_ok());
     assert!(admin::check_bind("127.0.0.2:9688".parse().unwrap(), false).is_ok());
     // kms-host refuses to start, and says why, before binding anything.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kms-host"))
-        .args(["--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let (_, stderr) =
+        crate::support::kms_host_refused(["--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0"]);
     assert!(stderr.contains("--admin-token-file"), "{stderr}");
     assert!(stderr.contains("not a loopback address"), "{stderr}");
 }

@@ -7,66 +7,38 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::loopback::kms_client;
-use crate::support::{KilledOnDrop, free_tcp_port};
+use crate::support::{KilledOnDrop, free_tcp_port, kms_host_until_ready};
 
 /// A `kms-host` with its KMS port and its admin endpoint on loopback.
 struct Host {
     kms: SocketAddr,
     admin: SocketAddr,
-    process: KilledOnDrop,
+    /// Kills the host when the test is done with it.
+    _process: KilledOnDrop,
 }
 
 impl Host {
     fn start(extra: &[&str]) -> Self {
         let kms = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
-        let mut process = KilledOnDrop(
-            Command::new(env!("CARGO_BIN_EXE_kms-host"))
-                .args([
-                    "--listen",
-                    &kms.to_string(),
-                    "--admin",
-                    &admin.to_string(),
-                    "--store",
-                    "memory",
-                    "--skew",
-                    "off",
-                ])
-                .args(extra)
-                .env("RUST_LOG", "warn")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap(),
-        );
-        for _ in 0..400 {
-            if let Some(status) = process.0.try_wait().unwrap() {
-                panic!("kms-host exited: {status}");
-            }
-            // Ready when the admin endpoint lists the KMS listener (the
-            // KMS port is not probed: the host would count the connection).
-            if TcpStream::connect(admin).is_ok() {
-                let host = Self {
-                    kms,
-                    admin,
-                    process,
-                };
-                let status: Value = serde_json::from_str(&host.get("/api/v1/status")).unwrap();
-                if status["listening"][0] == kms.to_string() {
-                    return host;
-                }
-                process = host.process;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let kms_arg = kms.to_string();
+        let admin_arg = admin.to_string();
+        let args = [
+            "--listen", &kms_arg, "--admin", &admin_arg, "--store", "memory", "--skew", "off",
+        ];
+        let (process, ready) = kms_host_until_ready(args.iter().chain(extra));
+        let process = KilledOnDrop(process);
+        assert!(ready.is_some(), "kms-host did not start");
+        Self {
+            kms,
+            admin,
+            _process: process,
         }
-        panic!("kms-host did not start");
     }
 
     /// The body of `GET path` on the admin endpoint.

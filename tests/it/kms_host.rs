@@ -1035,31 +1035,21 @@ fn host_build_errors_name_the_build() {
     );
 }
 
-/// Runs `kms-host` with arguments it must refuse before listening.
-fn kms_host_refuses(args: &[&str]) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kms-host"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "{args:?} accepted");
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
 #[test]
 fn kms_host_names_and_builds_are_checked_and_echoed() {
-    let error = kms_host_refuses(&["--host-build", "0"]);
+    let (_, error) = crate::support::kms_host_refused(["--host-build", "0"]);
     assert!(error.contains("unknown host build 0"), "{error}");
     assert!(error.contains("20348"), "lists server builds: {error}");
     // Several partial matches: listed, none picked.
-    let error = kms_host_refuses(&["--csvlk", "server 2008 r2"]);
+    let (_, error) = crate::support::kms_host_refused(["--csvlk", "server 2008 r2"]);
     for channel in ["R2 A", "R2 B", "R2 C"] {
         assert!(error.contains(channel), "{error}");
     }
-    let error = kms_host_refuses(&["--csvlk", "toaster"]);
+    let (_, error) = crate::support::kms_host_refused(["--csvlk", "toaster"]);
     assert!(error.contains("toaster"), "{error}");
-    let error = kms_host_refuses(&["--products", "windows 11 toaster"]);
+    let (_, error) = crate::support::kms_host_refused(["--products", "windows 11 toaster"]);
     assert!(error.contains("windows 11 toaster"), "{error}");
-    let error = kms_host_refuses(&["--products", "office"]);
+    let (_, error) = crate::support::kms_host_refused(["--products", "office"]);
     assert!(error.contains("products match"), "{error}");
 }
 

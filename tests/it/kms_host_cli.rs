@@ -1,23 +1,9 @@
 //! The `kms-host` tool's arguments: every bad value is refused before the
 //! host starts, with exit status 2 and the value echoed; addresses resolve.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
-/// Runs `kms-host` with arguments it must refuse (so it exits at once).
-fn refused(args: &[&str]) -> (Option<i32>, String) {
-    let out: Output = Command::new(env!("CARGO_BIN_EXE_kms-host"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::support::{kms_host_refused, kms_host_until_ready};
 
 // Two ePIDs of the Windows Server 2019 CSVLK: group 206, key IDs
 // 566174993 and 568381813, both in its range 551000000-570999999
@@ -27,7 +13,7 @@ const EPID_B: &str = "03612-00206-568-381813-03-1033-14393.0000-2702018";
 
 #[test]
 fn bad_values_are_echoed_and_refused_with_status_2() {
-    let (code, stderr) = refused(&["--allow", "192.168.0.0/16,10.0.0.0/33"]);
+    let (code, stderr) = kms_host_refused(["--allow", "192.168.0.0/16,10.0.0.0/33"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("\"10.0.0.0/33\" is not a network"),
@@ -43,7 +29,7 @@ fn bad_values_are_echoed_and_refused_with_status_2() {
         ("--max-clients", "0"),
         ("--max-connections", "many"),
     ] {
-        let (code, stderr) = refused(&[flag, value]);
+        let (code, stderr) = kms_host_refused([flag, value]);
         assert_eq!(code, Some(2), "{flag} {value}: {stderr}");
         assert!(
             stderr.contains(&format!("'{value}'")) && stderr.contains(flag),
@@ -52,7 +38,7 @@ fn bad_values_are_echoed_and_refused_with_status_2() {
     }
 
     for value in ["1688", "localhost", "localhost:99999", ":1688"] {
-        let (code, stderr) = refused(&["--listen", value]);
+        let (code, stderr) = kms_host_refused(["--listen", value]);
         assert_eq!(code, Some(2), "--listen {value}: {stderr}");
         assert!(stderr.contains(&format!("'{value}'")), "{stderr}");
     }
@@ -60,14 +46,14 @@ fn bad_values_are_echoed_and_refused_with_status_2() {
 
 #[test]
 fn an_epid_given_twice_or_two_for_one_csvlk_are_refused() {
-    let (code, stderr) = refused(&["--epid", EPID_A, "--epid", EPID_A]);
+    let (code, stderr) = kms_host_refused(["--epid", EPID_A, "--epid", EPID_A]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains(&format!("--epid {EPID_A} is given twice")),
         "{stderr}"
     );
 
-    let (code, stderr) = refused(&["--epid", EPID_A, "--epid", EPID_B]);
+    let (code, stderr) = kms_host_refused(["--epid", EPID_A, "--epid", EPID_B]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("give one ePID per CSVLK"), "{stderr}");
     assert!(
@@ -75,7 +61,7 @@ fn an_epid_given_twice_or_two_for_one_csvlk_are_refused() {
         "{stderr}"
     );
 
-    let (code, stderr) = refused(&["--epid", "not-an-epid"]);
+    let (code, stderr) = kms_host_refused(["--epid", "not-an-epid"]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("--epid not-an-epid: not an ePID"),
@@ -105,38 +91,10 @@ fn help_states_the_exit_statuses() {
 /// resolved to (127.0.0.1, and ::1 where the machine has IPv6).
 #[test]
 fn a_listen_name_resolves() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kms-host"))
-        .args(["--listen", "localhost:0"])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            let ready = line.contains("kms-host ready");
-            let _ = tx.send(line);
-            if ready {
-                return;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let ready = loop {
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) if line.contains("kms-host ready") => break Some(line),
-            Ok(line) => seen.push(line),
-            Err(_) => break None,
-        }
-    };
-    child.kill().unwrap();
-    let _ = child.wait();
-    let ready = ready.unwrap_or_else(|| panic!("no ready line; stderr: {seen:?}"));
+    let (mut host, ready) = kms_host_until_ready(["--listen", "localhost:0"]);
+    host.kill().unwrap();
+    host.wait().unwrap();
+    let ready = ready.expect("kms-host never got ready");
     assert!(ready.contains("127.0.0.1:"), "{ready}");
     assert!(!ready.contains("127.0.0.1:0,"), "{ready}");
 }

@@ -9,9 +9,9 @@
 //! in CI (`CI=true`), where a missing database is a failure. The test works
 //! in a database of its own, created and dropped here.
 
-use crate::support::{KilledOnDrop, free_tcp_port};
+use crate::support::{KilledOnDrop, free_tcp_port, kms_host_until_ready};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use kms_activation::HResult;
@@ -193,23 +193,16 @@ async fn a_paused_database_gets_every_client_the_refusal_and_loses_nothing() {
         None => format!("postgres://{user}@{}/{DATABASE}", proxy.addr),
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()));
-    let mut host = KilledOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_kms-host"))
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--store",
-                &store,
-                "--grace",
-                "2",
-            ])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
+    let (host, ready) = kms_host_until_ready([
+        "--listen",
+        &addr.to_string(),
+        "--store",
+        &store,
+        "--grace",
+        "2",
+    ]);
+    let mut host = KilledOnDrop(host);
+    ready.expect("kms-host never got ready");
 
     // Three clients counted while the database answers.
     for cmid in 1..=3 {

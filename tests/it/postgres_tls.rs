@@ -12,6 +12,7 @@
 use kms_activation::host::store::{CountStore, PostgresOptions, PostgresStore, StoreError};
 
 use crate::stores::postgres::{admin, database, drop_schema, parts, runtime, unique_schema};
+use crate::support::{KilledOnDrop, kms_host_refused, kms_host_until_ready};
 
 /// The server's certificate, self-signed: its own CA.
 const SERVER_CA: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
@@ -31,6 +32,15 @@ fn server_ca(test: &str) -> Option<Vec<u8>> {
             eprintln!("{test}: skipped, {SERVER_CA}: {e}");
             None
         }
+    }
+}
+
+/// The test database's URL and the server's CA, or `None` (and a note)
+/// when either is missing outside CI: the test is skipped.
+fn setup(test: &str) -> Option<(String, Vec<u8>)> {
+    match (database(test), server_ca(test)) {
+        (Some(url), Some(ca)) => Some((url, ca)),
+        _ => None,
     }
 }
 
@@ -56,10 +66,35 @@ async fn encrypted_sessions(url: &str, name: &str) -> Vec<bool> {
         .collect()
 }
 
+/// Connects a store to the test database at `host` with `sslmode`, its
+/// sessions named `name`.
+async fn store_at(
+    url: &str,
+    host: &str,
+    sslmode: &str,
+    name: &str,
+    options: PostgresOptions,
+) -> PostgresStore {
+    PostgresStore::connect_with(&url_at(url, host, sslmode, name), options)
+        .await
+        .unwrap()
+}
+
+/// Asserts that the server has sessions named `name`, all of them
+/// encrypted or none, as `encrypted` says.
+async fn assert_sessions(url: &str, name: &str, encrypted: bool) {
+    let sessions = encrypted_sessions(url, name).await;
+    assert!(!sessions.is_empty(), "no session named {name} found");
+    assert!(
+        sessions.iter().all(|&ssl| ssl == encrypted),
+        "{name}: {sessions:?}"
+    );
+}
+
 #[test]
 fn postgres_tls_require_with_the_servers_ca_encrypts_every_session() {
     let test = "postgres_tls_require_with_the_servers_ca_encrypts_every_session";
-    let (Some(url), Some(ca)) = (database(test), server_ca(test)) else {
+    let Some((url, ca)) = setup(test) else {
         return;
     };
     let schema = unique_schema();
@@ -68,10 +103,7 @@ fn postgres_tls_require_with_the_servers_ca_encrypts_every_session() {
         let options = PostgresOptions::default()
             .with_schema(&schema)
             .with_root_certificates(ca);
-        let store =
-            PostgresStore::connect_with(&url_at(&url, "localhost", "require", &name), options)
-                .await
-                .unwrap();
+        let store = store_at(&url, "localhost", "require", &name, options).await;
         let tally = store
             .record_visit(kms_activation::host::store::Visit::new(
                 kms_activation::Uuid::from_u128(1),
@@ -83,9 +115,7 @@ fn postgres_tls_require_with_the_servers_ca_encrypts_every_session() {
             .await
             .unwrap();
         assert_eq!(tally.clients, 1);
-        let sessions = encrypted_sessions(&url, &name).await;
-        assert!(!sessions.is_empty(), "no session of the store found");
-        assert!(sessions.iter().all(|&ssl| ssl), "{sessions:?}");
+        assert_sessions(&url, &name, true).await;
         drop(store);
         drop_schema(&url, &schema).await;
     });
@@ -94,7 +124,7 @@ fn postgres_tls_require_with_the_servers_ca_encrypts_every_session() {
 #[test]
 fn postgres_tls_prefer_encrypts_without_a_ca_and_disable_does_not() {
     let test = "postgres_tls_prefer_encrypts_without_a_ca_and_disable_does_not";
-    let (Some(url), Some(_)) = (database(test), server_ca(test)) else {
+    let Some((url, _)) = setup(test) else {
         return;
     };
     let schema = unique_schema();
@@ -102,20 +132,12 @@ fn postgres_tls_prefer_encrypts_without_a_ca_and_disable_does_not() {
         for (sslmode, encrypted) in [("prefer", true), ("disable", false)] {
             let name = format!("kms_tls_{sslmode}_{}", getrandom::u32().unwrap());
             let options = PostgresOptions::default().with_schema(&schema);
-            let store =
-                PostgresStore::connect_with(&url_at(&url, "127.0.0.1", sslmode, &name), options)
-                    .await
-                    .unwrap();
+            let store = store_at(&url, "127.0.0.1", sslmode, &name, options).await;
             store
                 .host_epid(kms_activation::Uuid::from_u128(1), "x")
                 .await
                 .unwrap();
-            let sessions = encrypted_sessions(&url, &name).await;
-            assert!(!sessions.is_empty(), "{sslmode}: no session found");
-            assert!(
-                sessions.iter().all(|&ssl| ssl == encrypted),
-                "{sslmode}: {sessions:?}"
-            );
+            assert_sessions(&url, &name, encrypted).await;
             drop(store);
         }
         drop_schema(&url, &schema).await;
@@ -136,7 +158,7 @@ fn tls_failure(url: &str, options: PostgresOptions) -> String {
 #[test]
 fn postgres_tls_with_a_wrong_ca_or_host_name_fails_naming_tls() {
     let test = "postgres_tls_with_a_wrong_ca_or_host_name_fails_naming_tls";
-    let (Some(url), Some(ca)) = (database(test), server_ca(test)) else {
+    let Some((url, ca)) = setup(test) else {
         return;
     };
     let schema = unique_schema();
@@ -170,10 +192,8 @@ fn postgres_tls_with_a_wrong_ca_or_host_name_fails_naming_tls() {
 /// refuses the flag without a PostgreSQL store (status 2).
 #[test]
 fn kms_host_takes_the_postgres_ca() {
-    use std::process::Command;
-
     let test = "kms_host_takes_the_postgres_ca";
-    let (Some(url), Some(_)) = (database(test), server_ca(test)) else {
+    let Some((url, _)) = setup(test) else {
         return;
     };
     let name = format!("kms_tls_host_{}", getrandom::u32().unwrap());
@@ -194,28 +214,24 @@ fn kms_host_takes_the_postgres_ca() {
         "postgres://{user}@localhost:{port}/{name}?sslmode=require&application_name={name}"
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_kms-host"))
-        .args(["--store", &store_url, "--listen", "127.0.0.1:0"])
-        .arg("--postgres-ca")
-        .arg(&wrong)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (_, stderr) = kms_host_refused([
+        "--store",
+        &store_url,
+        "--listen",
+        "127.0.0.1:0",
+        "--postgres-ca",
+        wrong.to_str().unwrap(),
+    ]);
     assert!(stderr.contains("TLS"), "{stderr}");
 
-    let out = Command::new(env!("CARGO_BIN_EXE_kms-host"))
-        .args(["--listen", "127.0.0.1:0", "--postgres-ca", SERVER_CA])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (code, stderr) = kms_host_refused(["--listen", "127.0.0.1:0", "--postgres-ca", SERVER_CA]);
+    assert_eq!(code, Some(2));
     assert!(
         stderr.contains("--postgres-ca needs a postgres:// store"),
         "{stderr}"
     );
 
-    let (mut host, ready) = crate::support::kms_host_until_ready([
+    let (host, ready) = kms_host_until_ready([
         "--store",
         &store_url,
         "--listen",
@@ -223,12 +239,10 @@ fn kms_host_takes_the_postgres_ca() {
         "--postgres-ca",
         SERVER_CA,
     ]);
-    let sessions = runtime().block_on(encrypted_sessions(&url, &name));
-    host.kill().unwrap();
-    host.wait().unwrap();
+    let host = KilledOnDrop(host);
     ready.expect("kms-host never got ready");
-    assert!(!sessions.is_empty(), "no session of the host found");
-    assert!(sessions.iter().all(|&ssl| ssl), "{sessions:?}");
+    runtime().block_on(assert_sessions(&url, &name, true));
+    drop(host);
     runtime().block_on(async {
         admin(&url)
             .await

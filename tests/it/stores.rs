@@ -420,14 +420,12 @@ mod sqlite {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("host.sqlite");
         for bad in ["fast", "", "FULL"] {
-            let out = Command::new(env!("CARGO_BIN_EXE_kms-host"))
-                .arg("--store")
-                .arg(format!("sqlite:{}?sync={bad}", path.display()))
-                .args(["--listen", "127.0.0.1:0"])
-                .output()
-                .unwrap();
-            assert!(!out.status.success(), "sync={bad}");
-            let stderr = String::from_utf8_lossy(&out.stderr);
+            let (_, stderr) = crate::support::kms_host_refused([
+                "--store",
+                &format!("sqlite:{}?sync={bad}", path.display()),
+                "--listen",
+                "127.0.0.1:0",
+            ]);
             assert!(stderr.contains("sync=full or sync=normal"), "{stderr}");
             assert!(!path.exists());
         }

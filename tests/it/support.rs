@@ -151,9 +151,12 @@ impl tracing::Subscriber for &'static TraceLog {
     fn exit(&self, _: &tracing::span::Id) {}
 }
 
-/// Starts kms-host with `args` (`RUST_LOG=info`) and reads its log until
-/// the "kms-host ready" line, which is returned (`None` when the host
-/// exited first). The host keeps running: kill it when done.
+/// Starts kms-host with `args` and reads its log until the "kms-host
+/// ready" line, which is returned (`None` when the host exited first, or
+/// was not ready within 60 s). The host logs at `warn`, its own lines (the
+/// ready one among them) at `info`; every other line goes on to the test's
+/// stderr, the host's lines after ready too (its stderr stays open). The
+/// host keeps running: kill it when done.
 pub fn kms_host_until_ready<I, S>(args: I) -> (std::process::Child, Option<String>)
 where
     I: IntoIterator<Item = S>,
@@ -162,16 +165,45 @@ where
     use std::io::BufRead as _;
     let mut host = std::process::Command::new(env!("CARGO_BIN_EXE_kms-host"))
         .args(args)
-        .env("RUST_LOG", "info")
+        .env("RUST_LOG", "warn,kms_host=info")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let stderr = host.stderr.take().unwrap();
-    let ready = std::io::BufReader::new(stderr)
-        .lines()
-        .map(Result::unwrap)
-        .find(|line| line.contains("kms-host ready"));
+    let (ready, line) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ready = Some(ready);
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            match ready.take_if(|_| line.contains("kms-host ready")) {
+                Some(ready) => drop(ready.send(line)),
+                None => eprintln!("kms-host: {line}"),
+            }
+        }
+    });
+    let ready = line.recv_timeout(std::time::Duration::from_secs(60)).ok();
     (host, ready)
+}
+
+/// Runs kms-host with `args`, which it must refuse before it starts: its
+/// exit status (`Some(2)` for a bad argument) and its stderr.
+pub fn kms_host_refused<I, S>(args: I) -> (Option<i32>, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kms-host"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "kms-host started");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

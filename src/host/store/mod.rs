@@ -585,6 +585,22 @@ pub const DEFAULT_MAX_LOG_RECORDS: u64 = 1_000_000;
 /// handler timeout, so a client gets a refusal rather than silence.
 pub const DEFAULT_OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The default renewal granularity of a persistent store
+/// (`renewal_granularity` of its options): 60 s.
+///
+/// The granularity is how stale a counted client's stored `last_seen` may
+/// be before a renewal rewrites it; zero writes every visit. A renewal of
+/// a client that is counted, reports the same N policy and was stored as
+/// seen within this much of the visit changes no tally, so the store
+/// writes nothing for it. Its answer still waits for its batch's commit,
+/// and what it counted is already committed, so a crash forgets no
+/// answered count.
+///
+/// The cost: the stored visit may be up to this much older than the
+/// client's last one, so its entry can age out of the 30-day window that
+/// much earlier (30 days against 60 s by default).
+pub const DEFAULT_RENEWAL_GRANULARITY: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Conversions between the store's types and the 64-bit signed integers SQL
 /// databases hold; whatever comes back from a database is checked.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

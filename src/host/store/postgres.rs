@@ -105,7 +105,8 @@ use super::query::{self, ClientEntry, LogEntry, LogQuery, Page};
 use super::sql::{self, bad};
 use super::{
     Background, CountStore, DEFAULT_MAX_CLIENTS_PER_APPLICATION, DEFAULT_MAX_LOG_RECORDS,
-    DEFAULT_OPERATION_TIMEOUT, PRUNE_BATCH, StoreError, StoreHealth, Tally, Visit, redact_url,
+    DEFAULT_OPERATION_TIMEOUT, DEFAULT_RENEWAL_GRANULARITY, PRUNE_BATCH, StoreError, StoreHealth,
+    Tally, Visit, redact_url,
 };
 use crate::host::activation::ActivationRecord;
 use crate::message::Version;
@@ -150,16 +151,13 @@ pub struct PostgresOptions {
     /// How often aged rows are pruned (default 10 s).
     pub prune_interval: Duration,
     /// How stale a counted client's stored `last_seen` may be before a
-    /// renewal rewrites it (default 60 s; zero writes every visit).
+    /// renewal rewrites it (default [`DEFAULT_RENEWAL_GRANULARITY`], 60 s,
+    /// which explains the trade-off; zero writes every visit).
     ///
-    /// A renewal of a client that is counted, reports the same N policy
-    /// and was stored as seen within this much of the visit changes no
-    /// tally: `record_visits` then only reads its row (no new row version,
-    /// no index entries, nothing for the write-ahead log). The answer still
-    /// waits for its batch's commit, so a crash forgets no answered count.
-    /// The cost: the stored visit may be up to this much older than the
-    /// client's last one, so its entry can age out of the 30-day window that
-    /// much earlier.
+    /// A renewal within it only reads its row (no new row version, no
+    /// index entries, nothing for the write-ahead log).
+    ///
+    /// [`DEFAULT_RENEWAL_GRANULARITY`]: super::DEFAULT_RENEWAL_GRANULARITY
     pub renewal_granularity: Duration,
     /// Root certificates (PEM) the database's TLS certificate is verified
     /// against, instead of the system's (see
@@ -180,7 +178,7 @@ impl Default for PostgresOptions {
             max_log_records: DEFAULT_MAX_LOG_RECORDS,
             max_log_queue: 16_384,
             prune_interval: Duration::from_secs(10),
-            renewal_granularity: Duration::from_secs(60),
+            renewal_granularity: DEFAULT_RENEWAL_GRANULARITY,
             root_certificates: None,
         }
     }
@@ -1030,6 +1028,34 @@ impl PostgresStore {
         });
         async move { handle.await.unwrap_or_else(|e| Err(joined(&e))) }
     }
+
+    /// A page of the log or of its clients: `build` writes the query in
+    /// the store's schema, `map` reads each row, `seq` is an item's
+    /// sequence number (where the next page starts).
+    fn paged<T: Send + 'static>(
+        &self,
+        query: LogQuery,
+        build: query::sql::Build,
+        map: fn(&Row) -> Result<T, StoreError>,
+        seq: fn(&T) -> u64,
+    ) -> impl Future<Output = Result<Page<T>, StoreError>> + Send + 'static {
+        let schema = quoted_schema(&self.inner.options.schema);
+        self.spawn(move |inner| async move {
+            let schema = format!("{}.", schema?);
+            let (text, params) = build(&query, &schema, &dollar)?;
+            let items = inner
+                .run(async move |conn| {
+                    let rows = select(conn.client, text.clone(), params.clone()).await?;
+                    let items = rows
+                        .iter()
+                        .map(map)
+                        .collect::<Result<Vec<_>, StoreError>>()?;
+                    Ok(items)
+                })
+                .await?;
+            Ok(query.page(items, seq))
+        })
+    }
 }
 
 fn joined(e: &tokio::task::JoinError) -> StoreError {
@@ -1435,59 +1461,14 @@ impl CountStore for PostgresStore {
         &self,
         query: LogQuery,
     ) -> impl Future<Output = Result<Page<LogEntry>, StoreError>> + Send {
-        let schema = quoted_schema(&self.inner.options.schema);
-        self.spawn(move |inner| async move {
-            let schema = format!("{}.", schema?);
-            let (text, params) = query::sql::activations(&query, &schema, &dollar)?;
-            let items = inner
-                .run(async move |conn| {
-                    let rows = select(conn.client, text.clone(), params.clone()).await?;
-                    let entries = rows
-                        .iter()
-                        .map(|row| {
-                            Ok(LogEntry {
-                                seq: sequence(row)?,
-                                record: activation(row)?,
-                            })
-                        })
-                        .collect::<Result<Vec<_>, StoreError>>()?;
-                    Ok(entries)
-                })
-                .await?;
-            Ok(query.page(items, |entry| entry.seq))
-        })
+        self.paged(query, query::sql::activations, log_entry, |entry| entry.seq)
     }
 
     fn clients(
         &self,
         query: LogQuery,
     ) -> impl Future<Output = Result<Page<ClientEntry>, StoreError>> + Send {
-        let schema = quoted_schema(&self.inner.options.schema);
-        self.spawn(move |inner| async move {
-            let schema = format!("{}.", schema?);
-            let (text, params) = query::sql::clients(&query, &schema, &dollar)?;
-            let items = inner
-                .run(async move |conn| {
-                    let rows = select(conn.client, text.clone(), params.clone()).await?;
-                    let entries = rows
-                        .iter()
-                        .map(|row| {
-                            Ok(ClientEntry {
-                                seq: sequence(row)?,
-                                last: activation(row)?,
-                                first_seen: sql::file_time(
-                                    get::<i64>(row, 18)?,
-                                    "activations.time",
-                                )?,
-                                requests: sql::count_of(get::<i64>(row, 19)?, "count(*)")?,
-                            })
-                        })
-                        .collect::<Result<Vec<_>, StoreError>>()?;
-                    Ok(entries)
-                })
-                .await?;
-            Ok(query.page(items, |entry| entry.seq))
-        })
+        self.paged(query, query::sql::clients, client_entry, |entry| entry.seq)
     }
 
     fn host_epid(
@@ -1884,6 +1865,24 @@ impl ToSql for SqlValue {
 fn sequence(row: &Row) -> Result<u64, StoreError> {
     let id = get::<i64>(row, 17)?;
     u64::try_from(id).map_err(|_| bad("activations.id", id))
+}
+
+/// A row of [`query::sql::activations`].
+fn log_entry(row: &Row) -> Result<LogEntry, StoreError> {
+    Ok(LogEntry {
+        seq: sequence(row)?,
+        record: activation(row)?,
+    })
+}
+
+/// A row of [`query::sql::clients`].
+fn client_entry(row: &Row) -> Result<ClientEntry, StoreError> {
+    Ok(ClientEntry {
+        seq: sequence(row)?,
+        last: activation(row)?,
+        first_seen: sql::file_time(get::<i64>(row, 18)?, "activations.time")?,
+        requests: sql::count_of(get::<i64>(row, 19)?, "count(*)")?,
+    })
 }
 
 /// One column, its type checked.

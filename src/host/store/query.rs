@@ -245,6 +245,14 @@ pub(crate) mod sql {
         i64::try_from(query.limit).unwrap_or(i64::MAX)
     }
 
+    /// Writes the SQL of a page ([`activations`] or [`clients`]) for a
+    /// schema prefix (empty, or `"schema".`) and a placeholder speller.
+    pub(crate) type Build = fn(
+        &LogQuery,
+        &str,
+        &dyn Fn(usize) -> String,
+    ) -> Result<(String, Vec<Param>), crate::host::store::StoreError>;
+
     /// A page of the log: the SQL and its parameters.
     pub(crate) fn activations(
         query: &LogQuery,

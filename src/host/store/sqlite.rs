@@ -38,7 +38,8 @@ use super::query::{self, ClientEntry, LogEntry, LogQuery, Page};
 use super::sql::{self, bad};
 use super::{
     Background, CountStore, DEFAULT_MAX_CLIENTS_PER_APPLICATION, DEFAULT_MAX_LOG_RECORDS,
-    DEFAULT_OPERATION_TIMEOUT, PRUNE_BATCH, StoreError, StoreHealth, Tally, Visit, deadline,
+    DEFAULT_OPERATION_TIMEOUT, DEFAULT_RENEWAL_GRANULARITY, PRUNE_BATCH, StoreError, StoreHealth,
+    Tally, Visit, deadline,
 };
 use crate::host::activation::ActivationRecord;
 use crate::message::Version;
@@ -98,19 +99,13 @@ pub struct SqliteOptions {
     /// (default 10 s).
     pub prune_interval: Duration,
     /// How stale a counted client's stored `last_seen` may be before a
-    /// renewal rewrites it (default 60 s; zero writes every visit).
+    /// renewal rewrites it (default [`DEFAULT_RENEWAL_GRANULARITY`], 60 s,
+    /// which explains the trade-off; zero writes every visit).
     ///
-    /// A renewal of a client that is counted, reports the same N policy
-    /// and was stored as seen within this much of the visit changes no
-    /// tally: the store then writes nothing, and the visit's batch commits
-    /// (and `fsync`s) only if another operation in it wrote. The answer
-    /// still waits for its batch, and what it counted is already
-    /// committed, so a crash forgets no answered count. The cost: the
-    /// stored visit may be up to this much older than the client's last
-    /// one, so its entry can age out of the window that much earlier (30
-    /// days against 60 s by default).
-    /// The check reads the file inside the writer's transaction (no copy
-    /// in memory), so it holds when other processes write the same file.
+    /// A renewal within it writes nothing, so its batch commits (and
+    /// `fsync`s) only if another operation in it wrote. The check reads the
+    /// file inside the writer's transaction (no copy in memory), so it
+    /// holds when other processes write the same file.
     pub renewal_granularity: Duration,
 }
 
@@ -126,7 +121,7 @@ impl Default for SqliteOptions {
             max_clients_per_application: DEFAULT_MAX_CLIENTS_PER_APPLICATION,
             max_log_records: DEFAULT_MAX_LOG_RECORDS,
             prune_interval: Duration::from_secs(10),
-            renewal_granularity: Duration::from_secs(60),
+            renewal_granularity: DEFAULT_RENEWAL_GRANULARITY,
         }
     }
 }
@@ -382,6 +377,22 @@ impl SqliteStore {
             .await
         }
     }
+
+    /// A page of the log or of its clients, read on the reader thread:
+    /// `build` writes the query, `map` reads each row, `seq` is an item's
+    /// sequence number (where the next page starts).
+    fn paged<T: Send + 'static>(
+        &self,
+        query: LogQuery,
+        build: query::sql::Build,
+        map: fn(&Row<'_>) -> Result<T, StoreError>,
+        seq: fn(&T) -> u64,
+    ) -> impl Future<Output = Result<Page<T>, StoreError>> + Send + 'static {
+        self.read(move |conn| {
+            let items = select(conn, build(&query, "", &numbered)?, map)?;
+            Ok(query.page(items, seq))
+        })
+    }
 }
 
 /// Queries waiting for the reader at most; one more fails at once.
@@ -446,6 +457,28 @@ fn select<T>(
 fn sequence(row: &Row<'_>) -> Result<u64, StoreError> {
     let id: i64 = row.get(17).map_err(error)?;
     u64::try_from(id).map_err(|_| bad("activations.id", id))
+}
+
+/// A row of [`query::sql::activations`].
+fn log_entry(row: &Row<'_>) -> Result<LogEntry, StoreError> {
+    let record = activation(row)?;
+    Ok(LogEntry {
+        seq: sequence(row)?,
+        record,
+    })
+}
+
+/// A row of [`query::sql::clients`].
+fn client_entry(row: &Row<'_>) -> Result<ClientEntry, StoreError> {
+    let last = activation(row)?;
+    let first: i64 = row.get(18).map_err(error)?;
+    let requests: i64 = row.get(19).map_err(error)?;
+    Ok(ClientEntry {
+        seq: sequence(row)?,
+        last,
+        first_seen: sql::file_time(first, "activations.time")?,
+        requests: sql::count_of(requests, "count(*)")?,
+    })
 }
 
 impl Drop for SqliteStore {
@@ -529,40 +562,14 @@ impl CountStore for SqliteStore {
         &self,
         query: LogQuery,
     ) -> impl Future<Output = Result<Page<LogEntry>, StoreError>> + Send {
-        self.read(move |conn| {
-            let items = select(
-                conn,
-                query::sql::activations(&query, "", &numbered)?,
-                |row| {
-                    let record = activation(row)?;
-                    Ok(LogEntry {
-                        seq: sequence(row)?,
-                        record,
-                    })
-                },
-            )?;
-            Ok(query.page(items, |entry| entry.seq))
-        })
+        self.paged(query, query::sql::activations, log_entry, |entry| entry.seq)
     }
 
     fn clients(
         &self,
         query: LogQuery,
     ) -> impl Future<Output = Result<Page<ClientEntry>, StoreError>> + Send {
-        self.read(move |conn| {
-            let items = select(conn, query::sql::clients(&query, "", &numbered)?, |row| {
-                let last = activation(row)?;
-                let first: i64 = row.get(18).map_err(error)?;
-                let requests: i64 = row.get(19).map_err(error)?;
-                Ok(ClientEntry {
-                    seq: sequence(row)?,
-                    last,
-                    first_seen: sql::file_time(first, "activations.time")?,
-                    requests: sql::count_of(requests, "count(*)")?,
-                })
-            })?;
-            Ok(query.page(items, |entry| entry.seq))
-        })
+        self.paged(query, query::sql::clients, client_entry, |entry| entry.seq)
     }
 
     fn host_epid(
