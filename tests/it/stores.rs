@@ -1701,6 +1701,91 @@ pub(crate) mod postgres {
         });
     }
 
+    /// Visits sent at once share batches, so one batch holds a client's
+    /// repeated visits, clients beyond a capacity and evictions: counted
+    /// exactly as if they had come one after the other.
+    #[test]
+    fn postgres_a_burst_with_repeats_a_capacity_and_evictions_counts_exactly() {
+        let Some(url) = database("postgres_a_burst_with_repeats_a_capacity_and_evictions") else {
+            return;
+        };
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let mut options = PostgresOptions::default().with_schema(&schema);
+            options.max_clients_per_application = 10;
+            let store = Arc::new(PostgresStore::connect_with(&url, options).await.unwrap());
+            // Application 5: 40 clients, each three times at once, at most
+            // 8 counted. Application 6: 30 clients, at most 10 kept.
+            let mut tasks = Vec::new();
+            for round in 0..3u64 {
+                for k in 1..=40u128 {
+                    let store = Arc::clone(&store);
+                    tasks.push(tokio::spawn(async move {
+                        let n_policy = u32::try_from(k).unwrap();
+                        let at = T0 + round * SECOND;
+                        let tally = store
+                            .record_visit(capped(visit(5, k, n_policy, at), 8))
+                            .await
+                            .unwrap();
+                        (5, k, tally)
+                    }));
+                }
+                for k in 1..=30u128 {
+                    let store = Arc::clone(&store);
+                    tasks.push(tokio::spawn(async move {
+                        let at = T0 + round * SECOND;
+                        (6, k, store.record_visit(visit(6, k, 5, at)).await.unwrap())
+                    }));
+                }
+            }
+            let mut admitted = std::collections::BTreeMap::<u128, Vec<bool>>::new();
+            for task in tasks {
+                let (application, k, tally) = task.await.unwrap();
+                if application == 5 {
+                    assert!(tally.clients <= 8, "{tally:?}");
+                    admitted.entry(k).or_default().push(tally.admitted);
+                } else {
+                    assert!(tally.admitted, "{tally:?}");
+                    assert!((1..=10).contains(&tally.clients), "{tally:?}");
+                    assert_eq!(tally.max_n_policy, 5);
+                }
+            }
+            // A client is admitted on every visit or on none.
+            let counted: Vec<u128> = admitted
+                .iter()
+                .filter(|(_, visits)| {
+                    assert_eq!(visits.len(), 3);
+                    assert!(visits.iter().all(|&a| a == visits[0]), "{visits:?}");
+                    visits[0]
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            assert_eq!(counted.len(), 8, "{counted:?}");
+            let largest = u32::try_from(*counted.iter().max().unwrap()).unwrap();
+            let tally = store.tally(app(5), FileTime::from_ticks(0)).await.unwrap();
+            assert_eq!((tally.clients, tally.max_n_policy), (8, largest));
+            let tally = store.tally(app(6), FileTime::from_ticks(0)).await.unwrap();
+            assert_eq!(tally.clients, 10);
+            let db = admin(&url).await;
+            for (application, expected) in [(5, 8), (6, 10)] {
+                let row = db
+                    .query_one(
+                        &format!(
+                            "SELECT (SELECT count(*) FROM {schema}.clients WHERE application_id = $1),
+                                    (SELECT clients FROM {schema}.applications WHERE application_id = $1)"
+                        ),
+                        &[&app(application)],
+                    )
+                    .await
+                    .unwrap();
+                let (rows, counter): (i64, i64) = (row.get(0), row.get(1));
+                assert_eq!((rows, counter), (expected, expected), "application {application}");
+            }
+            drop(store);
+            drop_schema(&url, &schema).await;
+        });
+    }
+
     #[test]
     fn postgres_counters_are_checked_and_rebuilt_on_connect() {
         let Some(url) = database("postgres_counters_are_checked_and_rebuilt_on_connect") else {
