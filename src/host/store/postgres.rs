@@ -1324,12 +1324,31 @@ impl CountStore for PostgresStore {
     }
 }
 
+/// How long an activation record may wait for others to share its
+/// statement.
+const LOG_DELAY: Duration = Duration::from_millis(100);
+/// How often, at most, appending records also prunes the log.
+const LOG_PRUNE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The log task: inserts queued records in batches, one transaction each,
 /// until the store is dropped.
 async fn append_log(inner: Arc<Inner>, mut queue: mpsc::Receiver<LogItem>) {
     const BATCH: usize = 512;
     let mut items = Vec::with_capacity(BATCH);
+    let mut last_prune: Option<tokio::time::Instant> = None;
     while queue.recv_many(&mut items, BATCH).await > 0 {
+        // More records join the batch until it is full, a flush asks for
+        // it, or the first has waited `LOG_DELAY`: under load one
+        // statement (and one commit) carries hundreds of records.
+        let deadline = tokio::time::Instant::now() + LOG_DELAY;
+        while items.len() < BATCH && !items.iter().any(|item| matches!(item, LogItem::Flush(_))) {
+            let room = BATCH - items.len();
+            let more = queue.recv_many(&mut items, room);
+            if !matches!(tokio::time::timeout_at(deadline, more).await, Ok(n) if n > 0) {
+                break;
+            }
+        }
+        let flushing = items.iter().any(|item| matches!(item, LogItem::Flush(_)));
         let mut records = Vec::with_capacity(items.len());
         let mut flushes = Vec::new();
         for item in items.drain(..) {
@@ -1357,8 +1376,14 @@ async fn append_log(inner: Arc<Inner>, mut queue: mpsc::Receiver<LogItem>) {
                     Ok(())
                 })
                 .await;
+            // The log is pruned at most every `LOG_PRUNE_INTERVAL` (and
+            // before a flush completes): its bounds may be passed by that
+            // much meanwhile.
+            let prune_due =
+                flushing || last_prune.is_none_or(|at| at.elapsed() >= LOG_PRUNE_INTERVAL);
             match result {
-                Ok(()) => {
+                Ok(()) if prune_due => {
+                    last_prune = Some(tokio::time::Instant::now());
                     let pruned = Arc::clone(&inner)
                         .run(async move |conn| {
                             let statements = LogStatements::new(conn).await?;
@@ -1369,6 +1394,7 @@ async fn append_log(inner: Arc<Inner>, mut queue: mpsc::Receiver<LogItem>) {
                         inner.background.failed("pruning the activation log", &e);
                     }
                 }
+                Ok(()) => {}
                 Err(e) => {
                     inner.background.failed("appending activation records", &e);
                     inner.background.dropped(count, &e);

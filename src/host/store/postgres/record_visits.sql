@@ -80,10 +80,16 @@ BEGIN
     -- Every visit's stored row in one look-up; a client's later
     -- visits in the batch start from its earlier one's row.
     FOR r IN
+        -- LATERAL with LIMIT (never flattened into a join): one probe of
+        -- the primary key per visit, whatever the table's statistics said
+        -- when the plan was cached (a join could keep a plan made for an
+        -- empty table: a scan of every row, every batch).
         SELECT u.i::integer AS i, c.last_seen, c.n_policy,
                (lag(u.i) OVER (PARTITION BY u.a, u.c ORDER BY u.i))::integer AS prev
         FROM unnest(apps, cmids) WITH ORDINALITY AS u(a, c, i)
-        LEFT JOIN {s}.clients c ON c.application_id = u.a AND c.cmid = u.c
+        LEFT JOIN LATERAL (
+            SELECT s.last_seen, s.n_policy FROM {s}.clients s
+            WHERE s.application_id = u.a AND s.cmid = u.c LIMIT 1) AS c ON true
         ORDER BY u.i
     LOOP
         visit := r.i;
