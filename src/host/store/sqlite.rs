@@ -655,6 +655,17 @@ CREATE INDEX IF NOT EXISTS activations_by_application ON activations (applicatio
 /// Pragmas, schema (migrated forward), and the per-application counters
 /// rebuilt from the client rows (so a file edited by hand cannot keep a
 /// wrong count).
+/// The page cache of each connection, at most (SQLite's default is 2 MiB):
+/// new clients land on random pages of the client table's indexes, so a
+/// cache smaller than them reads a page from the operating system for
+/// nearly every insert. Grows only as pages are used.
+const CACHE_KIB: i64 = 64 * 1024;
+/// The write-ahead log is copied back into the database once it holds this
+/// many pages (SQLite's default is 1000): the pages every batch rewrites
+/// (the counter, the indexes' upper levels) are copied once per checkpoint,
+/// so fewer checkpoints copy less. The log file grows to about 64 MiB.
+const CHECKPOINT_PAGES: i64 = 16_384;
+
 fn prepare(conn: &mut Connection, options: SqliteOptions) -> Result<(), StoreError> {
     // SQLite takes the wait in milliseconds as a C int.
     let busy = options
@@ -675,6 +686,11 @@ fn prepare(conn: &mut Connection, options: SqliteOptions) -> Result<(), StoreErr
         SqliteSync::Normal => "NORMAL",
     };
     conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(error)?;
+    // A negative cache size is in KiB.
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)
+        .map_err(error)?;
+    conn.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_PAGES)
         .map_err(error)?;
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -1293,8 +1309,11 @@ fn admit(
             .map_err(error)?;
         }
     }
-    // A bounded batch of aged rows goes now; the rest in the background.
-    held = held.saturating_sub(delete_aged(conn, app, window_start)?);
+    // A bounded batch of aged rows goes now (when the tally read saw any
+    // besides this client's own); the rest in the background.
+    if columns.1 > i64::from(aged) {
+        held = held.saturating_sub(delete_aged(conn, app, window_start)?);
+    }
     let (live, _) = tally_of(columns)?;
     if visit.capacity.is_some_and(|cap| live >= cap) {
         return Ok(false);
