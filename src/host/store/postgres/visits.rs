@@ -3,6 +3,7 @@
 //! one transaction per batch (see the parent module's documentation).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -20,6 +21,12 @@ pub(super) const MAX_BATCH: usize = 256;
 /// counter row), the next is already on its way, and the visits arriving
 /// meanwhile gather into the one after.
 pub(super) const BATCHES_IN_FLIGHT: usize = 2;
+
+/// A batch of fewer visits than this, sent while the other batch runs,
+/// waits up to [`GATHER_DELAY`] for more.
+const GATHER_BELOW: usize = 16;
+/// See [`GATHER_BELOW`].
+const GATHER_DELAY: Duration = Duration::from_micros(500);
 
 /// The call of `record_visits`, for the statement cache.
 pub(super) fn statement(s: &str) -> String {
@@ -99,6 +106,19 @@ pub(super) async fn batch(inner: Arc<Inner>, mut queue: mpsc::Receiver<Queued>) 
         let mut items = Vec::with_capacity(MAX_BATCH);
         if queue.recv_many(&mut items, MAX_BATCH).await == 0 {
             return;
+        }
+        // With the other batch still running, a few visits wait a moment
+        // for more to share their statement: a batch costs the database
+        // about as much as a dozen visits in it.
+        if items.len() < GATHER_BELOW && slots.available_permits() == 0 {
+            let deadline = Instant::now() + GATHER_DELAY;
+            while items.len() < GATHER_BELOW {
+                let room = MAX_BATCH - items.len();
+                let more = queue.recv_many(&mut items, room);
+                if !matches!(tokio::time::timeout_at(deadline, more).await, Ok(n) if n > 0) {
+                    break;
+                }
+            }
         }
         let batch_inner = Arc::clone(&inner);
         inner.runtime.spawn(async move {
