@@ -2,9 +2,9 @@
 //! with the machine's load, so CI can compare them with a committed baseline.
 //!
 //! ```text
-//! cargo bench --bench instructions -- --check benches/instructions.baseline   # CI: fails past +10 %
-//! cargo bench --bench instructions -- --save benches/instructions.baseline    # after a deliberate change
-//! cargo bench --bench instructions -- --run host_v6 1000                       # one workload, no valgrind
+//! cargo bench --features pcap,fuzzing --bench instructions -- --check benches/instructions.baseline   # CI: fails past +10 %
+//! cargo bench --features pcap,fuzzing --bench instructions -- --save benches/instructions.baseline    # after a deliberate change
+//! cargo bench --features pcap,fuzzing --bench instructions -- --run host_v6 1000                       # one workload, no valgrind
 //! ```
 //!
 //! Each workload is measured twice under cachegrind (`--cache-sim=no`): with
