@@ -37,6 +37,7 @@ DECLARE
     v_n bigint;
     v_pending boolean;
     v_fresh boolean;
+    v_new boolean;
     v_app uuid;
     v_count bigint;
 BEGIN
@@ -94,14 +95,15 @@ BEGIN
     LOOP
         visit := r.i;
         k := array_position(u_apps, apps[visit]);
-        IF r.prev IS NOT NULL THEN
+        IF r.prev IS NOT NULL AND (s_pending[r.prev] OR NOT evicted) THEN
             v_seen := s_seen[r.prev];
             v_n := s_n[r.prev];
             v_pending := s_pending[r.prev];
             v_fresh := s_fresh[r.prev];
             s_pending[r.prev] := false;
         ELSIF evicted THEN
-            -- An eviction may have taken a row looked up above.
+            -- An eviction may have taken a row looked up above, or one an
+            -- earlier visit of this client left as it was: the table says.
             SELECT c.last_seen, c.n_policy INTO v_seen, v_n FROM {s}.clients c
                 WHERE c.application_id = apps[visit] AND c.cmid = cmids[visit];
             v_pending := false;
@@ -113,6 +115,7 @@ BEGIN
             v_fresh := false;
         END IF;
         tally_admitted := true;
+        v_new := false;
         IF v_seen > u_window[k] THEN
             -- Counted. A renewal within the granularity, same N
             -- policy, changes no tally: nothing is written.
@@ -134,6 +137,7 @@ BEGIN
                 u_held[k] := u_held[k] + 1;
                 u_delta[k] := u_delta[k] + 1;
                 v_fresh := true;
+                v_new := true;
             ELSE
                 u_aged[k] := u_aged[k] - 1;
             END IF;
@@ -149,7 +153,7 @@ BEGIN
         s_pending[visit] := v_pending;
         s_fresh[visit] := v_fresh;
         dirty := dirty OR v_pending;
-        IF (tally_admitted AND u_held[k] > max_clients) OR u_max_n[k] IS NULL THEN
+        IF (v_new AND u_held[k] > max_clients) OR u_max_n[k] IS NULL THEN
             -- Rare: the rows are written now, then the client seen
             -- longest ago gives way, or the largest N policy is
             -- read again.
@@ -157,7 +161,7 @@ BEGIN
             s_pending := array_fill(false, ARRAY[visit]);
             s_fresh := s_pending;
             dirty := false;
-            IF tally_admitted AND u_held[k] > max_clients THEN
+            IF v_new AND u_held[k] > max_clients THEN
                 DELETE FROM {s}.clients WHERE application_id = apps[visit] AND cmid = (
                     SELECT c.cmid FROM {s}.clients c WHERE c.application_id = apps[visit]
                     ORDER BY c.last_seen LIMIT 1)
