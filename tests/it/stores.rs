@@ -71,6 +71,30 @@ fn record(time: u64, client: u128, peer: bool, count: Option<u32>) -> Activation
     )
 }
 
+/// Queues more activation records than one pruning statement deletes
+/// (1000) into a store that keeps 10, flushes, and checks that the newest
+/// 10 are what is left.
+async fn a_burst_leaves_the_newest_10_records<S: CountStore>(store: &S) {
+    for i in 1..=2600u32 {
+        store
+            .queue_activation(
+                record(T0 + u64::from(i), u128::from(i), true, Some(i)),
+                FileTime::from_ticks(0),
+            )
+            .unwrap();
+    }
+    store.flush().await.unwrap();
+    let kept = store.recent_activations(5000).await.unwrap();
+    assert_eq!(
+        kept.len(),
+        10,
+        "the newest kept: {:?}",
+        kept.first().map(|r| r.count)
+    );
+    let counts: Vec<_> = kept.iter().map(|r| r.count).collect();
+    assert_eq!(counts, (2591..=2600).rev().map(Some).collect::<Vec<_>>());
+}
+
 async fn clients<S: CountStore>(store: &S, v: Visit) -> u64 {
     store.record_visit(v).await.unwrap().clients
 }
@@ -798,6 +822,15 @@ mod sqlite {
             kept,
             vec![records[4].clone(), records[3].clone(), records[2].clone()]
         );
+    }
+
+    #[test]
+    fn sqlite_activation_log_stays_capped_after_a_burst_larger_than_a_prune_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = SqliteOptions::default();
+        options.max_log_records = 10;
+        let store = SqliteStore::open_with(dir.path().join("burst.sqlite"), options).unwrap();
+        pollster::block_on(a_burst_leaves_the_newest_10_records(&store));
     }
 
     #[test]
@@ -1816,6 +1849,20 @@ pub(crate) mod postgres {
             assert_eq!(clients(&store, visit(1, 4, 25, T0 + MINUTE)).await, 4);
             drop(store);
             drop_schema(&url, &schema).await;
+        });
+    }
+
+    #[test]
+    fn postgres_activation_log_stays_capped_after_a_burst_larger_than_a_prune_batch() {
+        let Some(url) = database("postgres_log_burst") else {
+            return;
+        };
+        let schema = unique_schema();
+        runtime().block_on(async {
+            let mut options = PostgresOptions::default().with_schema(&schema);
+            options.max_log_records = 10;
+            let store = PostgresStore::connect_with(&url, options).await.unwrap();
+            a_burst_leaves_the_newest_10_records(&store).await;
         });
     }
 

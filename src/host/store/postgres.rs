@@ -1336,6 +1336,8 @@ async fn append_log(inner: Arc<Inner>, mut queue: mpsc::Receiver<LogItem>) {
     const BATCH: usize = 512;
     let mut items = Vec::with_capacity(BATCH);
     let mut last_prune: Option<tokio::time::Instant> = None;
+    // Records appended since the last prune: at least as many rows may go.
+    let mut unpruned: u64 = 0;
     while queue.recv_many(&mut items, BATCH).await > 0 {
         // More records join the batch until it is full, a flush asks for
         // it, or the first has waited `LOG_DELAY`: under load one
@@ -1378,20 +1380,39 @@ async fn append_log(inner: Arc<Inner>, mut queue: mpsc::Receiver<LogItem>) {
                 .await;
             // The log is pruned at most every `LOG_PRUNE_INTERVAL` (and
             // before a flush completes): its bounds may be passed by that
-            // much meanwhile.
+            // much meanwhile. A prune deletes, a bounded batch per
+            // statement, at least as many rows as were appended since the
+            // last, so the log is back within its bounds after it.
+            if result.is_ok() {
+                unpruned = unpruned.saturating_add(count);
+            }
             let prune_due =
                 flushing || last_prune.is_none_or(|at| at.elapsed() >= LOG_PRUNE_INTERVAL);
             match result {
                 Ok(()) if prune_due => {
                     last_prune = Some(tokio::time::Instant::now());
-                    let pruned = Arc::clone(&inner)
-                        .run(async move |conn| {
-                            let statements = LogStatements::new(conn).await?;
-                            prune_log(&**conn.client, &statements, retain_since, max_rows).await
-                        })
-                        .await;
-                    if let Err(e) = pruned {
-                        inner.background.failed("pruning the activation log", &e);
+                    let mut owed = std::mem::take(&mut unpruned);
+                    loop {
+                        // Each statement is an operation of its own, under
+                        // its own deadline.
+                        let pruned = Arc::clone(&inner)
+                            .run(async move |conn| {
+                                let statements = LogStatements::new(conn).await?;
+                                prune_log(&**conn.client, &statements, retain_since, max_rows).await
+                            })
+                            .await;
+                        match pruned {
+                            Ok(deleted) => {
+                                owed = owed.saturating_sub(deleted);
+                                if deleted < PRUNE_BATCH.unsigned_abs() || owed == 0 {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                inner.background.failed("pruning the activation log", &e);
+                                break;
+                            }
+                        }
                     }
                 }
                 Ok(()) => {}

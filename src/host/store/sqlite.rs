@@ -902,7 +902,16 @@ impl Writer {
                 let bound = sql::ticks(*retain_since)?;
                 self.retain_since = Some(self.retain_since.map_or(bound, |b| b.max(bound)));
             }
-            prune_log(&tx, self.retain_since, self.options.max_log_records)?;
+            // At least as many rows may go as came in, so the log stays
+            // within its bounds however many records a batch brings.
+            let mut owed = i64::try_from(records.len()).unwrap_or(i64::MAX);
+            loop {
+                let deleted = prune_log(&tx, self.retain_since, self.options.max_log_records)?;
+                owed = owed.saturating_sub(deleted);
+                if deleted < PRUNE_BATCH || owed <= 0 {
+                    break;
+                }
+            }
             tx.commit().map_err(error)
         })();
         if let Err(e) = result {
