@@ -1067,6 +1067,26 @@ pub(crate) mod postgres {
             .unwrap();
     }
 
+    /// Application `application`'s client rows in `schema`, as read from
+    /// the table, and its maintained counter.
+    async fn rows_and_counter(
+        admin: &tokio_postgres::Client,
+        schema: &str,
+        application: u128,
+    ) -> (i64, i64) {
+        let row = admin
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM {schema}.clients WHERE application_id = $1),
+                            (SELECT clients FROM {schema}.applications WHERE application_id = $1)"
+                ),
+                &[&app(application)],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    }
+
     /// The version in `schema`'s `kms_schema_version`.
     async fn schema_version(admin: &tokio_postgres::Client, schema: &str) -> i64 {
         admin
@@ -1716,19 +1736,10 @@ pub(crate) mod postgres {
                 let tally = host.tally(app(4), FileTime::from_ticks(0)).await.unwrap();
                 assert_eq!((tally.clients, tally.max_n_policy), (64, 64));
             }
-            let counted: i64 = admin(&url)
-                .await
-                .query_one(
-                    &format!(
-                        "SELECT (SELECT count(*) FROM {schema}.clients WHERE application_id = $1)
-                              + (SELECT clients FROM {schema}.applications WHERE application_id = $1)"
-                    ),
-                    &[&app(4)],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            assert_eq!(counted, 128, "64 rows and a counter of 64");
+            assert_eq!(
+                rows_and_counter(&admin(&url).await, &schema, 4).await,
+                (64, 64)
+            );
             drop((a, b));
             drop_schema(&url, &schema).await;
         });
@@ -1801,18 +1812,11 @@ pub(crate) mod postgres {
             assert_eq!(tally.clients, 10);
             let db = admin(&url).await;
             for (application, expected) in [(5, 8), (6, 10)] {
-                let row = db
-                    .query_one(
-                        &format!(
-                            "SELECT (SELECT count(*) FROM {schema}.clients WHERE application_id = $1),
-                                    (SELECT clients FROM {schema}.applications WHERE application_id = $1)"
-                        ),
-                        &[&app(application)],
-                    )
-                    .await
-                    .unwrap();
-                let (rows, counter): (i64, i64) = (row.get(0), row.get(1));
-                assert_eq!((rows, counter), (expected, expected), "application {application}");
+                assert_eq!(
+                    rows_and_counter(&db, &schema, application).await,
+                    (expected, expected),
+                    "application {application}"
+                );
             }
             drop(store);
             drop_schema(&url, &schema).await;

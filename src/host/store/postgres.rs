@@ -1343,14 +1343,16 @@ async fn append_log(inner: Arc<Inner>, mut queue: mpsc::Receiver<LogItem>) {
         // it, or the first has waited `LOG_DELAY`: under load one
         // statement (and one commit) carries hundreds of records.
         let deadline = tokio::time::Instant::now() + LOG_DELAY;
-        while items.len() < BATCH && !items.iter().any(|item| matches!(item, LogItem::Flush(_))) {
-            let room = BATCH - items.len();
-            let more = queue.recv_many(&mut items, room);
+        let is_flush = |item: &LogItem| matches!(item, LogItem::Flush(_));
+        let mut flushing = items.iter().any(is_flush);
+        while items.len() < BATCH && !flushing {
+            let seen = items.len();
+            let more = queue.recv_many(&mut items, BATCH - seen);
             if !matches!(tokio::time::timeout_at(deadline, more).await, Ok(n) if n > 0) {
                 break;
             }
+            flushing = items.iter().skip(seen).any(is_flush);
         }
-        let flushing = items.iter().any(|item| matches!(item, LogItem::Flush(_)));
         let mut records = Vec::with_capacity(items.len());
         let mut flushes = Vec::new();
         for item in items.drain(..) {
