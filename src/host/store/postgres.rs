@@ -143,7 +143,9 @@ pub struct PostgresOptions {
     /// [`DEFAULT_MAX_CLIENTS_PER_APPLICATION`]: super::DEFAULT_MAX_CLIENTS_PER_APPLICATION
     pub max_clients_per_application: u64,
     /// Activation-log rows kept at most (default 1 000 000), besides the
-    /// retention in time; the oldest go first.
+    /// retention in time; the oldest go first. The log is pruned at most
+    /// once a second while records arrive (and before a `flush` completes),
+    /// so between two prunes it may hold up to a second's records more.
     pub max_log_records: u64,
     /// Activation records waiting to be inserted at most (default 16 384);
     /// past it records are dropped and counted.

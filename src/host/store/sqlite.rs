@@ -93,7 +93,8 @@ pub struct SqliteOptions {
     /// client seen longest ago gives way to a new one.
     pub max_clients_per_application: u64,
     /// Activation-log rows kept at most (default [`DEFAULT_MAX_LOG_RECORDS`],
-    /// 1 000 000), besides the retention in time; the oldest go first.
+    /// 1 000 000), besides the retention in time; the oldest go first, in
+    /// the transaction that appends the new ones.
     pub max_log_records: u64,
     /// How often the writer prunes aged rows when it is otherwise idle
     /// (default 10 s).
