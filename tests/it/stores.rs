@@ -1867,6 +1867,8 @@ pub(crate) mod postgres {
             options.max_log_records = 10;
             let store = PostgresStore::connect_with(&url, options).await.unwrap();
             a_burst_leaves_the_newest_10_records(&store).await;
+            drop(store);
+            drop_schema(&url, &schema).await;
         });
     }
 

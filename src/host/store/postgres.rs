@@ -1370,10 +1370,8 @@ async fn append_log(inner: Arc<Inner>, mut queue: mpsc::Receiver<LogItem>) {
         }
         if !records.is_empty() {
             let count = u64::try_from(records.len()).unwrap_or(u64::MAX);
-            let retain_since = inner.retention();
-            let max_rows = inner.options.max_log_records;
-            // The batch in one statement (its own transaction), then one
-            // bounded prune.
+            // The batch in one statement (its own transaction), then, when
+            // due, the prune.
             let result = Arc::clone(&inner)
                 .run(async move |conn| {
                     let statements = LogStatements::new(conn).await?;
@@ -1395,29 +1393,7 @@ async fn append_log(inner: Arc<Inner>, mut queue: mpsc::Receiver<LogItem>) {
             match result {
                 Ok(()) if prune_due => {
                     last_prune = Some(tokio::time::Instant::now());
-                    let mut owed = std::mem::take(&mut unpruned);
-                    loop {
-                        // Each statement is an operation of its own, under
-                        // its own deadline.
-                        let pruned = Arc::clone(&inner)
-                            .run(async move |conn| {
-                                let statements = LogStatements::new(conn).await?;
-                                prune_log(&**conn.client, &statements, retain_since, max_rows).await
-                            })
-                            .await;
-                        match pruned {
-                            Ok(deleted) => {
-                                owed = owed.saturating_sub(deleted);
-                                if deleted < PRUNE_BATCH.unsigned_abs() || owed == 0 {
-                                    break;
-                                }
-                            }
-                            Err(e) => {
-                                inner.background.failed("pruning the activation log", &e);
-                                break;
-                            }
-                        }
-                    }
+                    prune_log_batches(&inner, Some(std::mem::take(&mut unpruned))).await;
                 }
                 Ok(()) => {}
                 Err(e) => {
@@ -1476,22 +1452,35 @@ async fn prune(inner: Weak<Inner>) {
                 }
             }
         }
-        let retain_since = inner.retention();
-        let max_rows = inner.options.max_log_records;
-        loop {
-            let deleted = Arc::clone(&inner)
-                .run(async move |conn| {
-                    let statements = LogStatements::new(conn).await?;
-                    prune_log(&**conn.client, &statements, retain_since, max_rows).await
-                })
-                .await;
-            match deleted {
-                Ok(n) if n >= PRUNE_BATCH.unsigned_abs() => {}
-                Ok(_) => break,
-                Err(e) => {
-                    inner.background.failed("pruning the activation log", &e);
-                    break;
+        prune_log_batches(&inner, None).await;
+    }
+}
+
+/// Prunes the activation log a bounded batch per statement (each an
+/// operation of its own, under its own deadline) until nothing is left to
+/// prune or, with `at_least`, once that many rows went. A failure is
+/// reported and ends the round.
+async fn prune_log_batches(inner: &Arc<Inner>, at_least: Option<u64>) {
+    let retain_since = inner.retention();
+    let max_rows = inner.options.max_log_records;
+    let mut owed = at_least;
+    loop {
+        let pruned = Arc::clone(inner)
+            .run(async move |conn| {
+                let statements = LogStatements::new(conn).await?;
+                prune_log(&**conn.client, &statements, retain_since, max_rows).await
+            })
+            .await;
+        match pruned {
+            Ok(deleted) => {
+                owed = owed.map(|owed| owed.saturating_sub(deleted));
+                if deleted < PRUNE_BATCH.unsigned_abs() || owed == Some(0) {
+                    return;
                 }
+            }
+            Err(e) => {
+                inner.background.failed("pruning the activation log", &e);
+                return;
             }
         }
     }
