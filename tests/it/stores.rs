@@ -2033,19 +2033,35 @@ pub(crate) mod postgres {
             }
             // Client 2's batch is one statement that commits by itself: if
             // its bytes were in the proxy's buffer, it ran on resuming, after
-            // the store had given up. Refused, maybe counted, never twice:
-            // the count is the client rows of the application.
-            let rows: Vec<Uuid> = admin(&url)
-                .await
-                .query(
-                    &format!("SELECT cmid FROM {schema}.clients WHERE application_id = $1"),
-                    &[&app(1)],
-                )
-                .await
-                .unwrap()
-                .iter()
-                .map(|row| row.get(0))
-                .collect();
+            // the store had given up, and may commit at any time after. Refused,
+            // maybe counted, never twice: once nothing is left in flight the
+            // store's tally, the counter and the client rows agree (the rows
+            // and the counter read in one snapshot).
+            let db = admin(&url).await;
+            let snapshot = format!(
+                "SELECT coalesce(array_agg(cmid), '{{}}'),
+                        (SELECT clients FROM {schema}.applications WHERE application_id = $1)
+                 FROM {schema}.clients WHERE application_id = $1"
+            );
+            let mut settled = None;
+            for _ in 0..50 {
+                let row = db.query_one(&snapshot, &[&app(1)]).await.unwrap();
+                let rows: Vec<Uuid> = row.get(0);
+                let counter = u64::try_from(row.get::<_, i64>(1)).unwrap();
+                let now = store
+                    .tally(app(1), FileTime::from_ticks(T0 - WINDOW))
+                    .await
+                    .unwrap();
+                settled = Some((rows, counter, now.clients));
+                if matches!(&settled, Some((rows, counter, now))
+                    if rows.len() as u64 == *now && *counter == *now)
+                {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            let (rows, counter, now) = settled.unwrap();
+            assert_eq!((rows.len() as u64, counter), (now, now), "{rows:?}");
             assert!(
                 rows.contains(&cmid(1)) && rows.contains(&cmid(3)),
                 "{rows:?}"
@@ -2055,15 +2071,9 @@ pub(crate) mod postgres {
                 "{rows:?}"
             );
             // Client 3's tally counts what was committed before its batch
-            // (client 2's may come after); the counter, read now, is the
-            // rows.
+            // (client 2's may come after).
             let tally = tally.unwrap().clients;
             assert!(tally == 2 || tally == 3, "{tally}");
-            let now = store
-                .tally(app(1), FileTime::from_ticks(T0 - WINDOW))
-                .await
-                .unwrap();
-            assert_eq!(now.clients, rows.len() as u64);
             let statistics = kms.statistics(FileTime::from_ticks(T0)).await.unwrap();
             assert!(statistics.store_errors >= 2, "{statistics:?}");
             drop(kms);
