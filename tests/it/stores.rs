@@ -1045,6 +1045,20 @@ pub(crate) mod postgres {
         )
     }
 
+    /// Runs `test` with the test database's URL and a schema of its own,
+    /// then drops the schema; outside CI, nothing when no database is
+    /// configured ([`database`]).
+    pub(crate) fn in_fresh_schema(name: &str, test: impl AsyncFnOnce(&str, &str)) {
+        let Some(url) = database(name) else {
+            return;
+        };
+        let schema = unique_schema();
+        runtime().block_on(async {
+            test(&url, &schema).await;
+            drop_schema(&url, &schema).await;
+        });
+    }
+
     /// `url` with an application name, so an admin can find the sessions.
     pub(crate) fn named(url: &str, name: &str) -> String {
         let sep = if url.contains('?') { '&' } else { '?' };
@@ -1107,15 +1121,10 @@ pub(crate) mod postgres {
 
     #[test]
     fn postgres_store_conformance() {
-        let Some(url) = database("postgres_store_conformance") else {
-            return;
-        };
-        let schema = unique_schema();
-        runtime().block_on(async {
-            let store = store(&url, &schema).await;
+        in_fresh_schema("postgres_store_conformance", async |url, schema| {
+            let store = store(url, schema).await;
             conformance(&store).await;
             drop(store);
-            drop_schema(&url, &schema).await;
         });
     }
 
@@ -1124,67 +1133,65 @@ pub(crate) mod postgres {
     /// N policy, it is written; with granularity zero every renewal is.
     #[test]
     fn postgres_a_renewal_within_the_granularity_writes_nothing() {
-        let Some(url) = database("postgres_a_renewal_within_the_granularity_writes_nothing") else {
-            return;
-        };
-        let schema = unique_schema();
-        runtime().block_on(async {
-            let raw = admin(&url).await;
-            let stored = async |client: u128| -> (i64, i64, i64) {
-                let row = raw
-                    .query_one(
-                        &format!(
+        in_fresh_schema(
+            "postgres_a_renewal_within_the_granularity_writes_nothing",
+            async |url, schema| {
+                let raw = admin(url).await;
+                let stored = async |client: u128| -> (i64, i64, i64) {
+                    let row = raw
+                        .query_one(
+                            &format!(
                             "SELECT last_seen, n_policy, xmin::text::bigint FROM {schema}.clients
                              WHERE cmid = $1"
                         ),
-                        &[&super::cmid(client)],
-                    )
+                            &[&super::cmid(client)],
+                        )
+                        .await
+                        .unwrap();
+                    (row.get(0), row.get(1), row.get(2))
+                };
+                let t0 = i64::try_from(T0).unwrap();
+                let store = store(url, schema).await;
+                for n in 1..=2 {
+                    store.record_visit(visit(1, n, 25, T0)).await.unwrap();
+                }
+                let (seen, n_policy, version) = stored(1).await;
+                assert_eq!((seen, n_policy), (t0, 25));
+                let renewed = store.record_visit(visit(1, 1, 25, T0 + 30 * SECOND)).await;
+                assert_eq!(renewed.map(|t| (t.clients, t.max_n_policy)), Ok((2, 25)));
+                assert_eq!(
+                    stored(1).await,
+                    (t0, 25, version),
+                    "the renewal was written"
+                );
+                // Past the granularity: written.
+                let later = T0 + 2 * MINUTE;
+                store.record_visit(visit(1, 1, 25, later)).await.unwrap();
+                assert_eq!(stored(1).await.0, i64::try_from(later).unwrap());
+                // Within it, but another N policy: written, and counted.
+                let tally = store.record_visit(visit(1, 2, 50, T0 + SECOND)).await;
+                assert_eq!(tally.map(|t| (t.clients, t.max_n_policy)), Ok((2, 50)));
+                assert_eq!(stored(2).await.1, 50);
+                drop(store);
+
+                // Granularity zero: even a visit at the stored instant writes.
+                let mut options = PostgresOptions::default().with_schema(schema);
+                options.renewal_granularity = std::time::Duration::ZERO;
+                let store = PostgresStore::connect_with(url, options).await.unwrap();
+                let (seen, _, version) = stored(2).await;
+                store
+                    .record_visit(visit(1, 2, 50, T0 + SECOND))
                     .await
                     .unwrap();
-                (row.get(0), row.get(1), row.get(2))
-            };
-            let t0 = i64::try_from(T0).unwrap();
-            let store = store(&url, &schema).await;
-            for n in 1..=2 {
-                store.record_visit(visit(1, n, 25, T0)).await.unwrap();
-            }
-            let (seen, n_policy, version) = stored(1).await;
-            assert_eq!((seen, n_policy), (t0, 25));
-            let renewed = store.record_visit(visit(1, 1, 25, T0 + 30 * SECOND)).await;
-            assert_eq!(renewed.map(|t| (t.clients, t.max_n_policy)), Ok((2, 25)));
-            assert_eq!(
-                stored(1).await,
-                (t0, 25, version),
-                "the renewal was written"
-            );
-            // Past the granularity: written.
-            let later = T0 + 2 * MINUTE;
-            store.record_visit(visit(1, 1, 25, later)).await.unwrap();
-            assert_eq!(stored(1).await.0, i64::try_from(later).unwrap());
-            // Within it, but another N policy: written, and counted.
-            let tally = store.record_visit(visit(1, 2, 50, T0 + SECOND)).await;
-            assert_eq!(tally.map(|t| (t.clients, t.max_n_policy)), Ok((2, 50)));
-            assert_eq!(stored(2).await.1, 50);
-            drop(store);
-
-            // Granularity zero: even a visit at the stored instant writes.
-            let mut options = PostgresOptions::default().with_schema(&schema);
-            options.renewal_granularity = std::time::Duration::ZERO;
-            let store = PostgresStore::connect_with(&url, options).await.unwrap();
-            let (seen, _, version) = stored(2).await;
-            store
-                .record_visit(visit(1, 2, 50, T0 + SECOND))
-                .await
-                .unwrap();
-            let (seen_after, _, version_after) = stored(2).await;
-            assert_eq!(seen_after, seen);
-            assert_ne!(
-                version_after, version,
-                "granularity zero writes every renewal"
-            );
-            drop(store);
-            drop_schema(&url, &schema).await;
-        });
+                let (seen_after, _, version_after) = stored(2).await;
+                assert_eq!(seen_after, seen);
+                assert_ne!(
+                    version_after, version,
+                    "granularity zero writes every renewal"
+                );
+                drop(store);
+            },
+        );
     }
 
     #[test]
@@ -1204,13 +1211,9 @@ pub(crate) mod postgres {
 
     #[test]
     fn postgres_two_hosts_share_one_count() {
-        let Some(url) = database("postgres_two_hosts_share_one_count") else {
-            return;
-        };
-        let schema = unique_schema();
-        runtime().block_on(async {
+        in_fresh_schema("postgres_two_hosts_share_one_count", async |url, schema| {
             // Both start at once: schema creation must not race.
-            let (a, b) = tokio::join!(store(&url, &schema), store(&url, &schema));
+            let (a, b) = tokio::join!(store(url, schema), store(url, schema));
             assert_eq!(clients(&a, visit(1, 1, 25, T0)).await, 1);
             assert_eq!(clients(&b, visit(1, 2, 25, T0)).await, 2);
             assert_eq!(clients(&b, visit(1, 1, 25, T0 + MINUTE)).await, 2);
@@ -1276,7 +1279,6 @@ pub(crate) mod postgres {
             }
             assert_eq!(clients(&*a, visit(3, 0, 25, T0 + 1)).await, 100);
             drop((a, b));
-            drop_schema(&url, &schema).await;
         });
     }
 
@@ -1561,55 +1563,55 @@ pub(crate) mod postgres {
 
     #[test]
     fn postgres_migrates_a_schema_of_the_first_release_and_refuses_a_newer_one() {
-        let Some(url) = database("postgres_migrates_a_schema_of_the_first_release") else {
-            return;
-        };
-        let schema = unique_schema();
-        runtime().block_on(async {
-            let admin = admin(&url).await;
-            admin.batch_execute(&postgres_v0(&schema)).await.unwrap();
-            for (n, policy) in [(1u128, 5i64), (2, 25), (3, 5)] {
+        in_fresh_schema(
+            "postgres_migrates_a_schema_of_the_first_release",
+            async |url, schema| {
+                let admin = admin(url).await;
+                admin.batch_execute(&postgres_v0(schema)).await.unwrap();
+                for (n, policy) in [(1u128, 5i64), (2, 25), (3, 5)] {
+                    admin
+                        .execute(
+                            &format!("INSERT INTO {schema}.clients VALUES ($1, $2, $3, $4)"),
+                            &[&app(1), &cmid(n), &i64::try_from(T0).unwrap(), &policy],
+                        )
+                        .await
+                        .unwrap();
+                }
                 admin
                     .execute(
-                        &format!("INSERT INTO {schema}.clients VALUES ($1, $2, $3, $4)"),
-                        &[&app(1), &cmid(n), &i64::try_from(T0).unwrap(), &policy],
+                        &format!("INSERT INTO {schema}.applications VALUES ($1, 3)"),
+                        &[&app(1)],
                     )
                     .await
                     .unwrap();
-            }
-            admin
-                .execute(
-                    &format!("INSERT INTO {schema}.applications VALUES ($1, 3)"),
-                    &[&app(1)],
-                )
-                .await
-                .unwrap();
-            let store = store(&url, &schema).await;
-            assert_eq!(schema_version(&admin, &schema).await, 3);
-            let tally = store
-                .record_visit(visit(1, 4, 5, T0 + MINUTE))
-                .await
-                .unwrap();
-            assert_eq!((tally.clients, tally.max_n_policy), (4, 25));
-            drop(store);
-
-            admin
-                .execute(
-                    &format!("UPDATE {schema}.kms_schema_version SET version = 9"),
-                    &[],
-                )
-                .await
-                .unwrap();
-            let err =
-                PostgresStore::connect_with(&url, PostgresOptions::default().with_schema(&schema))
+                let store = store(url, schema).await;
+                assert_eq!(schema_version(&admin, schema).await, 3);
+                let tally = store
+                    .record_visit(visit(1, 4, 5, T0 + MINUTE))
                     .await
-                    .unwrap_err();
-            assert!(
-                matches!(err, StoreError::SchemaTooNew { found: 9, .. }),
-                "{err:?}"
-            );
-            drop_schema(&url, &schema).await;
-        });
+                    .unwrap();
+                assert_eq!((tally.clients, tally.max_n_policy), (4, 25));
+                drop(store);
+
+                admin
+                    .execute(
+                        &format!("UPDATE {schema}.kms_schema_version SET version = 9"),
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                let err = PostgresStore::connect_with(
+                    url,
+                    PostgresOptions::default().with_schema(schema),
+                )
+                .await
+                .unwrap_err();
+                assert!(
+                    matches!(err, StoreError::SchemaTooNew { found: 9, .. }),
+                    "{err:?}"
+                );
+            },
+        );
     }
 
     /// Schema version 2 as the previous release wrote it, in `schema`.
@@ -1619,130 +1621,125 @@ pub(crate) mod postgres {
 
     #[test]
     fn postgres_migrates_schema_v2_keeping_the_counts() {
-        let Some(url) = database("postgres_migrates_schema_v2_keeping_the_counts") else {
-            return;
-        };
-        let schema = unique_schema();
-        runtime().block_on(async {
-            let admin = admin(&url).await;
-            admin.batch_execute(&postgres_v2(&schema)).await.unwrap();
-            // Application 1: clients 1..=3 (N policies 5, 25, 5); application
-            // 2: client 9; client 8 of application 1 aged out of the window.
-            let rows = [
-                (1u128, 1u128, 5i64, T0),
-                (1, 2, 25, T0),
-                (1, 3, 5, T0),
-                (1, 8, 50, T0 - 2 * WINDOW),
-                (2, 9, 5, T0),
-            ];
-            for (application, client, policy, seen) in rows {
-                admin
-                    .execute(
-                        &format!("INSERT INTO {schema}.clients VALUES ($1, $2, $3, $4)"),
-                        &[
-                            &app(application),
-                            &cmid(client),
-                            &i64::try_from(seen).unwrap(),
-                            &policy,
-                        ],
+        in_fresh_schema(
+            "postgres_migrates_schema_v2_keeping_the_counts",
+            async |url, schema| {
+                let admin = admin(url).await;
+                admin.batch_execute(&postgres_v2(schema)).await.unwrap();
+                // Application 1: clients 1..=3 (N policies 5, 25, 5); application
+                // 2: client 9; client 8 of application 1 aged out of the window.
+                let rows = [
+                    (1u128, 1u128, 5i64, T0),
+                    (1, 2, 25, T0),
+                    (1, 3, 5, T0),
+                    (1, 8, 50, T0 - 2 * WINDOW),
+                    (2, 9, 5, T0),
+                ];
+                for (application, client, policy, seen) in rows {
+                    admin
+                        .execute(
+                            &format!("INSERT INTO {schema}.clients VALUES ($1, $2, $3, $4)"),
+                            &[
+                                &app(application),
+                                &cmid(client),
+                                &i64::try_from(seen).unwrap(),
+                                &policy,
+                            ],
+                        )
+                        .await
+                        .unwrap();
+                }
+                for (application, counted) in [(1u128, 4i64), (2, 1)] {
+                    admin
+                        .execute(
+                            &format!("INSERT INTO {schema}.applications VALUES ($1, $2)"),
+                            &[&app(application), &counted],
+                        )
+                        .await
+                        .unwrap();
+                }
+
+                let store = store(url, schema).await;
+                assert_eq!(schema_version(&admin, schema).await, 3);
+                // The counts as the previous release left them.
+                let window_start = FileTime::from_ticks(T0 + MINUTE - WINDOW);
+                let tally = store.tally(app(1), window_start).await.unwrap();
+                assert_eq!((tally.clients, tally.max_n_policy), (3, 25));
+                assert_eq!(store.tally(app(2), window_start).await.unwrap().clients, 1);
+                // New visits count right: a repeat, a new client, the aged one
+                // back (counted again), each once.
+                assert_eq!(clients(&store, visit(1, 2, 25, T0 + MINUTE)).await, 3);
+                assert_eq!(clients(&store, visit(1, 4, 25, T0 + MINUTE)).await, 4);
+                assert_eq!(clients(&store, visit(1, 8, 25, T0 + MINUTE)).await, 5);
+                assert_eq!(clients(&store, visit(2, 10, 25, T0 + MINUTE)).await, 2);
+                let stored: i64 = admin
+                    .query_one(
+                        &format!("SELECT count(*) FROM {schema}.clients WHERE application_id = $1"),
+                        &[&app(1)],
                     )
                     .await
-                    .unwrap();
-            }
-            for (application, counted) in [(1u128, 4i64), (2, 1)] {
-                admin
-                    .execute(
-                        &format!("INSERT INTO {schema}.applications VALUES ($1, $2)"),
-                        &[&app(application), &counted],
-                    )
-                    .await
-                    .unwrap();
-            }
+                    .unwrap()
+                    .get(0);
+                assert_eq!(stored, 5);
+                drop(store);
 
-            let store = store(&url, &schema).await;
-            assert_eq!(schema_version(&admin, &schema).await, 3);
-            // The counts as the previous release left them.
-            let window_start = FileTime::from_ticks(T0 + MINUTE - WINDOW);
-            let tally = store.tally(app(1), window_start).await.unwrap();
-            assert_eq!((tally.clients, tally.max_n_policy), (3, 25));
-            assert_eq!(store.tally(app(2), window_start).await.unwrap().clients, 1);
-            // New visits count right: a repeat, a new client, the aged one
-            // back (counted again), each once.
-            assert_eq!(clients(&store, visit(1, 2, 25, T0 + MINUTE)).await, 3);
-            assert_eq!(clients(&store, visit(1, 4, 25, T0 + MINUTE)).await, 4);
-            assert_eq!(clients(&store, visit(1, 8, 25, T0 + MINUTE)).await, 5);
-            assert_eq!(clients(&store, visit(2, 10, 25, T0 + MINUTE)).await, 2);
-            let stored: i64 = admin
-                .query_one(
-                    &format!("SELECT count(*) FROM {schema}.clients WHERE application_id = $1"),
-                    &[&app(1)],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            assert_eq!(stored, 5);
-            drop(store);
-
-            // A second host opening the migrated schema finds it current.
-            let again = self::store(&url, &schema).await;
-            assert_eq!(clients(&again, visit(1, 1, 5, T0 + 2 * MINUTE)).await, 5);
-            drop(again);
-            drop_schema(&url, &schema).await;
-        });
+                // A second host opening the migrated schema finds it current.
+                let again = self::store(url, schema).await;
+                assert_eq!(clients(&again, visit(1, 1, 5, T0 + 2 * MINUTE)).await, 5);
+                drop(again);
+            },
+        );
     }
 
     #[test]
     fn postgres_two_hosts_count_64_clients_visiting_both_at_once() {
-        let Some(url) = database("postgres_two_hosts_count_64_clients_visiting_both_at_once")
-        else {
-            return;
-        };
-        let schema = unique_schema();
-        runtime().block_on(async {
-            let (a, b) = tokio::join!(store(&url, &schema), store(&url, &schema));
-            let (a, b) = (Arc::new(a), Arc::new(b));
-            // Client k reports N policy k: each visits host A and host B at
-            // the same time, all 64 clients at once.
-            let mut tasks = Vec::new();
-            for k in 1..=64u128 {
-                let (a, b) = (Arc::clone(&a), Arc::clone(&b));
-                tasks.push(tokio::spawn(async move {
-                    let n_policy = u32::try_from(k).unwrap();
-                    let (on_a, on_b) = tokio::join!(
-                        a.record_visit(visit(4, k, n_policy, T0)),
-                        b.record_visit(visit(4, k, n_policy, T0)),
-                    );
-                    (n_policy, on_a.unwrap(), on_b.unwrap())
-                }));
-            }
-            let mut first_counts = Vec::new();
-            for task in tasks {
-                let (n_policy, on_a, on_b) = task.await.unwrap();
-                for tally in [on_a, on_b] {
-                    assert!(tally.admitted, "{tally:?}");
-                    assert!((1..=64).contains(&tally.clients), "{tally:?}");
-                    // Its own policy is counted when its tally is taken.
-                    assert!(tally.max_n_policy >= n_policy, "{n_policy}: {tally:?}");
-                    assert!(tally.max_n_policy <= 64, "{tally:?}");
+        in_fresh_schema(
+            "postgres_two_hosts_count_64_clients_visiting_both_at_once",
+            async |url, schema| {
+                let (a, b) = tokio::join!(store(url, schema), store(url, schema));
+                let (a, b) = (Arc::new(a), Arc::new(b));
+                // Client k reports N policy k: each visits host A and host B at
+                // the same time, all 64 clients at once.
+                let mut tasks = Vec::new();
+                for k in 1..=64u128 {
+                    let (a, b) = (Arc::clone(&a), Arc::clone(&b));
+                    tasks.push(tokio::spawn(async move {
+                        let n_policy = u32::try_from(k).unwrap();
+                        let (on_a, on_b) = tokio::join!(
+                            a.record_visit(visit(4, k, n_policy, T0)),
+                            b.record_visit(visit(4, k, n_policy, T0)),
+                        );
+                        (n_policy, on_a.unwrap(), on_b.unwrap())
+                    }));
                 }
-                // The first of its two visits admitted it, the second
-                // found it: admissions are serialized, so the first
-                // visits' counts are 1, 2, …, 64, each once.
-                first_counts.push(on_a.clients.min(on_b.clients));
-            }
-            first_counts.sort_unstable();
-            assert_eq!(first_counts, (1..=64).collect::<Vec<u64>>());
-            for host in [&a, &b] {
-                let tally = host.tally(app(4), FileTime::from_ticks(0)).await.unwrap();
-                assert_eq!((tally.clients, tally.max_n_policy), (64, 64));
-            }
-            assert_eq!(
-                rows_and_counter(&admin(&url).await, &schema, 4).await,
-                (64, 64)
-            );
-            drop((a, b));
-            drop_schema(&url, &schema).await;
-        });
+                let mut first_counts = Vec::new();
+                for task in tasks {
+                    let (n_policy, on_a, on_b) = task.await.unwrap();
+                    for tally in [on_a, on_b] {
+                        assert!(tally.admitted, "{tally:?}");
+                        assert!((1..=64).contains(&tally.clients), "{tally:?}");
+                        // Its own policy is counted when its tally is taken.
+                        assert!(tally.max_n_policy >= n_policy, "{n_policy}: {tally:?}");
+                        assert!(tally.max_n_policy <= 64, "{tally:?}");
+                    }
+                    // The first of its two visits admitted it, the second
+                    // found it: admissions are serialized, so the first
+                    // visits' counts are 1, 2, …, 64, each once.
+                    first_counts.push(on_a.clients.min(on_b.clients));
+                }
+                first_counts.sort_unstable();
+                assert_eq!(first_counts, (1..=64).collect::<Vec<u64>>());
+                for host in [&a, &b] {
+                    let tally = host.tally(app(4), FileTime::from_ticks(0)).await.unwrap();
+                    assert_eq!((tally.clients, tally.max_n_policy), (64, 64));
+                }
+                assert_eq!(
+                    rows_and_counter(&admin(url).await, schema, 4).await,
+                    (64, 64)
+                );
+                drop((a, b));
+            },
+        );
     }
 
     /// Visits sent at once share batches, so one batch holds a client's
@@ -1750,153 +1747,142 @@ pub(crate) mod postgres {
     /// exactly as if they had come one after the other.
     #[test]
     fn postgres_a_burst_with_repeats_a_capacity_and_evictions_counts_exactly() {
-        let Some(url) = database("postgres_a_burst_with_repeats_a_capacity_and_evictions") else {
-            return;
-        };
-        let schema = unique_schema();
-        runtime().block_on(async {
-            let mut options = PostgresOptions::default().with_schema(&schema);
-            options.max_clients_per_application = 10;
-            let store = Arc::new(PostgresStore::connect_with(&url, options).await.unwrap());
-            // Application 5: 40 clients, each three times at once, at most
-            // 8 counted. Application 6: 30 clients, at most 10 kept.
-            let mut tasks = Vec::new();
-            for round in 0..3u64 {
-                for k in 1..=40u128 {
-                    let store = Arc::clone(&store);
-                    tasks.push(tokio::spawn(async move {
-                        let n_policy = u32::try_from(k).unwrap();
-                        let at = T0 + round * SECOND;
-                        let tally = store
-                            .record_visit(capped(visit(5, k, n_policy, at), 8))
-                            .await
-                            .unwrap();
-                        (5, k, tally)
-                    }));
+        in_fresh_schema(
+            "postgres_a_burst_with_repeats_a_capacity_and_evictions",
+            async |url, schema| {
+                let mut options = PostgresOptions::default().with_schema(schema);
+                options.max_clients_per_application = 10;
+                let store = Arc::new(PostgresStore::connect_with(url, options).await.unwrap());
+                // Application 5: 40 clients, each three times at once, at most
+                // 8 counted. Application 6: 30 clients, at most 10 kept.
+                let mut tasks = Vec::new();
+                for round in 0..3u64 {
+                    for k in 1..=40u128 {
+                        let store = Arc::clone(&store);
+                        tasks.push(tokio::spawn(async move {
+                            let n_policy = u32::try_from(k).unwrap();
+                            let at = T0 + round * SECOND;
+                            let tally = store
+                                .record_visit(capped(visit(5, k, n_policy, at), 8))
+                                .await
+                                .unwrap();
+                            (5, k, tally)
+                        }));
+                    }
+                    for k in 1..=30u128 {
+                        let store = Arc::clone(&store);
+                        tasks.push(tokio::spawn(async move {
+                            let at = T0 + round * SECOND;
+                            (6, k, store.record_visit(visit(6, k, 5, at)).await.unwrap())
+                        }));
+                    }
                 }
-                for k in 1..=30u128 {
-                    let store = Arc::clone(&store);
-                    tasks.push(tokio::spawn(async move {
-                        let at = T0 + round * SECOND;
-                        (6, k, store.record_visit(visit(6, k, 5, at)).await.unwrap())
-                    }));
+                let mut admitted = std::collections::BTreeMap::<u128, Vec<bool>>::new();
+                for task in tasks {
+                    let (application, k, tally) = task.await.unwrap();
+                    if application == 5 {
+                        assert!(tally.clients <= 8, "{tally:?}");
+                        admitted.entry(k).or_default().push(tally.admitted);
+                    } else {
+                        assert!(tally.admitted, "{tally:?}");
+                        assert!((1..=10).contains(&tally.clients), "{tally:?}");
+                        assert_eq!(tally.max_n_policy, 5);
+                    }
                 }
-            }
-            let mut admitted = std::collections::BTreeMap::<u128, Vec<bool>>::new();
-            for task in tasks {
-                let (application, k, tally) = task.await.unwrap();
-                if application == 5 {
-                    assert!(tally.clients <= 8, "{tally:?}");
-                    admitted.entry(k).or_default().push(tally.admitted);
-                } else {
-                    assert!(tally.admitted, "{tally:?}");
-                    assert!((1..=10).contains(&tally.clients), "{tally:?}");
-                    assert_eq!(tally.max_n_policy, 5);
+                // A client is admitted on every visit or on none.
+                let counted: Vec<u128> = admitted
+                    .iter()
+                    .filter(|(_, visits)| {
+                        assert_eq!(visits.len(), 3);
+                        assert!(visits.iter().all(|&a| a == visits[0]), "{visits:?}");
+                        visits[0]
+                    })
+                    .map(|(k, _)| *k)
+                    .collect();
+                assert_eq!(counted.len(), 8, "{counted:?}");
+                let largest = u32::try_from(*counted.iter().max().unwrap()).unwrap();
+                let tally = store.tally(app(5), FileTime::from_ticks(0)).await.unwrap();
+                assert_eq!((tally.clients, tally.max_n_policy), (8, largest));
+                let tally = store.tally(app(6), FileTime::from_ticks(0)).await.unwrap();
+                assert_eq!(tally.clients, 10);
+                let db = admin(url).await;
+                for (application, expected) in [(5, 8), (6, 10)] {
+                    assert_eq!(
+                        rows_and_counter(&db, schema, application).await,
+                        (expected, expected),
+                        "application {application}"
+                    );
                 }
-            }
-            // A client is admitted on every visit or on none.
-            let counted: Vec<u128> = admitted
-                .iter()
-                .filter(|(_, visits)| {
-                    assert_eq!(visits.len(), 3);
-                    assert!(visits.iter().all(|&a| a == visits[0]), "{visits:?}");
-                    visits[0]
-                })
-                .map(|(k, _)| *k)
-                .collect();
-            assert_eq!(counted.len(), 8, "{counted:?}");
-            let largest = u32::try_from(*counted.iter().max().unwrap()).unwrap();
-            let tally = store.tally(app(5), FileTime::from_ticks(0)).await.unwrap();
-            assert_eq!((tally.clients, tally.max_n_policy), (8, largest));
-            let tally = store.tally(app(6), FileTime::from_ticks(0)).await.unwrap();
-            assert_eq!(tally.clients, 10);
-            let db = admin(&url).await;
-            for (application, expected) in [(5, 8), (6, 10)] {
-                assert_eq!(
-                    rows_and_counter(&db, &schema, application).await,
-                    (expected, expected),
-                    "application {application}"
-                );
-            }
-            drop(store);
-            drop_schema(&url, &schema).await;
-        });
+                drop(store);
+            },
+        );
     }
 
     #[test]
     fn postgres_counters_are_checked_and_rebuilt_on_connect() {
-        let Some(url) = database("postgres_counters_are_checked_and_rebuilt_on_connect") else {
-            return;
-        };
-        let schema = unique_schema();
-        runtime().block_on(async {
-            let first = store(&url, &schema).await;
-            for n in 1..=3 {
-                first.record_visit(visit(1, n, 25, T0)).await.unwrap();
-            }
-            drop(first);
-            let admin = admin(&url).await;
-            admin
-                .execute(
-                    &format!("UPDATE {schema}.applications SET clients = 40"),
-                    &[],
-                )
-                .await
-                .unwrap();
-            let store = store(&url, &schema).await;
-            let counter: i64 = admin
-                .query_one(&format!("SELECT clients FROM {schema}.applications"), &[])
-                .await
-                .unwrap()
-                .get(0);
-            assert_eq!(counter, 3);
-            assert_eq!(clients(&store, visit(1, 4, 25, T0 + MINUTE)).await, 4);
-            drop(store);
-            drop_schema(&url, &schema).await;
-        });
+        in_fresh_schema(
+            "postgres_counters_are_checked_and_rebuilt_on_connect",
+            async |url, schema| {
+                let first = store(url, schema).await;
+                for n in 1..=3 {
+                    first.record_visit(visit(1, n, 25, T0)).await.unwrap();
+                }
+                drop(first);
+                let admin = admin(url).await;
+                admin
+                    .execute(
+                        &format!("UPDATE {schema}.applications SET clients = 40"),
+                        &[],
+                    )
+                    .await
+                    .unwrap();
+                let store = store(url, schema).await;
+                let counter: i64 = admin
+                    .query_one(&format!("SELECT clients FROM {schema}.applications"), &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                assert_eq!(counter, 3);
+                assert_eq!(clients(&store, visit(1, 4, 25, T0 + MINUTE)).await, 4);
+                drop(store);
+            },
+        );
     }
 
     #[test]
     fn postgres_activation_log_stays_capped_after_a_burst_larger_than_a_prune_batch() {
-        let Some(url) = database("postgres_log_burst") else {
-            return;
-        };
-        let schema = unique_schema();
-        runtime().block_on(async {
-            let mut options = PostgresOptions::default().with_schema(&schema);
+        in_fresh_schema("postgres_log_burst", async |url, schema| {
+            let mut options = PostgresOptions::default().with_schema(schema);
             options.max_log_records = 10;
-            let store = PostgresStore::connect_with(&url, options).await.unwrap();
+            let store = PostgresStore::connect_with(url, options).await.unwrap();
             a_burst_leaves_the_newest_10_records(&store).await;
             drop(store);
-            drop_schema(&url, &schema).await;
         });
     }
 
     #[test]
     fn postgres_bounds_clients_per_application_and_log_rows() {
-        let Some(url) = database("postgres_bounds_clients_per_application_and_log_rows") else {
-            return;
-        };
-        let schema = unique_schema();
-        runtime().block_on(async {
-            let mut options = PostgresOptions::default().with_schema(&schema);
-            options.max_clients_per_application = 2;
-            options.max_log_records = 3;
-            let store = PostgresStore::connect_with(&url, options).await.unwrap();
-            // Client 1 is the oldest contact although it came second.
-            store
-                .record_visit(visit(1, 2, 25, T0 + MINUTE))
-                .await
-                .unwrap();
-            store.record_visit(visit(1, 1, 25, T0)).await.unwrap();
-            store.record_visit(visit(2, 9, 5, T0)).await.unwrap();
-            let tally = store
-                .record_visit(visit(1, 3, 25, T0 + 2 * MINUTE))
-                .await
-                .unwrap();
-            assert_eq!(tally.clients, 2);
-            let admin = admin(&url).await;
-            let kept: Vec<Uuid> = admin
+        in_fresh_schema(
+            "postgres_bounds_clients_per_application_and_log_rows",
+            async |url, schema| {
+                let mut options = PostgresOptions::default().with_schema(schema);
+                options.max_clients_per_application = 2;
+                options.max_log_records = 3;
+                let store = PostgresStore::connect_with(url, options).await.unwrap();
+                // Client 1 is the oldest contact although it came second.
+                store
+                    .record_visit(visit(1, 2, 25, T0 + MINUTE))
+                    .await
+                    .unwrap();
+                store.record_visit(visit(1, 1, 25, T0)).await.unwrap();
+                store.record_visit(visit(2, 9, 5, T0)).await.unwrap();
+                let tally = store
+                    .record_visit(visit(1, 3, 25, T0 + 2 * MINUTE))
+                    .await
+                    .unwrap();
+                assert_eq!(tally.clients, 2);
+                let admin = admin(url).await;
+                let kept: Vec<Uuid> = admin
                 .query(
                     &format!(
                         "SELECT cmid FROM {schema}.clients WHERE application_id = $1 ORDER BY cmid"
@@ -1908,25 +1894,25 @@ pub(crate) mod postgres {
                 .iter()
                 .map(|row| row.get(0))
                 .collect();
-            assert_eq!(kept, vec![cmid(2), cmid(3)]);
-            assert_eq!(clients(&store, visit(2, 9, 5, T0)).await, 1);
+                assert_eq!(kept, vec![cmid(2), cmid(3)]);
+                assert_eq!(clients(&store, visit(2, 9, 5, T0)).await, 1);
 
-            let records: Vec<_> = (1..=5u32)
-                .map(|i| record(T0 + u64::from(i) * MINUTE, u128::from(i), true, Some(i)))
-                .collect();
-            for r in &records {
-                store
-                    .queue_activation(r.clone(), FileTime::from_ticks(0))
-                    .unwrap();
-            }
-            store.flush().await.unwrap();
-            assert_eq!(
-                store.recent_activations(10).await.unwrap(),
-                vec![records[4].clone(), records[3].clone(), records[2].clone()]
-            );
-            drop(store);
-            drop_schema(&url, &schema).await;
-        });
+                let records: Vec<_> = (1..=5u32)
+                    .map(|i| record(T0 + u64::from(i) * MINUTE, u128::from(i), true, Some(i)))
+                    .collect();
+                for r in &records {
+                    store
+                        .queue_activation(r.clone(), FileTime::from_ticks(0))
+                        .unwrap();
+                }
+                store.flush().await.unwrap();
+                assert_eq!(
+                    store.recent_activations(10).await.unwrap(),
+                    vec![records[4].clone(), records[3].clone(), records[2].clone()]
+                );
+                drop(store);
+            },
+        );
     }
 
     /// A TCP proxy to `target` that stops forwarding while paused.
@@ -2084,22 +2070,20 @@ pub(crate) mod postgres {
 
     #[test]
     fn postgres_unbounded_timeouts_do_not_overflow() {
-        let Some(url) = database("postgres_unbounded_timeouts_do_not_overflow") else {
-            return;
-        };
-        let schema = unique_schema();
-        runtime().block_on(async {
-            let mut options = PostgresOptions::default()
-                .with_schema(&schema)
-                .with_operation_timeout(std::time::Duration::MAX);
-            options.startup_timeout = std::time::Duration::MAX;
-            options.prune_interval = std::time::Duration::MAX;
-            let store = PostgresStore::connect_with(&url, options).await.unwrap();
-            assert_eq!(clients(&store, visit(1, 1, 25, T0)).await, 1);
-            store.flush().await.unwrap();
-            drop(store);
-            drop_schema(&url, &schema).await;
-        });
+        in_fresh_schema(
+            "postgres_unbounded_timeouts_do_not_overflow",
+            async |url, schema| {
+                let mut options = PostgresOptions::default()
+                    .with_schema(schema)
+                    .with_operation_timeout(std::time::Duration::MAX);
+                options.startup_timeout = std::time::Duration::MAX;
+                options.prune_interval = std::time::Duration::MAX;
+                let store = PostgresStore::connect_with(url, options).await.unwrap();
+                assert_eq!(clients(&store, visit(1, 1, 25, T0)).await, 1);
+                store.flush().await.unwrap();
+                drop(store);
+            },
+        );
     }
 
     #[test]
@@ -2127,36 +2111,34 @@ pub(crate) mod postgres {
 
     #[test]
     fn postgres_bad_rows_are_backend_errors() {
-        let Some(url) = database("postgres_bad_rows_are_backend_errors") else {
-            return;
-        };
-        let schema = unique_schema();
-        runtime().block_on(async {
-            let store = store(&url, &schema).await;
-            store
-                .append_activation(&record(T0, 1, true, Some(1)), FileTime::from_ticks(0))
-                .await
-                .unwrap();
-            let admin = admin(&url).await;
-            admin
-                .batch_execute(&format!(
-                    "UPDATE {schema}.activations SET license_status = 4294967296"
-                ))
-                .await
-                .unwrap();
-            let err = store.recent_activations(1).await.unwrap_err();
-            assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
-            admin
-                .batch_execute(&format!(
-                    "UPDATE {schema}.activations SET license_status = 1, time = -5"
-                ))
-                .await
-                .unwrap();
-            let err = store.recent_activations(1).await.unwrap_err();
-            assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
-            drop(store);
-            drop_schema(&url, &schema).await;
-        });
+        in_fresh_schema(
+            "postgres_bad_rows_are_backend_errors",
+            async |url, schema| {
+                let store = store(url, schema).await;
+                store
+                    .append_activation(&record(T0, 1, true, Some(1)), FileTime::from_ticks(0))
+                    .await
+                    .unwrap();
+                let admin = admin(url).await;
+                admin
+                    .batch_execute(&format!(
+                        "UPDATE {schema}.activations SET license_status = 4294967296"
+                    ))
+                    .await
+                    .unwrap();
+                let err = store.recent_activations(1).await.unwrap_err();
+                assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+                admin
+                    .batch_execute(&format!(
+                        "UPDATE {schema}.activations SET license_status = 1, time = -5"
+                    ))
+                    .await
+                    .unwrap();
+                let err = store.recent_activations(1).await.unwrap_err();
+                assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+                drop(store);
+            },
+        );
     }
 }
 
