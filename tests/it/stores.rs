@@ -112,10 +112,13 @@ async fn conformance<S: CountStore>(store: &S) {
     store.flush().await.unwrap();
 }
 
-async fn queued_activation_log<S: CountStore>(store: &S) {
-    // Records queued without waiting are stored by the time `flush`
-    // completes, newest first.
-    let queued: Vec<_> = (7..=9u32)
+/// Records `clients` (client `i` at `i` minutes past `T0`, count `i`),
+/// queued without waiting, then flushed; returns them in that order.
+async fn queue_and_flush<S: CountStore>(
+    store: &S,
+    clients: std::ops::RangeInclusive<u32>,
+) -> Vec<ActivationRecord> {
+    let queued: Vec<_> = clients
         .map(|i| record(T0 + u64::from(i) * MINUTE, u128::from(i), true, Some(i)))
         .collect();
     for r in &queued {
@@ -124,6 +127,13 @@ async fn queued_activation_log<S: CountStore>(store: &S) {
             .unwrap();
     }
     store.flush().await.unwrap();
+    queued
+}
+
+async fn queued_activation_log<S: CountStore>(store: &S) {
+    // Records queued without waiting are stored by the time `flush`
+    // completes, newest first.
+    let queued = queue_and_flush(store, 7..=9).await;
     let recent = store.recent_activations(3).await.unwrap();
     assert_eq!(
         recent,
@@ -808,15 +818,7 @@ mod sqlite {
         let mut options = SqliteOptions::default();
         options.max_log_records = 3;
         let store = SqliteStore::open_with(dir.path().join("log.sqlite"), options).unwrap();
-        let records: Vec<_> = (1..=5u32)
-            .map(|i| record(T0 + u64::from(i) * MINUTE, u128::from(i), true, Some(i)))
-            .collect();
-        for r in &records {
-            store
-                .queue_activation(r.clone(), FileTime::from_ticks(0))
-                .unwrap();
-        }
-        pollster::block_on(store.flush()).unwrap();
+        let records = pollster::block_on(queue_and_flush(&store, 1..=5));
         let kept = pollster::block_on(store.recent_activations(10)).unwrap();
         assert_eq!(
             kept,
@@ -1897,15 +1899,7 @@ pub(crate) mod postgres {
                 assert_eq!(kept, vec![cmid(2), cmid(3)]);
                 assert_eq!(clients(&store, visit(2, 9, 5, T0)).await, 1);
 
-                let records: Vec<_> = (1..=5u32)
-                    .map(|i| record(T0 + u64::from(i) * MINUTE, u128::from(i), true, Some(i)))
-                    .collect();
-                for r in &records {
-                    store
-                        .queue_activation(r.clone(), FileTime::from_ticks(0))
-                        .unwrap();
-                }
-                store.flush().await.unwrap();
+                let records = queue_and_flush(&store, 1..=5).await;
                 assert_eq!(
                     store.recent_activations(10).await.unwrap(),
                     vec![records[4].clone(), records[3].clone(), records[2].clone()]
