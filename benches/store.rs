@@ -2,7 +2,8 @@
 //! SQLite and PostgreSQL stores, one visit at a time with 10 000 and
 //! 1 000 000 known CMIDs, and 64 visits in flight at once (where group
 //! commit shows); and whole `KmsHost::decide` calls (key lookup, count,
-//! activation log), 64 in flight, on each store.
+//! activation log), 64 in flight, on each store; and the activation log
+//! alone, 4096 records per flush, of one CMID and of 100 000.
 //!
 //! Run: `cargo bench --bench store --all-features` (PostgreSQL only with
 //! `KMS_TEST_POSTGRES_URL` set). The 1 000 000-client pre-load runs only
@@ -28,9 +29,11 @@ use kms_activation::host::store::{
     CountStore, MemoryStore, PostgresOptions, PostgresStore, SqliteOptions, SqliteStore,
     SqliteSync, Visit,
 };
-use kms_activation::host::{KmsHost, KmsHostConfig, RequestContext, RequestEvent};
+use kms_activation::host::{
+    ActivationRecord, KmsHost, KmsHostConfig, RequestContext, RequestEvent,
+};
 use kms_activation::message::{RequestBody, Version};
-use kms_activation::{FileTime, LicenseStatus, ScriptedRandom, Uuid};
+use kms_activation::{FileTime, HResult, LicenseStatus, ScriptedRandom, Uuid};
 use tokio::runtime::Runtime;
 
 const DAY: u64 = 86_400 * 10_000_000;
@@ -349,23 +352,25 @@ fn request_event(visit: &Visit) -> RequestEvent {
     let mut context = RequestContext::new(visit.at);
     context.call_id = 2;
     context.ndr = Ndr::Ndr64;
-    RequestEvent::detached(
-        context,
-        RequestBody {
-            version: Version::V6,
-            vm_info: 0,
-            license_status: LicenseStatus::Licensed,
-            binding_expiration: 250_000,
-            application_id: visit.application_id,
-            sku_id: Uuid::from_u128(0x7311_1121_5638_40f6_bc11_f1d7_b0d6_4300),
-            kms_id: Uuid::from_u128(0x58e2_134f_8e11_4d17_9cb2_9106_9c15_1148),
-            cmid: visit.cmid,
-            previous_cmid: Uuid::nil(),
-            n_policy: visit.n_policy,
-            client_time: visit.at,
-            workstation: "client.example.org".into(),
-        },
-    )
+    RequestEvent::detached(context, request_body(visit))
+}
+
+/// The request of [`request_event`].
+fn request_body(visit: &Visit) -> RequestBody {
+    RequestBody {
+        version: Version::V6,
+        vm_info: 0,
+        license_status: LicenseStatus::Licensed,
+        binding_expiration: 250_000,
+        application_id: visit.application_id,
+        sku_id: Uuid::from_u128(0x7311_1121_5638_40f6_bc11_f1d7_b0d6_4300),
+        kms_id: Uuid::from_u128(0x58e2_134f_8e11_4d17_9cb2_9106_9c15_1148),
+        cmid: visit.cmid,
+        previous_cmid: Uuid::nil(),
+        n_policy: visit.n_policy,
+        client_time: visit.at,
+        workstation: "client.example.org".into(),
+    }
 }
 
 fn kms_host<S: CountStore>(rt: &Runtime, store: S) -> Arc<KmsHost<S>> {
@@ -449,5 +454,64 @@ fn host_decisions(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, one_at_a_time, concurrent, host_decisions);
+/// Activation records per flush in [`activation_log`]: the SQLite writer
+/// appends up to 4096 in one transaction.
+const LOG_RECORDS: u64 = 4096;
+
+/// `LOG_RECORDS` activation records queued, then flushed: records of one
+/// CMID (each lands beside the last in the log's index by client), and
+/// records of 100 000 CMIDs in turn (each lands on a random page of it).
+fn append_log<S: CountStore>(rt: &Runtime, store: &S, next: &mut u64, clients: u64) {
+    let peer = "192.0.2.7:50123".parse().ok();
+    for _ in 0..LOG_RECORDS {
+        *next += 1;
+        let at = T0 + *next;
+        let client = (*next).wrapping_mul(0x9e37_79b9_7f4a_7c15) % clients;
+        let request = request_body(&visit(client, at));
+        let record = ActivationRecord::new(
+            FileTime::from_ticks(at),
+            peer,
+            *next,
+            &request,
+            Some(50),
+            HResult::S_OK,
+        );
+        store
+            .queue_activation(record, FileTime::from_ticks(at - 30 * DAY))
+            .unwrap();
+    }
+    rt.block_on(store.flush()).unwrap();
+}
+
+/// The activation log alone: what persisting one record costs, by store
+/// and by how the CMIDs spread.
+fn activation_log(c: &mut Criterion) {
+    let mut group = c.benchmark_group("store/activation_log");
+    group.throughput(Throughput::Elements(LOG_RECORDS));
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_secs(1));
+    let rt = runtime();
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    for (name, clients) in [("one_cmid", 1), ("100000_cmids", 100_000)] {
+        let store = MemoryStore::default();
+        let mut next = 0;
+        group.bench_function(BenchmarkId::new("memory", name), |b| {
+            b.iter(|| append_log(&rt, &store, &mut next, clients));
+        });
+        let store = SqliteStore::open(dir.path().join(format!("log-{name}.sqlite"))).unwrap();
+        let mut next = 0;
+        group.bench_function(BenchmarkId::new("sqlite", name), |b| {
+            b.iter(|| append_log(&rt, &store, &mut next, clients));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    one_at_a_time,
+    concurrent,
+    host_decisions,
+    activation_log
+);
 criterion_main!(benches);
