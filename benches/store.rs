@@ -492,6 +492,7 @@ fn activation_log(c: &mut Criterion) {
     group.warm_up_time(Duration::from_secs(1));
     let rt = runtime();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let postgres = Postgres::from_env();
     for (name, clients) in [("one_cmid", 1), ("100000_cmids", 100_000)] {
         let store = MemoryStore::default();
         let mut next = 0;
@@ -503,8 +504,18 @@ fn activation_log(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("sqlite", name), |b| {
             b.iter(|| append_log(&rt, &store, &mut next, clients));
         });
+        if let Some(pg) = &postgres {
+            let store = rt.block_on(pg.store(0));
+            let mut next = 0;
+            group.bench_function(BenchmarkId::new("postgres", name), |b| {
+                b.iter(|| append_log(&rt, &store, &mut next, clients));
+            });
+        }
     }
     group.finish();
+    if let Some(pg) = &postgres {
+        rt.block_on(pg.drop_schema());
+    }
 }
 
 criterion_group!(
