@@ -2114,22 +2114,21 @@ pub(crate) mod postgres {
                     .await
                     .unwrap();
                 let admin = admin(url).await;
-                admin
-                    .batch_execute(&format!(
-                        "UPDATE {schema}.activations SET license_status = 4294967296"
-                    ))
-                    .await
-                    .unwrap();
-                let err = store.recent_activations(1).await.unwrap_err();
-                assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
-                admin
-                    .batch_execute(&format!(
-                        "UPDATE {schema}.activations SET license_status = 1, time = -5"
-                    ))
-                    .await
-                    .unwrap();
-                let err = store.recent_activations(1).await.unwrap_err();
-                assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+                // A license status past u32, then a negative time.
+                for corruption in [
+                    "license_status = 4294967296",
+                    "license_status = 1, time = -5",
+                ] {
+                    admin
+                        .batch_execute(&format!("UPDATE {schema}.activations SET {corruption}"))
+                        .await
+                        .unwrap();
+                    let err = store.recent_activations(1).await.unwrap_err();
+                    assert!(
+                        matches!(err, StoreError::Backend(_)),
+                        "{corruption}: {err:?}"
+                    );
+                }
                 drop(store);
             },
         );
